@@ -1,0 +1,126 @@
+"""Train a float SqueezeNet: ``python -m model.train`` (``make train``).
+
+Writes ``<out>/model.pt`` (weights + config + normalisation + classes, loadable with weights_only=True),
+``<out>/last.pt`` (resume state) and the evaluation report ``<out>/report.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+from .artifacts import UserError, run_cli, save_checkpoint
+from .data import DATASETS, Normalization, data_dir_default, load_dataset, train_val_split
+from .evaluate import evaluate_checkpoint
+from .squeezenet import PRESETS, SqueezeNet, SqueezeNetConfig, count_macs, count_parameters
+from .training import TrainSettings, fit
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """``key=value`` pairs for SqueezeNetConfig fields; values are parsed as JSON where they can be."""
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise UserError(f"--set expects key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    known = {f.name for f in fields(SqueezeNetConfig)}
+    unknown = sorted(set(out) - known)
+    if unknown:
+        raise UserError(f"unknown model setting(s) {unknown}; known: {sorted(known)}")
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = TrainSettings()
+    p = argparse.ArgumentParser(prog="python -m model.train", description=__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset", choices=DATASETS, default="fashion-mnist")
+    p.add_argument("--data-dir", default=None,
+                   help=f"data directory (default: $DATA_DIR or {data_dir_default()})")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="small",
+                   help="architecture preset; 'small' is the deployable 28x28/32x32 SqueezeNet")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a SqueezeNetConfig field, e.g. --set bypass=complex --set base_e=48")
+    p.add_argument("--input-size", type=int, default=None,
+                   help="image side for an image folder (IDX and CIFAR use their native size)")
+    p.add_argument("--channels", type=int, default=None, help="1 (grayscale) or 3 (RGB) for an image folder")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--optimizer", choices=("adamw", "sgd"), default=d.optimizer)
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (the paper's SGD used 0.04)")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--schedule", choices=("cosine", "poly", "constant"), default=d.schedule)
+    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument("--augment", default=",".join(d.augment), help="comma list of crop,flip; 'none' for none")
+    p.add_argument("--val-fraction", type=float, default=1 / 12, help="share of the training set held out")
+    p.add_argument("--limit", type=int, default=0, help="use only the first N training images (smoke runs)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--threads", type=int, default=d.threads, help="torch threads (0: default)")
+    p.add_argument("--out", default="artifacts/model", help="output directory")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    p.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation at the end")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = Path(args.out)
+    augment = tuple(a for a in args.augment.split(",") if a and a != "none")
+    settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
+                             lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
+                             warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing,
+                             augment=augment, seed=args.seed, threads=args.threads)
+    settings.validate()
+
+    full = load_dataset(args.dataset, "train", args.data_dir, args.input_size, args.channels)
+    if args.limit:
+        full = full.subset(slice(0, args.limit))
+    train, val = train_val_split(full, args.val_fraction, args.seed)
+    norm = Normalization.fit(train.images)
+    cfg = _config_for(args, full.images.shape, len(full.classes))
+    model = SqueezeNet(cfg)
+    params = count_parameters(model)
+    macs = count_macs(model, (cfg.in_channels, cfg.input_size, cfg.input_size))
+    print(f"SqueezeNet '{args.preset}': {params:,} parameters, {macs / 1e6:.2f} M MACs per image; "
+          f"{len(train):,} train / {len(val):,} val images of {args.dataset}")
+
+    t0 = time.time()
+    result = fit(model, train, val, norm, settings, out / "last.pt", resume=args.resume)
+    command = "python -m model.train " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    meta = {"command": command, "train_seconds": round(result.seconds, 1),
+            "wall_seconds_this_run": round(time.time() - t0, 1),
+            "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(settings).items()},
+            "history": [vars(h) for h in result.history], "params": params, "macs": macs,
+            "dataset": args.dataset}
+    checkpoint = out / "model.pt"
+    save_checkpoint(checkpoint, model.state_dict(), kind="float", config=cfg.to_dict(),
+                    normalization=norm.to_dict(), classes=list(full.classes), meta=meta)
+    print(f"wrote {checkpoint}")
+    if not args.no_eval:
+        report = evaluate_checkpoint(checkpoint, args.dataset, args.data_dir, out)
+        print(f"test top-1 {report['top1']:.4f} on {report['samples']:,} images")
+    return 0
+
+
+def _config_for(args, shape, num_classes: int) -> SqueezeNetConfig:
+    _, channels, size, _ = shape
+    overrides = parse_overrides(args.overrides)
+    preset = PRESETS[args.preset]
+    if args.preset == "small":
+        cfg = preset(input_size=size, in_channels=channels, num_classes=num_classes)
+    else:
+        cfg = preset(num_classes=num_classes, in_channels=channels).replace(input_size=size)
+    return cfg.replace(**overrides) if overrides else cfg
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,5 @@
+from model.artifacts import run_cli
+
+from .qat import main
+
+run_cli(main)

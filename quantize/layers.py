@@ -1,0 +1,103 @@
+"""Brevitas layer factories for the shared SqueezeNet builder.
+
+Every quantizer has a power-of-two, per-tensor scale and zero point 0: the only kind that hls4ml reproduces
+bit-exactly through QONNX (per-channel float scales crash its precision inference; per-tensor float scales
+make its C simulation output zeros) and that a TFLite int8 model can hold without requantization.
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from model import Layers, SqueezeNet, SqueezeNetConfig, without_norm_layers
+from model.artifacts import UserError
+
+
+@dataclass(frozen=True)
+class QuantSettings:
+    """Bit widths. ``overrides`` maps conv layer names (or fnmatch patterns such as ``features.*.squeeze``)
+    to weight bits, for mixed precision; the first match in insertion order wins."""
+
+    weight_bits: int = 4
+    act_bits: int = 8
+    input_bits: int = 8
+    bias_bits: int = 8
+    overrides: dict[str, int] = field(default_factory=dict)
+
+    def bits_for(self, conv_name: str) -> int:
+        for pattern, bits in self.overrides.items():
+            if fnmatch.fnmatchcase(conv_name, pattern):
+                return bits
+        return self.weight_bits
+
+    def validate(self, conv_names: list[str] | None = None) -> None:
+        for what, bits in [("weight_bits", self.weight_bits), ("act_bits", self.act_bits),
+                           ("input_bits", self.input_bits), ("bias_bits", self.bias_bits),
+                           *[(f"override {k}", v) for k, v in self.overrides.items()]]:
+            if not isinstance(bits, int) or not 2 <= bits <= 16:
+                raise UserError(f"{what} must be an integer from 2 to 16, got {bits!r}")
+        if conv_names is not None:
+            for pattern in self.overrides:
+                if not any(fnmatch.fnmatchcase(n, pattern) for n in conv_names):
+                    raise UserError(f"bit-width override {pattern!r} names no layer of this model; "
+                                    f"conv layers are: {', '.join(conv_names)}")
+
+    def to_dict(self) -> dict:
+        return {"weight_bits": self.weight_bits, "act_bits": self.act_bits, "input_bits": self.input_bits,
+                "bias_bits": self.bias_bits, "overrides": dict(self.overrides)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "QuantSettings":
+        return cls(int(data["weight_bits"]), int(data["act_bits"]), int(data["input_bits"]),
+                   int(data["bias_bits"]), {str(k): int(v) for k, v in data.get("overrides", {}).items()})
+
+
+def brevitas_layers(qs: QuantSettings, signed_add: bool = False) -> Layers:
+    """The Layers the builder instantiates for the quantized twin. ``signed_add``: a complex bypass adds a
+    conv output (signed) to a ReLU output, so its sum needs a signed quantizer."""
+    import brevitas.nn as qnn
+    from brevitas.quant import (Int8ActPerTensorFixedPoint, Int8BiasPerTensorFixedPointInternalScaling,
+                                Int8WeightPerTensorFixedPoint, Uint8ActPerTensorFixedPoint)
+
+    def conv(name, cin, cout, k, stride=1, padding=0):
+        # Biases get their own 8-bit (bias_bits) po2 scale: no dependence on the input scale, so every
+        # layer can take plain tensors, and the on-chip bias storage is bias_bits per value.
+        return qnn.QuantConv2d(cin, cout, k, stride=stride, padding=padding, bias=True,
+                               weight_quant=Int8WeightPerTensorFixedPoint, weight_bit_width=qs.bits_for(name),
+                               bias_quant=Int8BiasPerTensorFixedPointInternalScaling,
+                               bias_bit_width=qs.bias_bits, return_quant_tensor=False)
+
+    def relu(name):
+        return qnn.QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, bit_width=qs.act_bits,
+                             return_quant_tensor=False)
+
+    def signed_identity(name):
+        return qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, bit_width=qs.act_bits,
+                                 return_quant_tensor=False)
+
+    def unsigned_identity(name):
+        # Sums of ReLU outputs and averages of them are never negative: spend no bit on a sign.
+        return qnn.QuantIdentity(act_quant=Uint8ActPerTensorFixedPoint, bit_width=qs.act_bits,
+                                 return_quant_tensor=False)
+
+    def input_quant(name):
+        return qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, bit_width=qs.input_bits,
+                                 return_quant_tensor=False)
+
+    return Layers(conv=conv, relu=relu, input_quant=input_quant,
+                  add_quant=signed_identity if signed_add else unsigned_identity,
+                  output_quant=unsigned_identity)
+
+
+def conv_layer_names(cfg: SqueezeNetConfig) -> list[str]:
+    float_model = SqueezeNet(cfg)
+    return [n for n, m in float_model.named_modules() if isinstance(m, nn.Conv2d)]
+
+
+def build_quant_model(cfg: SqueezeNetConfig, qs: QuantSettings) -> SqueezeNet:
+    """The Brevitas twin: the same builder, Brevitas layers passed in."""
+    qs.validate(conv_layer_names(cfg))
+    # BatchNorm is folded into the convs before quantization, so the twin's norms are identities.
+    return SqueezeNet(cfg, without_norm_layers(brevitas_layers(qs, signed_add=cfg.bypass == "complex")))

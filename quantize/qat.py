@@ -1,0 +1,191 @@
+"""Quantization-aware fine-tuning of a float SqueezeNet: ``python -m quantize`` (``make qat``).
+
+Steps: load the float checkpoint -> fold BatchNorm into the convs -> build the Brevitas twin with the same
+builder -> calibrate the activation scales on training images -> QAT -> evaluate -> write the quantized
+checkpoint and ``<out>/report.json`` (accuracy, bit widths, per-layer storage against the budget).
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from model import SqueezeNet, SqueezeNetConfig, fold_batch_norm
+from model.artifacts import UserError, load_checkpoint, run_cli, save_checkpoint, write_json
+from model.data import DATASETS, ImageSet, Normalization, load_dataset, train_val_split
+from model.evaluate import classification_report, load_float_model, plot_confusion
+from model.training import TrainSettings, accuracy, fit, predict_logits, to_input
+
+from .layers import QuantSettings, build_quant_model
+from .storage import BUDGET_BYTES, storage_table
+
+DEFAULT_FLOAT = "model/checkpoints/default.pt"
+DEFAULT_QUANT = "quantize/checkpoints/default.pt"
+# First conv and classifier at 8 bits: together ~3% of the weights, and the layers most hurt by few bits.
+DEFAULT_OVERRIDES = {"features.0": 8, "classifier.1": 8}
+
+
+@dataclass
+class QuantModel:
+    model: SqueezeNet
+    config: SqueezeNetConfig
+    settings: QuantSettings
+    normalization: Normalization
+    classes: list[str]
+    payload: dict
+
+
+def twin_from_float(float_checkpoint: str | Path, qs: QuantSettings) -> tuple[SqueezeNet, object]:
+    """The Brevitas twin carrying the float model's (BatchNorm-folded) weights."""
+    loaded = load_float_model(float_checkpoint)
+    folded = fold_batch_norm(loaded.model) if loaded.config.batch_norm else loaded.model.state_dict()
+    twin = build_quant_model(loaded.config, qs)
+    missing, unexpected = twin.load_state_dict(folded, strict=False)
+    not_quantizer = [k for k in missing if "_quant" not in k]
+    if not_quantizer or unexpected:
+        raise UserError(f"float weights do not fit the quantized twin: missing {not_quantizer[:5]}, "
+                        f"unexpected {unexpected[:5]}")
+    return twin, loaded
+
+
+@torch.no_grad()
+def calibrate(model: SqueezeNet, data: ImageSet, norm: Normalization, batches: int = 20,
+              batch_size: int = 256) -> None:
+    """Set every activation scale from the statistics of real training images before QAT starts."""
+    from brevitas.graph.calibrate import calibration_mode
+
+    model.eval()
+    images = torch.from_numpy(data.images)
+    with calibration_mode(model):
+        for start in tqdm(range(0, min(len(data), batches * batch_size), batch_size), desc="calibrate",
+                          leave=False, disable=None):
+            model(to_input(images[start:start + batch_size], norm))
+
+
+def load_quant_model(path: str | Path) -> QuantModel:
+    payload = load_checkpoint(path)
+    if payload.get("kind") != "quantized":
+        raise UserError(f"{path} is a {payload.get('kind')!r} checkpoint, expected a quantized one")
+    cfg = SqueezeNetConfig.from_dict(payload["config"])
+    qs = QuantSettings.from_dict(payload["quant"])
+    model = build_quant_model(cfg, qs)
+    model.load_state_dict(payload["state_dict"], strict=True)
+    model.eval()
+    return QuantModel(model, cfg, qs, Normalization.from_dict(payload["normalization"]),
+                      list(payload["classes"]), payload)
+
+
+def evaluate_quant(checkpoint: str | Path, dataset: str, data_dir: str | None, out: str | Path,
+                   budget_bytes: int = BUDGET_BYTES) -> dict:
+    """The quantize stage's report for a quantized checkpoint (``make eval`` calls this)."""
+    out = Path(out)
+    qm = load_quant_model(checkpoint)
+    test = load_dataset(dataset, "test", data_dir, qm.normalization.input_size, qm.normalization.channels)
+    logits = predict_logits(qm.model, test, qm.normalization, progress=True, desc="test (quantized)")
+    report = classification_report(logits, test.labels, qm.classes)
+    table = storage_table(qm.model, budget_bytes)
+    meta = qm.payload.get("meta", {})
+    report.update({
+        "checkpoint": str(checkpoint), "dataset": dataset,
+        "float_top1": meta.get("float_top1"),
+        "weight_bits": qm.settings.weight_bits, "quant": qm.settings.to_dict(),
+        "weight_storage_bytes": table.total_bytes, "storage": table.to_dict(),
+        "params": sum(layer.weights + layer.biases for layer in table.layers),
+        "config": qm.config.to_dict(),
+        "qat": {k: v for k, v in meta.items() if k != "history"},
+    })
+    plot_confusion(report["confusion"], qm.classes, out / "confusion.png",
+                   f"quantized SqueezeNet ({qm.settings.weight_bits}-bit weights), top-1 {report['top1']:.4f}")
+    write_json(out / "report.json", report)
+    return report
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, int]:
+    out = {}
+    for pair in pairs:
+        name, sep, bits = pair.partition("=")
+        if not sep:
+            raise UserError(f"--override expects LAYER=BITS, got {pair!r}")
+        try:
+            out[name] = int(bits)
+        except ValueError:
+            raise UserError(f"--override {pair!r}: bits must be an integer") from None
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m quantize", description=__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", default=DEFAULT_FLOAT, help="float checkpoint to start from")
+    p.add_argument("--dataset", choices=DATASETS, default="fashion-mnist")
+    p.add_argument("--data-dir", default=None, help="default: $DATA_DIR or the Debian package's directory")
+    p.add_argument("--weight-bits", type=int, default=4)
+    p.add_argument("--act-bits", type=int, default=8)
+    p.add_argument("--input-bits", type=int, default=8)
+    p.add_argument("--bias-bits", type=int, default=8)
+    p.add_argument("--override", action="append", default=None, metavar="LAYER=BITS",
+                   help="weight bits for one conv (fnmatch patterns allowed, e.g. 'features.*.squeeze=3'); "
+                        f"default: {' '.join(f'{k}={v}' for k, v in DEFAULT_OVERRIDES.items())}; "
+                        "'--override none' for none")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--limit", type=int, default=0, help="use only the first N training images (smoke runs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--budget-bytes", type=int, default=BUDGET_BYTES)
+    p.add_argument("--out", default="artifacts/quantize")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = Path(args.out)
+    overrides = DEFAULT_OVERRIDES if args.override is None else (
+        {} if args.override == ["none"] else parse_overrides(args.override))
+    qs = QuantSettings(args.weight_bits, args.act_bits, args.input_bits, args.bias_bits, overrides)
+    qs.validate()
+    settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, optimizer="adamw", lr=args.lr,
+                             weight_decay=args.weight_decay, schedule="cosine", warmup_epochs=0.0,
+                             seed=args.seed, threads=args.threads)
+    settings.validate()
+
+    twin, loaded = twin_from_float(args.checkpoint, qs)
+    norm = loaded.normalization
+    full = load_dataset(args.dataset, "train", args.data_dir, norm.input_size, norm.channels)
+    if args.limit:
+        full = full.subset(np.arange(min(args.limit, len(full))))
+    train, val = train_val_split(full, 1 / 12, args.seed)
+    test = load_dataset(args.dataset, "test", args.data_dir, norm.input_size, norm.channels)
+    float_top1 = accuracy(predict_logits(loaded.model, test, norm), test.labels)
+
+    t0 = time.time()
+    if not (args.resume and (out / "last.pt").is_file()):
+        calibrate(twin, train, norm)
+    print(f"calibrated {qs.weight_bits}-bit twin: val {accuracy(predict_logits(twin, val, norm), val.labels):.4f} "
+          f"before QAT (float test top-1 {float_top1:.4f})")
+    result = fit(twin, train, val, norm, settings, out / "last.pt", resume=args.resume)
+    command = "python -m quantize " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    meta = {"command": command, "qat_seconds": round(time.time() - t0, 1), "float_top1": float_top1,
+            "float_checkpoint": str(args.checkpoint), "history": [vars(h) for h in result.history]}
+    checkpoint = out / "model.pt"
+    save_checkpoint(checkpoint, twin.state_dict(), kind="quantized", config=loaded.config.to_dict(),
+                    quant=qs.to_dict(), normalization=norm.to_dict(), classes=loaded.classes, meta=meta)
+    report = evaluate_quant(checkpoint, args.dataset, args.data_dir, out, args.budget_bytes)
+    print(storage_table(load_quant_model(checkpoint).model, args.budget_bytes).format())
+    print(f"wrote {checkpoint}: test top-1 {report['top1']:.4f} (float {float_top1:.4f}), "
+          f"{report['weight_storage_bytes']:,} bytes of weights and biases")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
