@@ -1,0 +1,48 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from model.data import DEFAULT_DATA_DIR, write_idx  # noqa: E402
+
+FASHION_DIR = Path(os.environ.get("DATA_DIR", DEFAULT_DATA_DIR))
+HAVE_FASHION = (FASHION_DIR / "t10k-images-idx3-ubyte.gz").is_file() or (FASHION_DIR / "t10k-images-idx3-ubyte").is_file()
+needs_fashion = pytest.mark.skipif(not HAVE_FASHION, reason=f"Fashion-MNIST not installed in {FASHION_DIR} "
+                                   "(make setup installs Debian's dataset-fashion-mnist)")
+
+
+def run_module(*args, cwd=ROOT, env=None, timeout=900):
+    """Run ``python -m ...`` in the project's interpreter, as a user would."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture
+def tiny_idx_dir(tmp_path):
+    """A small Fashion-MNIST-shaped IDX data set with learnable classes. Class k is a stripe texture
+    (horizontal for k < 5, vertical otherwise, period 2 + k % 5): a global-pooling CNN can tell them apart
+    anywhere in the image."""
+    rng = np.random.default_rng(0)
+    grid = np.arange(28)
+
+    def make(n):
+        labels = rng.integers(0, 10, n).astype(np.uint8)
+        images = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+        for i, k in enumerate(labels):
+            stripes = (grid // (2 + k % 5)) % 2 == 0
+            mask = stripes[:, None] if k < 5 else stripes[None, :]
+            images[i] = np.where(np.broadcast_to(mask, (28, 28)), 200, images[i])
+        return images, labels
+
+    for prefix, n in (("train", 600), ("t10k", 200)):
+        images, labels = make(n)
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return tmp_path
