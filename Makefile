@@ -10,9 +10,15 @@ SETUP_STAMP := $(VENV)/.setup-stamp
 export DATA_DIR ?= /usr/share/datasets/fashion-mnist
 
 FLOAT_CKPT  := model/checkpoints/default.pt
+QUANT_CKPT  := quantize/checkpoints/default.pt
+SAMPLES     ?= 1000
+FPGA_PART   ?= xc7z020clg400-1
+CLOCK_MHZ   ?= 100
+REUSE       ?= 1
+STRATEGY    ?= Latency
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train eval test test-fast clean
+.PHONY: help setup data train eval quantize qat fpga fpga-synth budget test test-fast clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -43,7 +49,7 @@ data: ## install Debian's dataset-fashion-mnist when the default data set is mis
 
 # --- model ------------------------------------------------------------------------------------------
 # The exact command that produced the committed checkpoint; `make train` reproduces it.
-TRAIN_ARGS ?= --epochs 30 --optimizer adamw --lr 3e-3 --seed 0
+TRAIN_ARGS ?= --epochs 36 --optimizer adamw --lr 3e-3 --weight-decay 0.05 --seed 0
 
 train: setup ## retrain the default float SqueezeNet and replace the committed checkpoint
 	$(PY) -m model.train $(TRAIN_ARGS) --out artifacts/model
@@ -51,6 +57,37 @@ train: setup ## retrain the default float SqueezeNet and replace the committed c
 
 eval: setup ## evaluate the committed checkpoints on the 10,000 test images (no retraining)
 	$(PY) -m model.evaluate --checkpoint $(FLOAT_CKPT) --out artifacts/model
+	$(PY) -m quantize.evaluate --checkpoint $(QUANT_CKPT) --out artifacts/quantize
+
+# --- quantize ---------------------------------------------------------------------------------------
+# The exact command that produced the committed quantized checkpoint; `make qat` reproduces it.
+QAT_ARGS ?= --weight-bits 4 --epochs 4 --lr 3e-4 --seed 0
+
+qat: setup ## QAT from the float checkpoint and replace the committed quantized checkpoint
+	$(PY) -m quantize --checkpoint $(FLOAT_CKPT) $(QAT_ARGS) --out artifacts/quantize
+	cp artifacts/quantize/model.pt $(QUANT_CKPT)
+
+# `make quantize` reuses the committed checkpoint while it was made from the committed float checkpoint
+# (compared by sha256, not by file time: a fresh clone gives every file the same time).
+quantize: setup ## the quantized model (reuses the committed checkpoint when it is up to date)
+	@$(PY) -m quantize.evaluate --is-fresh --checkpoint $(QUANT_CKPT) --float-checkpoint $(FLOAT_CKPT) \
+	  || $(MAKE) --no-print-directory qat
+	$(PY) -m quantize.evaluate --checkpoint $(QUANT_CKPT) --out artifacts/quantize --if-changed
+
+# --- fpga -------------------------------------------------------------------------------------------
+FPGA_ARGS = --checkpoint $(QUANT_CKPT) --samples $(SAMPLES) --part $(FPGA_PART) --clock-mhz $(CLOCK_MHZ) \
+            --reuse-factor $(REUSE) --strategy $(STRATEGY)
+
+fpga: setup quantize ## hls4ml HLS project + bit-exact C simulation (SAMPLES=N|all) + budget check
+	$(PY) -m fpga $(FPGA_ARGS)
+	$(MAKE) --no-print-directory budget
+
+fpga-synth: fpga ## run Vitis HLS synthesis on the generated project (needs vitis_hls on PATH)
+	@command -v vitis_hls >/dev/null || { echo "error: vitis_hls is not on PATH; install Vitis HLS (or source its settings64.sh) to synthesize artifacts/fpga/hls_project" >&2; exit 1; }
+	cd artifacts/fpga/hls_project && vitis_hls -f build_prj.tcl "csim=0 synth=1 cosim=0 export=0 vsynth=0"
+
+budget: setup ## check every built artifact against the 0.5 MiB budget (BUDGET_BYTES=N to change it)
+	$(PY) -m fpga.budget --checkpoint $(QUANT_CKPT)
 
 # --- tests ------------------------------------------------------------------------------------------
 PYTEST_ARGS ?=

@@ -239,7 +239,8 @@ def build(cfg: FpgaConfig, skip: tuple[str, ...] = ()) -> dict:
         step(st)
         st.timings[name] = round(time.time() - t0, 2)
         print(f"[fpga] {name} done in {st.timings[name]:.1f} s", flush=True)
-    st.report.update({"checkpoint": cfg.checkpoint, "step_seconds": st.timings,
+    st.report.update({"checkpoint": cfg.checkpoint, "checkpoint_sha256": sha256_of(cfg.checkpoint),
+                      "step_seconds": st.timings,
                       "total_seconds": round(time.time() - t_all, 2), "config": asdict(cfg),
                       "hls_project": str(out / "hls_project")})
     write_json(out / "fpga_config.json", asdict(cfg))

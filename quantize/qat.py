@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from model import SqueezeNet, SqueezeNetConfig, fold_batch_norm
-from model.artifacts import UserError, load_checkpoint, run_cli, save_checkpoint, write_json
+from model.artifacts import UserError, load_checkpoint, run_cli, save_checkpoint, sha256_of, write_json
 from model.data import DATASETS, ImageSet, Normalization, load_dataset, train_val_split
 from model.evaluate import classification_report, load_float_model, plot_confusion
 from model.training import TrainSettings, accuracy, fit, predict_logits, to_input
@@ -93,7 +93,7 @@ def evaluate_quant(checkpoint: str | Path, dataset: str, data_dir: str | None, o
     table = storage_table(qm.model, budget_bytes)
     meta = qm.payload.get("meta", {})
     report.update({
-        "checkpoint": str(checkpoint), "dataset": dataset,
+        "checkpoint": str(checkpoint), "checkpoint_sha256": sha256_of(checkpoint), "dataset": dataset,
         "float_top1": meta.get("float_top1"),
         "weight_bits": qm.settings.weight_bits, "quant": qm.settings.to_dict(),
         "weight_storage_bytes": table.total_bytes, "storage": table.to_dict(),
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     result = fit(twin, train, val, norm, settings, out / "last.pt", resume=args.resume)
     command = "python -m quantize " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     meta = {"command": command, "qat_seconds": round(time.time() - t0, 1), "float_top1": float_top1,
-            "float_checkpoint": str(args.checkpoint), "history": [vars(h) for h in result.history]}
+            "float_checkpoint": str(args.checkpoint), "float_sha256": sha256_of(args.checkpoint), "history": [vars(h) for h in result.history]}
     checkpoint = out / "model.pt"
     save_checkpoint(checkpoint, twin.state_dict(), kind="quantized", config=loaded.config.to_dict(),
                     quant=qs.to_dict(), normalization=norm.to_dict(), classes=loaded.classes, meta=meta)

@@ -1,0 +1,124 @@
+import json
+import math
+
+import pytest
+import torch
+
+from model import SqueezeNet, folded_copy, small_image_config
+from model.artifacts import UserError
+from model.evaluate import DEFAULT_CHECKPOINT
+from quantize import BUDGET_BYTES, QuantSettings, build_quant_model, storage_table
+from quantize.qat import DEFAULT_QUANT, load_quant_model
+
+from .conftest import ROOT, needs_fashion, run_module
+from .helpers import tiny_quant_checkpoint
+
+TINY = dict(base_e=16, incr_e=16, num_fire=4, pool_after=(0, 2), stem_channels=16)
+
+
+@pytest.mark.parametrize("bypass", ["none", "simple", "complex"])
+def test_twin_has_the_float_models_parameters(bypass):
+    cfg = small_image_config(bypass=bypass, **TINY)
+    float_names = {k: v.shape for k, v in folded_copy(SqueezeNet(cfg).eval()).named_parameters()}
+    twin = build_quant_model(cfg, QuantSettings())
+    twin_names = {k: v.shape for k, v in twin.named_parameters() if "_quant" not in k}
+    assert twin_names == float_names
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_integer_weights_and_power_of_two_scales(bits):
+    twin = build_quant_model(small_image_config(**TINY), QuantSettings(weight_bits=bits))
+    from brevitas.nn import QuantConv2d
+
+    convs = [m for m in twin.modules() if isinstance(m, QuantConv2d)]
+    assert convs
+    for conv in convs:
+        qw = conv.quant_weight()
+        ints = qw.int()
+        assert int(qw.bit_width) == bits
+        assert ints.unique().numel() <= 2 ** bits
+        assert int(ints.abs().max()) <= 2 ** (bits - 1)
+        log2 = math.log2(float(qw.scale))
+        assert log2 == round(log2), f"scale {float(qw.scale)} is not a power of two"
+        assert torch.allclose(ints.float() * qw.scale, qw.value)
+
+
+def test_storage_calculator_against_hand_sums():
+    cfg = small_image_config(base_e=16, incr_e=16, num_fire=2, pool_after=(0,), stem_channels=8,
+                             bypass="none")
+    qs = QuantSettings(weight_bits=3, bias_bits=8, overrides={"features.0": 8})
+    table = storage_table(build_quant_model(cfg, qs))
+    # stem 8x1x3x3 @8 + 8 biases; fire1: squeeze 2x8 e1 8x2 e3 8x2x9; fire2: squeeze 2x16, e1 8x2, e3 8x2x9;
+    # classifier 10x16 at 3 bits (no override); every bias at 8 bits.
+    weights3 = 2 * 8 + 8 * 2 + 8 * 2 * 9 + 2 * 16 + 8 * 2 + 8 * 2 * 9 + 10 * 16
+    biases = 8 + (2 + 8 + 8) * 2 + 10
+    expected_bits = 72 * 8 + weights3 * 3 + biases * 8
+    assert table.total_bits == expected_bits
+    assert table.total_bytes == math.ceil(expected_bits / 8)
+    assert table.within_budget
+
+
+def test_wide_8bit_model_is_over_budget():
+    cfg = small_image_config(base_e=192, incr_e=192)
+    table = storage_table(build_quant_model(cfg, QuantSettings(weight_bits=8)))
+    assert not table.within_budget and table.total_bytes > BUDGET_BYTES
+    assert "OVER" in table.format()
+
+
+@pytest.mark.parametrize("qs,message", [
+    (QuantSettings(weight_bits=1), "from 2 to 16"),
+    (QuantSettings(act_bits=17), "from 2 to 16"),
+    (QuantSettings(overrides={"features.99": 4}), "names no layer"),
+    (QuantSettings(overrides={"features.0": 0}), "from 2 to 16"),
+])
+def test_bad_quant_settings(qs, message):
+    with pytest.raises(UserError, match=message):
+        build_quant_model(small_image_config(**TINY), qs)
+
+
+def test_mixed_precision_patterns():
+    qs = QuantSettings(weight_bits=4, overrides={"features.*.squeeze": 3, "classifier.1": 8})
+    table = storage_table(build_quant_model(small_image_config(**TINY), qs))
+    bits = {layer.name: layer.weight_bits for layer in table.layers}
+    assert bits["classifier.1"] == 8 and bits["features.0"] == 4
+    assert all(b == 3 for n, b in bits.items() if n.endswith(".squeeze"))
+
+
+def test_qat_cli_on_a_tiny_set(tiny_idx_dir, tmp_path):
+    float_dir = tmp_path / "float"
+    r = run_module("model.train", "--data-dir", str(tiny_idx_dir), "--epochs", "1", "--threads", "1",
+                   *sum((["--set", f"{k}={json.dumps(v)}"] for k, v in TINY.items()), []), "--out", str(float_dir))
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "q"
+    r = run_module("quantize", "--checkpoint", str(float_dir / "model.pt"), "--data-dir", str(tiny_idx_dir),
+                   "--epochs", "1", "--weight-bits", "3", "--override", "features.0=8", "--threads", "1",
+                   "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["weight_bits"] == 3 and report["samples"] == 200
+    assert report["weight_storage_bytes"] == report["storage"]["total_bytes"] > 0
+    qm = load_quant_model(out / "model.pt")
+    assert qm.settings.overrides == {"features.0": 8}
+    # The reloaded model computes what the report measured.
+    r = run_module("quantize.evaluate", "--checkpoint", str(out / "model.pt"), "--data-dir", str(tiny_idx_dir),
+                   "--out", str(tmp_path / "again"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "again" / "report.json").read_text())["top1"] == report["top1"]
+
+
+def test_qat_cli_rejects_bad_override(tiny_idx_dir, tmp_path):
+    model, _ = tiny_quant_checkpoint(tmp_path / "unused.pt", tiny_idx_dir, small_image_config(**TINY))
+    r = run_module("quantize", "--checkpoint", str(ROOT / DEFAULT_CHECKPOINT), "--weight-bits", "1",
+                   "--out", str(tmp_path))
+    assert r.returncode == 2 and "from 2 to 16" in r.stderr
+
+
+@needs_fashion
+def test_committed_quantized_checkpoint_reaches_its_accuracy(tmp_path):
+    r = run_module("quantize.evaluate", "--checkpoint", str(ROOT / DEFAULT_QUANT), "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["samples"] == 10_000 and report["weight_bits"] == 4
+    assert report["top1"] >= 0.93, report["top1"]
+    assert report["top1"] >= report["float_top1"] - 0.005
+    assert report["weight_storage_bytes"] <= BUDGET_BYTES
