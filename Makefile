@@ -82,9 +82,8 @@ fpga: setup quantize ## hls4ml HLS project + bit-exact C simulation (SAMPLES=N|a
 	$(PY) -m fpga $(FPGA_ARGS)
 	$(MAKE) --no-print-directory budget
 
-fpga-synth: fpga ## run Vitis HLS synthesis on the generated project (needs vitis_hls on PATH)
-	@command -v vitis_hls >/dev/null || { echo "error: vitis_hls is not on PATH; install Vitis HLS (or source its settings64.sh) to synthesize artifacts/fpga/hls_project" >&2; exit 1; }
-	cd artifacts/fpga/hls_project && vitis_hls -f build_prj.tcl "csim=0 synth=1 cosim=0 export=0 vsynth=0"
+fpga-synth: setup ## run Vitis HLS C synthesis on the generated project (needs vitis_hls on PATH)
+	$(PY) -m fpga.synth --project artifacts/fpga/hls_project
 
 budget: setup ## check every built artifact against the 0.5 MiB budget (BUDGET_BYTES=N to change it)
 	$(PY) -m fpga.budget --checkpoint $(QUANT_CKPT)

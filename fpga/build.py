@@ -30,6 +30,7 @@ import torch
 from export.qonnx_export import export_qonnx
 from model.artifacts import UserError, read_json, run_cli, sha256_of, write_json
 from model.data import DATASETS, load_dataset
+from model.squeezenet import plain
 from model.training import to_input
 from quantize.qat import DEFAULT_QUANT, load_quant_model
 from quantize.storage import BUDGET_BYTES, storage_table
@@ -206,7 +207,7 @@ def step_csim(st: BuildState) -> None:
     with torch.no_grad():
         x = to_input(images, norm)
         expected = qm.model(x).numpy().astype(np.float64)
-        x_q = qm.model.input_quant(x).permute(0, 2, 3, 1).contiguous().numpy()  # the int8 grid, NHWC
+        x_q = plain(qm.model.input_quant(x)).permute(0, 2, 3, 1).contiguous().numpy()  # int8 grid, NHWC
     got, seconds = run_csim(_library(st.out / "hls_project"), x_q, expected.shape[1],
                             workers=cfg.workers or None)
     agree = float((got.argmax(1) == expected.argmax(1)).mean())

@@ -137,6 +137,12 @@ def _identity(*_args, **_kwargs) -> nn.Module:
     return nn.Identity()
 
 
+def plain(t):
+    """The values of ``t``. A quantized twin passes Brevitas QuantTensors between layers (so every conv
+    knows its input scale and can put its bias on the accumulator grid); sums need the plain values."""
+    return t.value if hasattr(t, "value") and hasattr(t, "scale") else t
+
+
 @dataclass(frozen=True)
 class Layers:
     """The layer classes the builder instantiates. Float defaults; ``quantize`` passes Brevitas ones.
@@ -195,9 +201,9 @@ class Fire(nn.Module):
         out = torch.cat([self.expand_activation(self._conv("expand1x1", s)),
                          self.expand_activation(self._conv("expand3x3", s))], 1)
         if self.bypass_kind == "simple":
-            out = self.bypass_quant(out + x)
+            out = self.bypass_quant(plain(out) + plain(x))
         elif self.bypass_kind == "complex":
-            out = self.bypass_quant(out + self._conv("bypass", x))
+            out = self.bypass_quant(plain(out) + plain(self._conv("bypass", x)))
         return out
 
 
@@ -271,7 +277,7 @@ class SqueezeNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(self.input_quant(x))
         x = self.classifier(x)
-        return self.output_quant(torch.flatten(x, 1))
+        return plain(self.output_quant(torch.flatten(plain(x), 1)))
 
 
 # --- named configurations ---------------------------------------------------------------------------

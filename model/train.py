@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=d.threads, help="torch threads (0: default)")
     p.add_argument("--out", default="artifacts/model", help="output directory")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    p.add_argument("--init", default=None, metavar="CHECKPOINT",
+                   help="start from this float checkpoint's weights and architecture (fine-tuning); "
+                        "its normalisation is kept")
     p.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation at the end")
     return p
 
@@ -85,9 +88,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit:
         full = full.subset(slice(0, args.limit))
     train, val = train_val_split(full, args.val_fraction, args.seed)
-    norm = Normalization.fit(train.images)
-    cfg = _config_for(args, full.images.shape, len(full.classes))
-    model = SqueezeNet(cfg)
+    if args.init:
+        from .evaluate import load_float_model
+
+        start = load_float_model(args.init)
+        model, cfg, norm = start.model, start.config, start.normalization
+        if cfg.num_classes != len(full.classes) or norm.channels != full.images.shape[1]:
+            raise UserError(f"{args.init} was trained for {cfg.num_classes} classes / {norm.channels} channels; "
+                            f"this data set has {len(full.classes)} / {full.images.shape[1]}")
+    else:
+        norm = Normalization.fit(train.images)
+        cfg = _config_for(args, full.images.shape, len(full.classes))
+        model = SqueezeNet(cfg)
     params = count_parameters(model)
     macs = count_macs(model, (cfg.in_channels, cfg.input_size, cfg.input_size))
     print(f"SqueezeNet '{args.preset}': {params:,} parameters, {macs / 1e6:.2f} M MACs per image; "

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from model import Layers, SqueezeNet, SqueezeNetConfig, without_norm_layers
+from model.squeezenet import plain
 from model.artifacts import UserError
 
 
@@ -23,7 +24,7 @@ class QuantSettings:
     weight_bits: int = 4
     act_bits: int = 8
     input_bits: int = 8
-    bias_bits: int = 8
+    bias_bits: int = 16
     overrides: dict[str, int] = field(default_factory=dict)
 
     def bits_for(self, conv_name: str) -> int:
@@ -58,37 +59,49 @@ def brevitas_layers(qs: QuantSettings, signed_add: bool = False) -> Layers:
     """The Layers the builder instantiates for the quantized twin. ``signed_add``: a complex bypass adds a
     conv output (signed) to a ReLU output, so its sum needs a signed quantizer."""
     import brevitas.nn as qnn
-    from brevitas.quant import (Int8ActPerTensorFixedPoint, Int8BiasPerTensorFixedPointInternalScaling,
-                                Int8WeightPerTensorFixedPoint, Uint8ActPerTensorFixedPoint)
+    from brevitas.quant import (Int8ActPerTensorFixedPoint, Int8WeightPerTensorFixedPoint, IntBias,
+                                Uint8ActPerTensorFixedPoint)
 
     def conv(name, cin, cout, k, stride=1, padding=0):
-        # Biases get their own 8-bit (bias_bits) po2 scale: no dependence on the input scale, so every
-        # layer can take plain tensors, and the on-chip bias storage is bias_bits per value.
+        # Biases live on the accumulator's grid (scale = input scale x weight scale, bias_bits wide), as
+        # an int8 TFLite conv (int32 bias) and an HLS accumulator hold them: no target needs to round them.
         return qnn.QuantConv2d(cin, cout, k, stride=stride, padding=padding, bias=True,
                                weight_quant=Int8WeightPerTensorFixedPoint, weight_bit_width=qs.bits_for(name),
-                               bias_quant=Int8BiasPerTensorFixedPointInternalScaling,
-                               bias_bit_width=qs.bias_bits, return_quant_tensor=False)
+                               bias_quant=IntBias, bias_bit_width=qs.bias_bits, return_quant_tensor=False)
 
+    # Activations hand QuantTensors on, so the next conv knows its input scale (for its bias grid).
     def relu(name):
         return qnn.QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, bit_width=qs.act_bits,
-                             return_quant_tensor=False)
+                             return_quant_tensor=True)
 
     def signed_identity(name):
         return qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, bit_width=qs.act_bits,
-                                 return_quant_tensor=False)
+                                 return_quant_tensor=True)
 
     def unsigned_identity(name):
         # Sums of ReLU outputs and averages of them are never negative: spend no bit on a sign.
         return qnn.QuantIdentity(act_quant=Uint8ActPerTensorFixedPoint, bit_width=qs.act_bits,
-                                 return_quant_tensor=False)
+                                 return_quant_tensor=True)
 
     def input_quant(name):
         return qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, bit_width=qs.input_bits,
-                                 return_quant_tensor=False)
+                                 return_quant_tensor=True)
 
-    return Layers(conv=conv, relu=relu, input_quant=input_quant,
+    def global_pool(name):
+        # Average the plain values; the logits quantizer after it sets the output grid.
+        return _PlainGlobalAverage()
+
+    return Layers(conv=conv, relu=relu, input_quant=input_quant, global_pool=global_pool,
                   add_quant=signed_identity if signed_add else unsigned_identity,
                   output_quant=unsigned_identity)
+
+
+class _PlainGlobalAverage(nn.AdaptiveAvgPool2d):
+    def __init__(self) -> None:
+        super().__init__((1, 1))
+
+    def forward(self, x):
+        return super().forward(plain(x))
 
 
 def conv_layer_names(cfg: SqueezeNetConfig) -> list[str]:

@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-bits", type=int, default=4)
     p.add_argument("--act-bits", type=int, default=8)
     p.add_argument("--input-bits", type=int, default=8)
-    p.add_argument("--bias-bits", type=int, default=8)
+    p.add_argument("--bias-bits", type=int, default=16,
+                   help="bits of each bias on the accumulator grid (input scale x weight scale)")
     p.add_argument("--override", action="append", default=None, metavar="LAYER=BITS",
                    help="weight bits for one conv (fnmatch patterns allowed, e.g. 'features.*.squeeze=3'); "
                         f"default: {' '.join(f'{k}={v}' for k, v in DEFAULT_OVERRIDES.items())}; "

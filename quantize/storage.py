@@ -70,6 +70,7 @@ def storage_table(model: nn.Module, budget_bytes: int = BUDGET_BYTES) -> Storage
             continue
         weight_bits = int(module.quant_weight().bit_width.item())
         biases = module.bias.numel() if module.bias is not None else 0
-        bias_bits = int(module.bias_quant.bit_width().item()) if biases else 0
+        # The bias quantizer's width is a constant; asking the proxy would need an input scale.
+        bias_bits = int(module.bias_quant.tensor_quant.msb_clamp_bit_width_impl().item()) if biases else 0
         layers.append(LayerStorage(name, module.weight.numel(), weight_bits, biases, bias_bits))
     return StorageTable(layers, budget_bytes)

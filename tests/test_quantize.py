@@ -46,13 +46,13 @@ def test_integer_weights_and_power_of_two_scales(bits):
 def test_storage_calculator_against_hand_sums():
     cfg = small_image_config(base_e=16, incr_e=16, num_fire=2, pool_after=(0,), stem_channels=8,
                              bypass="none")
-    qs = QuantSettings(weight_bits=3, bias_bits=8, overrides={"features.0": 8})
+    qs = QuantSettings(weight_bits=3, bias_bits=16, overrides={"features.0": 8})
     table = storage_table(build_quant_model(cfg, qs))
     # stem 8x1x3x3 @8 + 8 biases; fire1: squeeze 2x8 e1 8x2 e3 8x2x9; fire2: squeeze 2x16, e1 8x2, e3 8x2x9;
-    # classifier 10x16 at 3 bits (no override); every bias at 8 bits.
+    # classifier 10x16 at 3 bits (no override); every bias at 16 bits.
     weights3 = 2 * 8 + 8 * 2 + 8 * 2 * 9 + 2 * 16 + 8 * 2 + 8 * 2 * 9 + 10 * 16
     biases = 8 + (2 + 8 + 8) * 2 + 10
-    expected_bits = 72 * 8 + weights3 * 3 + biases * 8
+    expected_bits = 72 * 8 + weights3 * 3 + biases * 16
     assert table.total_bits == expected_bits
     assert table.total_bytes == math.ceil(expected_bits / 8)
     assert table.within_budget
