@@ -18,7 +18,7 @@ REUSE       ?= 1
 STRATEGY    ?= Latency
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train eval quantize qat fpga fpga-synth budget test test-fast clean
+.PHONY: help setup data train eval quantize qat qat-sweep fpga fpga-synth budget test test-fast clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -66,6 +66,11 @@ QAT_ARGS ?= --weight-bits 4 --epochs 4 --lr 3e-4 --seed 0
 qat: setup ## QAT from the float checkpoint and replace the committed quantized checkpoint
 	$(PY) -m quantize --checkpoint $(FLOAT_CKPT) $(QAT_ARGS) --out artifacts/quantize
 	cp artifacts/quantize/model.pt $(QUANT_CKPT)
+
+SWEEP_ARGS ?= --epochs 1 --limit 20000
+
+qat-sweep: setup ## short QAT at 8, 4, 3 and 2-bit weights: the size/accuracy table
+	$(PY) -m quantize.sweep --out artifacts/quantize/sweep -- --checkpoint $(FLOAT_CKPT) $(SWEEP_ARGS)
 
 # `make quantize` reuses the committed checkpoint while it was made from the committed float checkpoint
 # (compared by sha256, not by file time: a fresh clone gives every file the same time).

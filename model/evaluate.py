@@ -14,7 +14,7 @@ import numpy as np
 
 from .artifacts import UserError, load_checkpoint, run_cli, write_json, atomic_path
 from .data import DATASETS, ImageSet, Normalization, load_dataset
-from .squeezenet import SqueezeNet, SqueezeNetConfig, count_parameters
+from .squeezenet import SqueezeNet, SqueezeNetConfig, count_macs, count_parameters, folded_copy
 from .training import accuracy, predict_logits
 
 DEFAULT_CHECKPOINT = "model/checkpoints/default.pt"
@@ -87,7 +87,12 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset: str, data_dir: str | No
     logits = predict_logits(loaded.model, test, loaded.normalization, progress=True, desc="test")
     report = classification_report(logits, test.labels, loaded.classes)
     report.update({"checkpoint": str(checkpoint), "dataset": dataset,
-                   "params": count_parameters(loaded.model), "config": loaded.config.to_dict(),
+                   "params": count_parameters(loaded.model),
+                   # what inference stores: BatchNorm folded into the convs (the quantize stage does this)
+                   "params_deployed": count_parameters(folded_copy(loaded.model)),
+                   "macs_per_image": count_macs(loaded.model, (loaded.config.in_channels, loaded.config.input_size,
+                                                               loaded.config.input_size)),
+                   "config": loaded.config.to_dict(),
                    "normalization": loaded.normalization.to_dict(),
                    "eval_seconds": round(time.time() - t0, 2),
                    "training": {k: v for k, v in loaded.payload.get("meta", {}).items() if k != "history"}})

@@ -47,6 +47,9 @@ def test_fire_network_is_bit_exact_in_csim(bypass, tiny_idx_dir, tmp_path):
     assert r.returncode != 0
     assert "OVER by 1 bytes" in r.stdout and "over budget" in r.stderr
     r = run_module("fpga.budget", "--checkpoint", str(ckpt), "--fpga-report", str(out / "report.json"),
+                   "--work-dir", str(tmp_path / "budget"), env={"BUDGET_BYTES": str(small_budget)})
+    assert r.returncode != 0 and "OVER by 1 bytes" in r.stdout  # BUDGET_BYTES=N make budget
+    r = run_module("fpga.budget", "--checkpoint", str(ckpt), "--fpga-report", str(out / "report.json"),
                    "--work-dir", str(tmp_path / "budget"))
     assert r.returncode == 0, r.stderr
 
