@@ -1,0 +1,72 @@
+"""Float ONNX and Brevitas QCDQ ONNX, each run in onnxruntime."""
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.artifacts import UserError, atomic_path
+
+
+def export_float_onnx(model: torch.nn.Module, input_shape: tuple[int, ...], path: str | Path) -> Path:
+    """The float model (BatchNorm folded by the caller or not) as ONNX, weights inside the file."""
+    path = Path(path)
+    model.eval()
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, torch.zeros(1, *input_shape), str(tmp), input_names=["input"],
+                          output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                          opset_version=17, dynamo=False)
+    check_onnx(path)
+    return path
+
+
+def export_qcdq_onnx(model: torch.nn.Module, input_shape: tuple[int, ...], path: str | Path) -> Path:
+    """The quantized model as standard QuantizeLinear / Clip / DequantizeLinear ONNX."""
+    from brevitas.export import export_onnx_qcdq
+
+    path = Path(path)
+    model.eval()
+    with atomic_path(path) as tmp, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        export_onnx_qcdq(model, torch.zeros(1, *input_shape), export_path=str(tmp), dynamo=False)
+    check_onnx(path)
+    return path
+
+
+def check_onnx(path: str | Path) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+    except Exception as exc:  # onnx raises several types for damaged files
+        raise UserError(f"{path} is not a valid ONNX model: {str(exc).splitlines()[0]}") from None
+
+
+def ort_session(path: str | Path, threads: int = 0):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise UserError(f"onnxruntime cannot load {path}: {str(exc).splitlines()[0]}") from None
+
+
+def run_ort(session, x: np.ndarray, batch: int = 500) -> np.ndarray:
+    name = session.get_inputs()[0].name
+    outs = []
+    for start in range(0, len(x), batch):
+        chunk = x[start:start + batch]
+        if session.get_inputs()[0].shape[0] == 1:  # a fixed batch of one
+            outs.extend(session.run(None, {name: c[None]})[0] for c in chunk)
+        else:
+            outs.append(session.run(None, {name: chunk})[0])
+    return np.concatenate(outs).reshape(len(x), -1)
