@@ -61,7 +61,7 @@ eval: setup ## evaluate the committed checkpoints on the 10,000 test images (no 
 
 # --- quantize ---------------------------------------------------------------------------------------
 # The exact command that produced the committed quantized checkpoint; `make qat` reproduces it.
-QAT_ARGS ?= --weight-bits 4 --epochs 4 --lr 3e-4 --seed 0
+QAT_ARGS ?= --weight-bits 4 --epochs 3 --lr 3e-4 --seed 0
 
 qat: setup ## QAT from the float checkpoint and replace the committed quantized checkpoint
 	$(PY) -m quantize --checkpoint $(FLOAT_CKPT) $(QAT_ARGS) --out artifacts/quantize

@@ -39,6 +39,7 @@ from .csim import run_csim
 from .graph import FixedPoint, prepare_for_hls4ml, quant_fixed_point
 from .storage import hls_storage_table
 
+TESTBENCH_IMAGES = 10
 PARTS_BRAM18K = {"xc7z020clg400-1": 280, "xc7z010clg400-1": 120, "xczu3eg-sbva484-1-i": 432,
                  "xck26-sfvc784-2lv-c": 288}
 
@@ -150,11 +151,18 @@ def step_convert(st: BuildState) -> None:
     from qonnx.core.modelwrapper import ModelWrapper
 
     model = ModelWrapper(str(st.hls_onnx))
+    # Test-bench data for Vitis HLS's own C simulation / co-simulation: real test images and the
+    # outputs the Brevitas model gives for them.
+    x_q, expected, _ = reference_io(st, TESTBENCH_IMAGES)
+    tb_in, tb_out = st.out / "tb_input.npy", st.out / "tb_output.npy"
+    np.save(tb_in, x_q.reshape(len(x_q), -1))
+    np.save(tb_out, expected)
     with _quiet():
         hc = hls_config(model, st.cfg)
         st.hls_model = hls4ml.converters.convert_from_onnx_model(
             model, output_dir=str(st.out / "hls_project"), io_type=st.cfg.io_type, backend="Vitis",
-            hls_config=hc, part=st.cfg.part, clock_period=round(1000.0 / st.cfg.clock_mhz, 3))
+            hls_config=hc, part=st.cfg.part, clock_period=round(1000.0 / st.cfg.clock_mhz, 3),
+            input_data_tb=str(tb_in), output_data_tb=str(tb_out))
     st.report["hls_config"] = {"part": st.cfg.part, "clock_mhz": st.cfg.clock_mhz,
                                "reuse_factor": st.cfg.reuse_factor, "strategy": st.cfg.strategy,
                                "io_type": st.cfg.io_type,
@@ -198,16 +206,24 @@ def step_storage(st: BuildState) -> None:
     print(table.format())
 
 
-def step_csim(st: BuildState) -> None:
+def reference_io(st: BuildState, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The first ``n`` test images as the FPGA receives them (the input quantizer's grid, NHWC), the
+    Brevitas model's logits for them, and their labels."""
     cfg, qm = st.cfg, st.quant
     norm = qm.normalization
     test = load_dataset(cfg.dataset, "test", cfg.data_dir, norm.input_size, norm.channels)
-    n = len(test) if cfg.samples == 0 else min(cfg.samples, len(test))
-    images, labels = torch.from_numpy(test.images[:n]), test.labels[:n]
+    n = len(test) if n == 0 else min(n, len(test))
     with torch.no_grad():
-        x = to_input(images, norm)
-        expected = qm.model(x).numpy().astype(np.float64)
-        x_q = plain(qm.model.input_quant(x)).permute(0, 2, 3, 1).contiguous().numpy()  # int8 grid, NHWC
+        x = to_input(torch.from_numpy(test.images[:n]), norm)
+        expected = plain(qm.model(x)).numpy().astype(np.float64)
+        x_q = plain(qm.model.input_quant(x)).permute(0, 2, 3, 1).contiguous().numpy()
+    return x_q, expected, test.labels[:n]
+
+
+def step_csim(st: BuildState) -> None:
+    cfg = st.cfg
+    x_q, expected, labels = reference_io(st, cfg.samples)
+    n = len(labels)
     got, seconds = run_csim(_library(st.out / "hls_project"), x_q, expected.shape[1],
                             workers=cfg.workers or None)
     agree = float((got.argmax(1) == expected.argmax(1)).mean())

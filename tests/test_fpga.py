@@ -31,6 +31,7 @@ def test_fire_network_is_bit_exact_in_csim(bypass, tiny_idx_dir, tmp_path):
     assert report["storage_agrees_with_quantize"] and report["within_budget"]
     assert (out / "hls_project" / "build_prj.tcl").is_file()
     assert (out / "hls_project" / "firmware" / "myproject.cpp").is_file()
+    assert len((out / "hls_project" / "tb_data" / "tb_input_features.dat").read_text().splitlines()) == 10
     defines = (out / "hls_project" / "firmware" / "defines.h").read_text()
     assert "ap_fixed<8," in defines  # the input arrives on the 8-bit quantizer's grid
 

@@ -11,7 +11,6 @@ from quantize import BUDGET_BYTES, QuantSettings, build_quant_model, storage_tab
 from quantize.qat import DEFAULT_QUANT, load_quant_model
 
 from .conftest import ROOT, needs_fashion, run_module
-from .helpers import tiny_quant_checkpoint
 
 TINY = dict(base_e=16, incr_e=16, num_fire=4, pool_after=(0, 2), stem_channels=16)
 
@@ -106,11 +105,13 @@ def test_qat_cli_on_a_tiny_set(tiny_idx_dir, tmp_path):
     assert json.loads((tmp_path / "again" / "report.json").read_text())["top1"] == report["top1"]
 
 
-def test_qat_cli_rejects_bad_override(tiny_idx_dir, tmp_path):
-    model, _ = tiny_quant_checkpoint(tmp_path / "unused.pt", tiny_idx_dir, small_image_config(**TINY))
-    r = run_module("quantize", "--checkpoint", str(ROOT / DEFAULT_CHECKPOINT), "--weight-bits", "1",
-                   "--out", str(tmp_path))
-    assert r.returncode == 2 and "from 2 to 16" in r.stderr
+@pytest.mark.parametrize("args,message", [(["--weight-bits", "1"], "from 2 to 16"),
+                                          (["--override", "features.77=4"], "names no layer"),
+                                          (["--override", "features.0"], "LAYER=BITS")])
+def test_qat_cli_rejects_bad_settings(args, message, tmp_path):
+    r = run_module("quantize", "--checkpoint", str(ROOT / DEFAULT_CHECKPOINT), *args, "--out", str(tmp_path))
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
 
 
 @needs_fashion
