@@ -160,7 +160,8 @@ class Layers:
     # Quantization points that are no-ops in the float model.
     input_quant: Callable[[str], nn.Module] = _identity
     add_quant: Callable[[str], nn.Module] = _identity
-    output_quant: Callable[[str], nn.Module] = _identity
+    # Called with the classifier's activation, which a quantized twin reuses (see SqueezeNet.__init__).
+    output_quant: Callable[[str, nn.Module], nn.Module] = _identity
 
 
 class Fire(nn.Module):
@@ -254,8 +255,10 @@ class SqueezeNet(nn.Module):
             layers.relu("classifier.2"),
             layers.global_pool("classifier.3"),
         )
-        # Logits leave through one more quantization point: an exact integer average needs its own scale.
-        self.output_quant = layers.output_quant("output_quant")
+        # The averaged logits are quantized again. The quantized twin uses the classifier's own activation
+        # quantizer here, so the average lands on its input's grid: what an int8 AVERAGE_POOL_2D computes
+        # (TFLite requires equal input and output scales), with one rounding and no requantization.
+        self.output_quant = layers.output_quant("output_quant", self.classifier[2])
         self._init_weights()
 
     @staticmethod

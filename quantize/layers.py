@@ -93,7 +93,7 @@ def brevitas_layers(qs: QuantSettings, signed_add: bool = False) -> Layers:
 
     return Layers(conv=conv, relu=relu, input_quant=input_quant, global_pool=global_pool,
                   add_quant=signed_identity if signed_add else unsigned_identity,
-                  output_quant=unsigned_identity)
+                  output_quant=lambda name, classifier_activation: classifier_activation)
 
 
 class _PlainGlobalAverage(nn.AdaptiveAvgPool2d):
