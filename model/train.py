@@ -17,7 +17,7 @@ from .artifacts import UserError, run_cli, save_checkpoint
 from .data import DATASETS, Normalization, data_dir_default, load_dataset, train_val_split
 from .evaluate import evaluate_checkpoint
 from .squeezenet import PRESETS, SqueezeNet, SqueezeNetConfig, count_macs, count_parameters
-from .training import TrainSettings, fit
+from .training import TrainSettings, fit, seed_everything
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         norm = Normalization.fit(train.images)
         cfg = _config_for(args, full.images.shape, len(full.classes))
+        seed_everything(args.seed)  # the initial weights are part of the run: make them reproducible
         model = SqueezeNet(cfg)
     params = count_parameters(model)
     macs = count_macs(model, (cfg.in_channels, cfg.input_size, cfg.input_size))

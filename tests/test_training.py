@@ -18,12 +18,13 @@ TINY = dict(base_e=16, incr_e=16, num_fire=4, pool_after=(0, 2), stem_channels=1
 def test_training_smoke_loss_falls_and_resumes(tiny_idx_dir, tmp_path):
     data = load_dataset("fashion-mnist", "train", str(tiny_idx_dir))
     norm = Normalization.fit(data.images)
+    torch.manual_seed(0)
     model = SqueezeNet(small_image_config(**TINY))
     s = TrainSettings(epochs=8, batch_size=32, lr=5e-3, warmup_epochs=0, threads=1, augment=())
     result = fit(model, data, data.subset(np.arange(100)), norm, s, tmp_path / "last.pt")
     losses = [h.train_loss for h in result.history]
-    assert losses[-1] < 0.8 * losses[0], losses
-    assert result.history[-1].train_acc > 2 * result.history[0].train_acc
+    assert losses[-1] < 0.6 * losses[0], losses
+    assert result.history[-1].train_acc > result.history[0].train_acc + 0.25
     # Resuming a finished run continues from the saved epoch instead of starting again.
     again = SqueezeNet(small_image_config(**TINY))
     resumed = fit(again, data, data.subset(np.arange(100)), norm, s, tmp_path / "last.pt", resume=True)
