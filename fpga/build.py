@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from export.qonnx_export import export_qonnx
-from model.artifacts import UserError, read_json, run_cli, sha256_of, write_json
+from model.artifacts import UserError, run_cli, sha256_of, write_json
 from model.data import DATASETS, load_dataset
 from model.squeezenet import plain
 from model.training import to_input

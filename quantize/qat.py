@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from model import SqueezeNet, SqueezeNetConfig, fold_batch_norm
-from model.artifacts import UserError, load_checkpoint, read_json, run_cli, save_checkpoint, sha256_of, write_json
+from model.artifacts import UserError, load_checkpoint, run_cli, save_checkpoint, sha256_of, write_json
 from model.data import DATASETS, ImageSet, Normalization, load_dataset, train_val_split
 from model.evaluate import classification_report, load_float_model, plot_confusion
 from model.training import TrainSettings, accuracy, fit, predict_logits, to_input

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from model.artifacts import run_cli, write_json
+from model.artifacts import read_json, run_cli, write_json
 
 from . import qat
 
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out) / f"w{bits}"
         print(f"=== {bits}-bit weights -> {out}", flush=True)
         qat.main(["--weight-bits", str(bits), "--out", str(out), *extra])
-        report = qat.read_json(out / "report.json")
+        report = read_json(out / "report.json")
         rows.append({"weight_bits": bits, "weight_storage_bytes": report["weight_storage_bytes"],
                      "budget_used": report["storage"]["budget_used"], "top1": report["top1"],
                      "float_top1": report["float_top1"], "command": report["qat"]["command"]})
