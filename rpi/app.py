@@ -1,0 +1,239 @@
+"""``python -m rpi.app``: classify camera frames on the Raspberry Pi with the int8 TFLite SqueezeNet.
+
+Reads frames from a source (the Pi camera, a webcam, a stream, a video file or a directory of images),
+prepares each one exactly as training prepared its images (size, colour, normalisation and input
+quantization all come from the model's metadata JSON), runs the TFLite interpreter and reports the top-k
+labels, the per-frame latency (preprocessing + inference) and a rolling FPS (frames per second of wall
+time, capture included).
+
+Headless by default (a line per frame on stdout, or every N frames); --log appends one JSON object per
+frame; --preview opens a window when a display and a GUI build of OpenCV exist. Ctrl-C or SIGTERM stops
+cleanly. The last line is always the summary:
+``summary: frames=N fps=F mean_latency_ms=M p90_latency_ms=P source=S stopped=REASON``.
+
+Exit status: 0 after the requested frames, the end of the source or a signal; 1 when a live camera was
+lost for good; 2 for bad input (model, source, options), with one ``error:`` line on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+
+from .errors import RpiError, run_cli
+from .model import Classifier, Prediction, load_classifier
+from .sources import CameraLost, frames, make_source, parse_size
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m rpi.app", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True,
+                   help="the export's squeezenet_int8.json, or the directory holding it and the .tflite")
+    p.add_argument("--source", default="auto",
+                   help="auto (the Pi camera when picamera2 imports, else webcam 0) | picamera2 | a webcam "
+                        "index | a stream URL | a video file | a directory of images (default: auto)")
+    p.add_argument("--frames", type=int, default=0, help="stop after N frames (default 0: until the source ends)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="TFLite interpreter threads (default: the interpreter's own choice)")
+    p.add_argument("--top-k", type=int, default=3, help="labels shown and logged per frame (default 3)")
+    p.add_argument("--every", type=int, default=1, help="print every Nth frame (default 1; 0: only the summary)")
+    p.add_argument("--log", help="append one JSON object per frame to this file (frame, label, score, "
+                                 "latency_ms, top_k, time)")
+    p.add_argument("--preview", action="store_true",
+                   help="show the frames with label and FPS in a window (needs a display and a GUI OpenCV)")
+    p.add_argument("--loop", action="store_true", help="start a video file or image directory over at its end")
+    p.add_argument("--retries", type=int, default=5,
+                   help="times a live camera that stops is reopened, with back-off, before giving up (default 5)")
+    p.add_argument("--capture-size", default="640x480", help="frame size asked of a camera (default 640x480)")
+    p.add_argument("--check", action="store_true",
+                   help="load the model, classify one blank frame, print one line and exit (the deploy's smoke test)")
+    args = p.parse_args(argv)
+    for name in ("frames", "every", "retries"):
+        if getattr(args, name) < 0:
+            p.error(f"--{name.replace('_', '-')} must be >= 0")
+    if args.top_k < 1 or (args.threads is not None and args.threads < 1):
+        p.error("--top-k and --threads must be >= 1")
+    return args
+
+
+class StopFlag:
+    """SIGINT and SIGTERM set an event instead of raising, so the current frame finishes and the summary
+    is printed."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.reason = ""
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, _frame) -> None:
+        self.reason = self.reason or signal.Signals(signum).name
+        self.event.set()
+
+    def set(self, reason: str) -> None:
+        self.reason = self.reason or reason
+        self.event.set()
+
+
+class Stats:
+    def __init__(self):
+        self.latencies_ms: list[float] = []
+        self.started = time.perf_counter()
+        self.recent = deque(maxlen=30)
+
+    def add(self, latency_ms: float) -> None:
+        self.latencies_ms.append(latency_ms)
+        self.recent.append(time.perf_counter())
+
+    def rolling_fps(self) -> float:
+        if len(self.recent) < 2:
+            return 0.0
+        return (len(self.recent) - 1) / max(self.recent[-1] - self.recent[0], 1e-9)
+
+    def summary(self, source: str, stopped: str) -> str:
+        n = len(self.latencies_ms)
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        lat = np.asarray(self.latencies_ms) if n else np.zeros(1)
+        return (f"summary: frames={n} fps={n / elapsed:.1f} mean_latency_ms={lat.mean():.3f} "
+                f"p90_latency_ms={np.percentile(lat, 90):.3f} source={source} stopped={stopped}")
+
+
+class JsonLog:
+    """Appends one JSON line per frame with a single write(2) on an O_APPEND descriptor: lines from
+    concurrent writers never interleave, and nothing sits in a buffer if the process is killed."""
+
+    def __init__(self, path: str | None):
+        self.fd = None
+        if path:
+            path = Path(path).expanduser()
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise RpiError(f"cannot open log {path}: {exc.strerror}") from None
+
+    def write(self, record: dict) -> None:
+        if self.fd is not None:
+            os.write(self.fd, (json.dumps(record) + "\n").encode())
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+class Preview:
+    """An OpenCV window with the label and FPS; disabled with one warning when it cannot open."""
+
+    def __init__(self, enabled: bool):
+        self.cv2 = None
+        if not enabled:
+            return
+        if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            warn("--preview: no display (DISPLAY is unset); running headless")
+            return
+        from .sources import import_cv2
+        self.cv2 = import_cv2()
+
+    def show(self, frame: np.ndarray, text: str) -> bool:
+        """False when the user closed the window with q."""
+        if self.cv2 is None:
+            return True
+        cv2 = self.cv2
+        image = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2 or frame.shape[2] == 1 else frame[:, :, :3]
+        image = np.ascontiguousarray(image)
+        cv2.putText(image, text, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 255, 0), 2)
+        try:
+            cv2.imshow("squeezenet", image)
+            return (cv2.waitKey(1) & 0xFF) != ord("q")
+        except cv2.error:
+            warn("--preview: this OpenCV has no GUI support (opencv-python-headless); running headless")
+            self.cv2 = None
+            return True
+
+    def close(self) -> None:
+        if self.cv2 is not None:
+            self.cv2.destroyAllWindows()
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def format_line(index: int, prediction: Prediction, labels: list, top_k: int, latency_ms: float, fps: float) -> str:
+    ranked = " | ".join(f"{label} {score:.3f}" for label, score in prediction.top(top_k, labels))
+    return f"frame {index}: {ranked}  latency {latency_ms:.2f} ms  fps {fps:.1f}"
+
+
+def check_model(classifier: Classifier) -> int:
+    meta = classifier.meta
+    blank = np.zeros((meta.height, meta.width, 3), np.uint8)
+    prediction = classifier.classify(blank)
+    print(f"ok: {meta.tflite_path.name} ({meta.tflite_path.stat().st_size:,} bytes, input "
+          f"{meta.height}x{meta.width}x{meta.channels} {meta.color}, {len(meta.labels)} labels) runs with "
+          f"{classifier.backend}; a blank frame gives {prediction.label} {prediction.score:.3f}", flush=True)
+    return 0
+
+
+def run(args: argparse.Namespace, classifier: Classifier) -> int:
+    source = make_source(args.source, loop=args.loop, size=parse_size(args.capture_size))
+    stop = StopFlag()
+    stop.install()
+    log, preview = JsonLog(args.log), Preview(args.preview)
+    source.open()
+    print(f"classifying {source.name} with {classifier.meta.tflite_path.name} ({classifier.backend}); "
+          f"Ctrl-C stops", flush=True)
+    stats, labels, exit_code = Stats(), classifier.meta.labels, 0
+    try:
+        for index, frame in enumerate(frames(source, stop.event, args.retries), start=1):
+            started = time.perf_counter()
+            prediction = classifier.classify(frame, source.order)
+            latency_ms = (time.perf_counter() - started) * 1000.0
+            stats.add(latency_ms)
+            log.write({"frame": index, "time": round(time.time(), 3), "label": prediction.label,
+                       "index": prediction.index, "score": round(prediction.score, 6),
+                       "latency_ms": round(latency_ms, 3),
+                       "top_k": [[label, round(score, 6)] for label, score in prediction.top(args.top_k, labels)]})
+            if args.every and index % args.every == 0:
+                print(format_line(index, prediction, labels, args.top_k, latency_ms, stats.rolling_fps()), flush=True)
+            if not preview.show(frame, f"{prediction.label} {prediction.score:.2f}  {stats.rolling_fps():.0f} fps"):
+                stop.set("preview-closed")
+            if args.frames and index >= args.frames:
+                stop.set("frames")
+    except CameraLost as exc:
+        stop.set("camera-lost")
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        exit_code = 1
+    finally:
+        source.close()
+        log.close()
+        preview.close()
+    print(stats.summary(source.name, stop.reason or "end"), flush=True)
+    return exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    classifier = load_classifier(args.model, args.threads)
+    if args.check:
+        return check_model(classifier)
+    return run(args, classifier)
+
+
+def cli() -> None:
+    run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,356 @@
+"""``python -m rpi.deploy``: ship the int8 TFLite SqueezeNet to a Raspberry Pi over ssh and run it there.
+
+deploy    budget check -> bundle -> upload -> activate -> run: the whole of ``make rpi``
+upload    budget check, bundle, send it to PI_DIR/incoming/<release>; prints the release name
+activate  on the Pi: verify the upload's sha256 sums, prepare the venv once, smoke-test the release,
+          move it to PI_DIR/releases/<release> and switch PI_DIR/current to it atomically
+rollback  switch PI_DIR/current to the previous release
+service   install a systemd unit that runs PI_DIR/current at boot
+local     build the same bundle here and run it with this interpreter (``make rpi-local``)
+
+A bundle holds the Pi-side runtime (rpi/), the .tflite and its metadata JSON (labels, preprocessing and
+quantization), requirements-pi.txt and manifest.json with every file's sha256. The upload is checked on the
+Pi by rpi/remote.py, which is piped to the Pi's python3 over ssh rather than taken from the upload. A
+failed upload, checksum or smoke test removes the upload and leaves ``current`` as it was.
+
+ssh runs with BatchMode=yes (never a password prompt; set up key login with ssh-copy-id) and
+StrictHostKeyChecking=accept-new; PI_SSH_OPTS come first, so they override both. Standard library only,
+apart from reading the model metadata with numpy.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import RpiError, run_cli
+from .model import read_metadata
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PI_MODULES = ("__init__.py", "errors.py", "preprocess.py", "model.py", "sources.py", "app.py")
+REQUIREMENTS = "requirements-pi.txt"
+BUNDLE_FORMAT = "squeezenet-rpi-bundle/1"
+DEFAULT_BUDGET_BYTES = 512 * 1024  # the project's 0.5 MiB budget (quantize/storage.py), without importing torch
+REMOTE_SCRIPT = PACKAGE_DIR / "remote.py"
+JSON_PREFIX = "RPI-JSON "
+
+
+# --- bundle --------------------------------------------------------------------------------------------
+
+def budget_bytes(explicit: int | None) -> int:
+    value = explicit if explicit is not None else int(os.environ.get("BUDGET_BYTES") or DEFAULT_BUDGET_BYTES)
+    if value <= 0:
+        raise RpiError(f"the budget must be positive, got {value}")
+    return value
+
+
+def check_budget(tflite: Path, budget: int) -> None:
+    size = tflite.stat().st_size
+    if size > budget:
+        raise RpiError(f"{tflite.name} is {size:,} bytes, over the {budget:,}-byte budget by {size - budget:,} "
+                       f"bytes; refusing to deploy (nothing was sent)")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def git_commit() -> str | None:
+    try:
+        result = subprocess.run(["git", "-C", str(PACKAGE_DIR), "describe", "--always", "--dirty"],
+                                capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None
+
+
+def build_bundle(model_json: str, work_dir: Path, budget: int) -> tuple[Path, str]:
+    """Write a bundle to work_dir/bundles/<release>; returns (its directory, the manifest's sha256).
+    Refuses an over-budget model before anything is written."""
+    meta = read_metadata(model_json)  # also checks the .tflite against the JSON's sha256
+    check_budget(meta.tflite_path, budget)
+    files = {f"rpi/{name}": PACKAGE_DIR / name for name in PI_MODULES}
+    files[f"model/{meta.tflite_path.name}"] = meta.tflite_path
+    files[f"model/{meta.json_path.name}"] = meta.json_path
+    files[REQUIREMENTS] = PACKAGE_DIR / REQUIREMENTS
+    entries = {rel: {"sha256": sha256_file(src), "bytes": src.stat().st_size} for rel, src in sorted(files.items())}
+    content = hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
+    now = time.time()
+    release = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}-{content[:8]}"
+    manifest = {"format": BUNDLE_FORMAT, "release": release, "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                time.gmtime(now)), "source_commit": git_commit(), "model": f"model/{meta.json_path.name}",
+                "requirements": REQUIREMENTS, "files": entries}
+    bundles = work_dir / "bundles"
+    staging = Path(tempfile.mkdtemp(prefix=f".{release}.", dir=_mkdir(bundles)))
+    for rel, src in files.items():
+        (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, staging / rel)
+    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    staging.chmod(0o755)
+    final = bundles / release
+    os.replace(staging, final)  # a bundle directory is complete or absent
+    prune_bundles(bundles, keep=5)
+    return final, sha256_file(final / "manifest.json")
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def prune_bundles(bundles: Path, keep: int) -> None:
+    names = sorted(p for p in bundles.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for old in names[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# --- ssh -------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Target:
+    host: str
+    port: int
+    ssh_opts: tuple
+    pi_dir: str
+
+    def ssh_argv(self) -> list:
+        # The user's options come first: for ssh the first value of an option wins.
+        return ["ssh", *self.ssh_opts, "-p", str(self.port), "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
+                "-o", "StrictHostKeyChecking=accept-new"]
+
+    def where(self) -> str:
+        return f"{self.host} port {self.port}"
+
+
+def ssh_failure(target: Target, stderr: str) -> RpiError:
+    """ssh exits 255 for its own failures; turn its last words into one line with a hint."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and not ln.startswith("Warning: Permanently")]
+    said = lines[-1] if lines else "ssh failed without a message"
+    if "Permission denied" in said:
+        hint = f"set up key login (ssh-copy-id -p {target.port} {target.host}) or pass the key in PI_SSH_OPTS='-i KEY'"
+    elif "Host key verification failed" in said or "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr:
+        hint = "the Pi's host key is not the one known for it: check ~/.ssh/known_hosts"
+    else:
+        hint = "is the Pi on the network, and are PI_HOST and PI_PORT right?"
+    return RpiError(f"cannot ssh to {target.where()}: {said} ({hint})")
+
+
+def remote_python(target: Target, command: list, capture: bool) -> subprocess.CompletedProcess:
+    """Run rpi/remote.py COMMAND on the Pi's python3, the script sent on stdin."""
+    remote = "python3 - " + shlex.join(command)
+    with open(REMOTE_SCRIPT, "rb") as script:
+        result = subprocess.run([*target.ssh_argv(), target.host, remote], stdin=script,
+                                stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE)
+    stderr = result.stderr.decode(errors="replace")
+    if result.returncode == 255:
+        raise ssh_failure(target, stderr)
+    errors = [ln for ln in stderr.splitlines() if ln.startswith("error: ")]
+    if not capture:  # the Pi's warnings and tool output pass through; its error line becomes ours
+        sys.stderr.writelines(ln + "\n" for ln in stderr.splitlines() if not ln.startswith("error: "))
+    if result.returncode != 0:
+        message = errors[-1].removeprefix("error: ") if errors else f"exit status {result.returncode}"
+        raise RpiError(f"on {target.host}: {message}")
+    return result
+
+
+def probe(target: Target) -> dict:
+    result = remote_python(target, ["probe", "--pi-dir", target.pi_dir], capture=True)
+    for line in result.stdout.decode(errors="replace").splitlines():
+        if line.startswith(JSON_PREFIX):
+            return json.loads(line[len(JSON_PREFIX):])
+    raise RpiError(f"{target.host} did not answer the probe (is python3 installed there?)")
+
+
+def upload(target: Target, bundle: Path, info: dict, transfer: str) -> None:
+    destination = f"{info['pi_dir']}/incoming/{bundle.name}"
+    use_rsync = transfer == "rsync" or (transfer == "auto" and info["rsync"] and shutil.which("rsync"))
+    if use_rsync:
+        argv = ["rsync", "-a", "--delete", "-e", shlex.join(target.ssh_argv()), f"{bundle}/",
+                f"{target.host}:{destination}/"]
+    else:
+        argv = ["scp", "-q", "-r", *target.ssh_opts, "-P", str(target.port), "-o", "BatchMode=yes",
+                "-o", "StrictHostKeyChecking=accept-new", str(bundle), f"{target.host}:{destination}"]
+    result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RpiError(f"upload with {argv[0]} to {target.host}:{destination} failed: "
+                       f"{(result.stderr.strip().splitlines() or ['exit status %d' % result.returncode])[-1]} "
+                       f"(current is unchanged)")
+    files = sum(1 for p in bundle.rglob("*") if p.is_file())
+    size = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
+    print(f"uploaded {files} files ({size:,} bytes) with {argv[0]} to {target.host}:{destination}", flush=True)
+
+
+def activate(target: Target, release: str, manifest_sha: str, python: str | None) -> None:
+    command = ["activate", "--pi-dir", target.pi_dir, "--release", release, "--manifest-sha256", manifest_sha]
+    remote_python(target, command + (["--python", python] if python else []), capture=False)
+
+
+def run_app(target: Target, pi_dir: str, app_args: list) -> int:
+    """Run current/run-app on the Pi, its output streamed here. With a terminal, ssh gets one too (-tt),
+    so Ctrl-C reaches the app and it prints its summary."""
+    tty = ["-tt"] if sys.stdin.isatty() and sys.stdout.isatty() else []
+    remote = shlex.join([f"{pi_dir}/current/run-app", *app_args])
+    result = subprocess.run([*target.ssh_argv(), *tty, target.host, remote],
+                            stdin=None if tty else subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr = result.stderr.decode(errors="replace")
+    if result.returncode == 255:
+        raise ssh_failure(target, stderr)
+    sys.stderr.write(stderr)
+    return result.returncode
+
+
+# --- commands --------------------------------------------------------------------------------------------
+
+def target_of(args) -> Target:
+    if not args.host:
+        raise RpiError("no Pi given: set PI_HOST, e.g. make rpi PI_HOST=pi@raspberrypi.local")
+    return Target(args.host, args.port, tuple(shlex.split(args.ssh_opts or "")), args.pi_dir)
+
+
+def app_args_of(args, pi_dir: str | None) -> list:
+    argv = []
+    if args.source:
+        argv += ["--source", args.source]
+    if args.frames:
+        argv += ["--frames", str(args.frames)]
+    if pi_dir and args.log:
+        argv += ["--log", args.log.replace("{pi_dir}", pi_dir)]
+    return argv + shlex.split(args.app_args or "")
+
+
+def cmd_upload(args) -> tuple[Target, dict, Path, str]:
+    bundle, manifest_sha = build_bundle(args.model, Path(args.work_dir), budget_bytes(args.budget_bytes))
+    target = target_of(args)
+    info = probe(target)
+    print(f"{target.host}: python {info['python_version']} on {info['machine']}, PI_DIR {info['pi_dir']}, "
+          f"current release {info['current'] or 'none'}", flush=True)
+    upload(target, bundle, info, args.transfer)
+    print(f"release {bundle.name}", flush=True)
+    return target, info, bundle, manifest_sha
+
+
+def cmd_activate(args) -> int:
+    bundle = Path(args.work_dir) / "bundles" / args.release
+    if not (bundle / "manifest.json").is_file():
+        raise RpiError(f"no bundle {bundle} here: activate a release that 'upload' built on this machine")
+    activate(target_of(args), args.release, sha256_file(bundle / "manifest.json"), args.python)
+    return 0
+
+
+def cmd_deploy(args) -> int:
+    target, info, bundle, manifest_sha = cmd_upload(args)
+    activate(target, bundle.name, manifest_sha, args.python)
+    if args.no_run:
+        return 0
+    app_args = app_args_of(args, info["pi_dir"])
+    print(f"running {info['pi_dir']}/current/run-app {shlex.join(app_args)}".rstrip(), flush=True)
+    return run_app(target, info["pi_dir"], app_args)
+
+
+def cmd_rollback(args) -> int:
+    target = target_of(args)
+    remote_python(target, ["rollback", "--pi-dir", target.pi_dir], capture=False)
+    return 0
+
+
+def cmd_service(args) -> int:
+    target = target_of(args)
+    info = probe(target)
+    command = ["service", "--pi-dir", target.pi_dir, "--app-args", shlex.join(app_args_of(args, info["pi_dir"])),
+               "--unit-dir", args.unit_dir]
+    remote_python(target, command, capture=False)
+    return 0
+
+
+def cmd_local(args) -> int:
+    """The same bundle, verified the way the Pi verifies it, run with this interpreter."""
+    from . import remote
+
+    bundle, manifest_sha = build_bundle(args.model, Path(args.work_dir), budget_bytes(args.budget_bytes))
+    try:
+        remote.verify_release(bundle, manifest_sha)
+    except remote.RemoteError as exc:
+        raise RpiError(str(exc)) from None
+    app_args = app_args_of(args, str(Path(args.work_dir).resolve()))
+    print(f"running bundle {bundle} here: rpi.app {shlex.join(app_args)}", flush=True)
+    code = "import sys; sys.path[0] = sys.argv.pop(1); from rpi.app import cli; cli()"
+    return subprocess.run([sys.executable, "-c", code, str(bundle.resolve()), "--model",
+                           str((bundle / "model").resolve()), *app_args]).returncode
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m rpi.deploy", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    commands = {}
+    for name, doc in (("deploy", "budget check, bundle, upload, activate, run (make rpi)"),
+                      ("upload", "budget check, bundle, upload to PI_DIR/incoming; prints the release"),
+                      ("activate", "verify, prepare and switch to an uploaded release"),
+                      ("rollback", "switch current to the previous release (make rpi-rollback)"),
+                      ("service", "install a systemd unit running current at boot (make rpi-service)"),
+                      ("local", "run the same bundle on this machine (make rpi-local)")):
+        commands[name] = sub.add_parser(name, help=doc, description=doc)
+    for name, s in commands.items():
+        if name != "local":
+            s.add_argument("--host", default=os.environ.get("PI_HOST"), help="ssh login of the Pi, user@host ($PI_HOST)")
+            s.add_argument("--port", type=int, default=int(os.environ.get("PI_PORT") or 22), help="ssh port (22)")
+            s.add_argument("--ssh-opts", default=os.environ.get("PI_SSH_OPTS", ""),
+                           help="extra ssh options, one string, e.g. \"-i ~/.ssh/pi_key\" ($PI_SSH_OPTS)")
+            s.add_argument("--pi-dir", default=os.environ.get("PI_DIR") or "~/squeezenet",
+                           help="release directory on the Pi (default ~/squeezenet)")
+        if name in ("deploy", "upload", "activate", "local"):
+            s.add_argument("--work-dir", default="artifacts/rpi", help="where bundles are built (artifacts/rpi)")
+        if name in ("deploy", "upload", "local"):
+            s.add_argument("--model", default="artifacts/export/squeezenet_int8.json",
+                           help="the export's metadata JSON (its .tflite lies beside it)")
+            s.add_argument("--budget-bytes", type=int, default=None,
+                           help=f"refuse a larger .tflite (default $BUDGET_BYTES or {DEFAULT_BUDGET_BYTES:,})")
+        if name in ("deploy", "upload"):
+            s.add_argument("--transfer", choices=("auto", "rsync", "scp"), default="auto",
+                           help="rsync when both ends have it, else scp (default auto)")
+        if name in ("deploy", "activate"):
+            s.add_argument("--python", default=os.environ.get("PI_PYTHON") or None,
+                           help="an interpreter on the Pi that already has numpy, a TFLite interpreter and cv2; "
+                                "skips the venv ($PI_PYTHON)")
+        if name in ("deploy", "service", "local"):
+            s.add_argument("--source", help="rpi.app --source on the Pi (default: its own, the Pi camera or webcam 0)")
+            s.add_argument("--frames", type=int, default=0, help="rpi.app --frames (default: until stopped)")
+            # a service runs for months: no per-frame log and a line a second by default (SD cards wear)
+            service = name == "service"
+            s.add_argument("--log", default="" if service else "{pi_dir}/predictions.jsonl",
+                           help="rpi.app --log, {pi_dir} expands to PI_DIR on the Pi (default: "
+                                + ("none)" if service else "{pi_dir}/predictions.jsonl; '' for none)"))
+            s.add_argument("--app-args", default="--every 30" if service else "",
+                           help="more rpi.app options, one string" + (" (default --every 30)" if service else ""))
+        if name == "deploy":
+            s.add_argument("--no-run", action="store_true", help="stop after switching current")
+        if name == "activate":
+            s.add_argument("--release", required=True)
+        if name == "service":
+            s.add_argument("--unit-dir", default="/etc/systemd/system", help="where the unit file goes")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    handlers = {"deploy": cmd_deploy, "upload": lambda a: cmd_upload(a) and 0,  # upload's result is for deploy
+                "activate": cmd_activate,
+                "rollback": cmd_rollback, "service": cmd_service, "local": cmd_local}
+    return handlers[args.command](args)
+
+
+if __name__ == "__main__":
+    run_cli(main)

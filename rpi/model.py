@@ -1,0 +1,242 @@
+"""The exported model on the Pi: its metadata JSON, the TFLite interpreter, and one classify() call.
+
+The export stage writes ``squeezenet_int8.tflite`` and ``squeezenet_int8.json`` (format
+``squeezenet-tflite/1``: labels, input size/colour/quantization and the pixel -> int8 lookup table, output
+quantization). Everything here is read from those two files; nothing about the model is typed twice.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sys
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import RpiError
+from .preprocess import Preprocessor, dequantize, softmax
+
+METADATA_FORMAT = "squeezenet-tflite/1"
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    json_path: Path
+    tflite_path: Path
+    sha256: str
+    labels: list
+    height: int
+    width: int
+    channels: int
+    color: str
+    input_scale: float
+    input_zero_point: int
+    lut: np.ndarray  # (channels, 256) int8
+    output_scale: float
+    output_zero_point: int
+
+
+def find_metadata(path: str | Path) -> Path:
+    """``path`` is the metadata JSON itself or a directory holding exactly one such JSON."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        candidates = sorted(p for p in path.glob("*.json") if _is_metadata(p))
+        if len(candidates) != 1:
+            found = "none" if not candidates else ", ".join(p.name for p in candidates)
+            raise RpiError(f"{path} must hold exactly one {METADATA_FORMAT} JSON, found {found}")
+        return candidates[0]
+    if not path.is_file():
+        raise RpiError(f"model metadata {path} does not exist (pass the export's squeezenet_int8.json "
+                       f"or its directory)")
+    return path
+
+
+def _is_metadata(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text()).get("format") == METADATA_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _field(data: dict, key: str, kind, where: str):
+    if key not in data:
+        raise RpiError(f"{where} lacks the field {key!r}")
+    value = data[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise RpiError(f"{where}: field {key!r} should be {kind.__name__}, got {value!r:.60}")
+    return value
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_metadata(path: str | Path) -> ModelMetadata:
+    """Parse and check the metadata JSON, and check the model file against its sha256 (a truncated or
+    corrupted copy fails here, with a message that says so, before the interpreter sees it)."""
+    json_path = find_metadata(path)
+    try:
+        data = json.loads(json_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RpiError(f"cannot read model metadata {json_path}: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != METADATA_FORMAT:
+        raise RpiError(f"{json_path} is not {METADATA_FORMAT} metadata (its 'format' field is "
+                       f"{data.get('format') if isinstance(data, dict) else None!r})")
+    where = json_path.name
+    inp = _field(data, "input", dict, where)
+    out = _field(data, "output", dict, where)
+    tflite_path = json_path.parent / _field(data, "model_file", str, where)
+    meta = ModelMetadata(
+        json_path=json_path, tflite_path=tflite_path, sha256=_field(data, "model_sha256", str, where),
+        labels=[str(x) for x in _field(data, "labels", list, where)],
+        height=_field(inp, "height", int, where + " input"), width=_field(inp, "width", int, where + " input"),
+        channels=_field(inp, "channels", int, where + " input"), color=_field(inp, "color", str, where + " input"),
+        input_scale=_field(inp, "scale", float, where + " input"),
+        input_zero_point=_field(inp, "zero_point", int, where + " input"),
+        lut=np.asarray(_field(inp, "lut", list, where + " input")),
+        output_scale=_field(out, "scale", float, where + " output"),
+        output_zero_point=_field(out, "zero_point", int, where + " output"))
+    _check_metadata(meta, inp, out)
+    _check_model_file(meta)
+    return meta
+
+
+def _check_metadata(meta: ModelMetadata, inp: dict, out: dict) -> None:
+    where = meta.json_path.name
+    if inp.get("layout", "NHWC") != "NHWC" or inp.get("dtype") != "int8" or out.get("dtype") != "int8":
+        raise RpiError(f"{where}: this runtime feeds NHWC int8 inputs and reads int8 outputs; the metadata "
+                       f"says layout {inp.get('layout')!r}, input {inp.get('dtype')!r}, output {out.get('dtype')!r}")
+    if inp.get("resize", "bilinear") != "bilinear":
+        raise RpiError(f"{where}: input resize {inp.get('resize')!r} is not supported (only PIL 'bilinear')")
+    if min(meta.height, meta.width, meta.channels) <= 0 or not meta.labels:
+        raise RpiError(f"{where}: input size {meta.height}x{meta.width}x{meta.channels} with "
+                       f"{len(meta.labels)} labels cannot be right")
+    for name, value in (("input scale", meta.input_scale), ("output scale", meta.output_scale)):
+        if not math.isfinite(value) or value <= 0:
+            raise RpiError(f"{where}: {name} must be a positive number, got {value}")
+
+
+def _check_model_file(meta: ModelMetadata) -> None:
+    if not meta.tflite_path.is_file():
+        raise RpiError(f"model file {meta.tflite_path} does not exist (named by {meta.json_path.name})")
+    actual = sha256_file(meta.tflite_path)
+    if actual != meta.sha256:
+        raise RpiError(f"model file {meta.tflite_path} ({meta.tflite_path.stat().st_size:,} bytes) does not match "
+                       f"the sha256 in {meta.json_path.name}: truncated, corrupted or from another export")
+
+
+def interpreter_class():
+    """``tflite_runtime`` when installed (the small Pi wheel), else ``ai_edge_litert``."""
+    try:
+        from tflite_runtime.interpreter import Interpreter
+        return Interpreter, "tflite_runtime"
+    except ImportError:
+        pass
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+        return Interpreter, "ai_edge_litert"
+    except ImportError:
+        raise RpiError("no TFLite interpreter: install ai-edge-litert (pip install ai-edge-litert) or "
+                       "tflite-runtime") from None
+
+
+@contextmanager
+def quiet_native_info():
+    """The interpreter's C++ code prints "INFO: Created TensorFlow Lite XNNPACK delegate" on stderr with no
+    switch to turn it off; hold back the C-level stderr while it loads and pass on everything but INFO
+    lines (an error is raised as an exception and reported by the caller)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().decode(errors="replace").splitlines()
+            if not failed:
+                sys.stderr.writelines(ln + "\n" for ln in lines if ln.strip() and not ln.startswith("INFO: "))
+
+
+@dataclass(frozen=True)
+class Prediction:
+    index: int
+    label: str
+    score: float
+    scores: np.ndarray  # softmax over the classes
+
+    def top(self, k: int, labels: list) -> list:
+        order = np.argsort(-self.scores, kind="stable")[:k]
+        return [(labels[i], float(self.scores[i])) for i in order]
+
+
+class Classifier:
+    """The TFLite interpreter, checked against the metadata, plus the preprocessing it describes."""
+
+    def __init__(self, meta: ModelMetadata, threads: int | None = None):
+        self.meta = meta
+        self.preprocess = Preprocessor(meta.height, meta.width, meta.channels, meta.color, meta.lut)
+        interpreter, self.backend = interpreter_class()
+        try:
+            with quiet_native_info():
+                self.interpreter = interpreter(model_path=str(meta.tflite_path), num_threads=threads)
+                self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise RpiError(f"cannot load {meta.tflite_path} with {self.backend}: "
+                           f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
+        self.input, self.output = self._checked_tensors()
+
+    def _checked_tensors(self) -> tuple[dict, dict]:
+        inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
+        name = self.meta.tflite_path.name
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise RpiError(f"{name} has {len(inputs)} inputs and {len(outputs)} outputs; expected one of each")
+        inp, out = inputs[0], outputs[0]
+        want_in = [1, self.meta.height, self.meta.width, self.meta.channels]
+        if list(inp["shape"]) != want_in or inp["dtype"] != np.int8:
+            raise RpiError(f"{name} takes a {np.dtype(inp['dtype']).name} input of shape {list(inp['shape'])}, but its "
+                           f"metadata describes int8 {want_in}: the preprocessing cannot feed this model")
+        _check_quantization(name, "input", inp, self.meta.input_scale, self.meta.input_zero_point)
+        want_out = [1, len(self.meta.labels)]
+        if list(out["shape"]) != want_out or out["dtype"] != np.int8:
+            raise RpiError(f"{name} gives a {np.dtype(out['dtype']).name} output of shape {list(out['shape'])}, its "
+                           f"metadata describes int8 {want_out} ({len(self.meta.labels)} labels)")
+        _check_quantization(name, "output", out, self.meta.output_scale, self.meta.output_zero_point)
+        return inp, out
+
+    def logits_q(self, tensor: np.ndarray) -> np.ndarray:
+        self.interpreter.set_tensor(self.input["index"], tensor)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output["index"])[0].copy()
+
+    def classify(self, frame: np.ndarray, order: str = "bgr") -> Prediction:
+        scores = softmax(dequantize(self.logits_q(self.preprocess(frame, order)),
+                                    self.meta.output_scale, self.meta.output_zero_point))
+        index = int(np.argmax(scores))
+        return Prediction(index, self.meta.labels[index], float(scores[index]), scores)
+
+
+def _check_quantization(name: str, which: str, detail: dict, scale: float, zero_point: int) -> None:
+    actual_scale, actual_zp = detail["quantization"]
+    if not math.isclose(actual_scale, scale, rel_tol=1e-6) or int(actual_zp) != zero_point:
+        raise RpiError(f"{name}'s {which} quantization (scale {actual_scale:g}, zero point {actual_zp}) differs "
+                       f"from its metadata (scale {scale:g}, zero point {zero_point}): re-export both together")
+
+
+def load_classifier(model_path: str | Path, threads: int | None = None) -> Classifier:
+    return Classifier(read_metadata(model_path), threads)

@@ -1,0 +1,72 @@
+"""``python -m rpi.sample``: the sample video that ``make rpi-local`` classifies (no external media).
+
+The first N Fashion-MNIST test images, each one frame, scaled up (nearest neighbour) to look like a small
+camera frame and written as an MJPG .avi with OpenCV; the runtime crops, converts and resizes it back to
+the model's input like any camera frame. Beside it, ``<name>.json`` lists each frame's true label, so a
+test or a user can score the predictions in the --log file against it. Host side: imports model.data.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import RpiError, run_cli
+
+
+def write_video(path: Path, images: np.ndarray, scale: int, fps: float) -> None:
+    """(N, H, W) uint8 gray -> MJPG video of BGR frames (scale*H x scale*W), written atomically."""
+    from .sources import import_cv2
+
+    cv2 = import_cv2()
+    height, width = images.shape[1] * scale, images.shape[2] * scale
+    temporary = path.with_name(f".{path.stem}.{os.getpid()}{path.suffix}")  # cv2 picks the container by suffix
+    writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    if not writer.isOpened():
+        raise RpiError(f"OpenCV cannot write an MJPG video to {temporary}")
+    try:
+        for image in images:
+            big = np.kron(image, np.ones((scale, scale), np.uint8))
+            writer.write(cv2.cvtColor(big, cv2.COLOR_GRAY2BGR))
+    finally:
+        writer.release()
+    os.replace(temporary, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m rpi.sample", description=__doc__)
+    p.add_argument("--out", default="artifacts/rpi/sample.avi", help="the video (default artifacts/rpi/sample.avi)")
+    p.add_argument("--count", type=int, default=1000, help="test images, one per frame (default 1000)")
+    p.add_argument("--scale", type=int, default=4, help="upscaling factor of each 28x28 image (default 4)")
+    p.add_argument("--fps", type=float, default=30.0, help="frame rate stored in the file (default 30)")
+    p.add_argument("--data-dir", default=None, help="Fashion-MNIST directory (default $DATA_DIR)")
+    args = p.parse_args(argv)
+    if args.count < 1 or args.scale < 1:
+        raise RpiError("--count and --scale must be >= 1")
+    from model.data import DataError, load_dataset
+
+    try:
+        data = load_dataset("fashion-mnist", "test", args.data_dir)
+    except DataError as exc:
+        raise RpiError(str(exc)) from None
+    count = min(args.count, len(data))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_video(out, data.images[:count, 0], args.scale, args.fps)
+    labels = {"video": out.name, "source": "Fashion-MNIST test images 0..%d" % (count - 1), "scale": args.scale,
+              "classes": data.classes,
+              "frames": [{"frame": i + 1, "test_index": i, "label": data.classes[int(k)], "index": int(k)}
+                         for i, k in enumerate(data.labels[:count])]}
+    labels_path = out.with_suffix(".json")
+    temporary = labels_path.with_name(f".{labels_path.name}.tmp")
+    temporary.write_text(json.dumps(labels, indent=1) + "\n")
+    os.replace(temporary, labels_path)
+    print(f"wrote {out} ({count} frames, {out.stat().st_size:,} bytes) and {labels_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
