@@ -1,0 +1,243 @@
+"""Deploying to a stand-in Raspberry Pi: a real sshd on 127.0.0.1 (tests/sshd.py), real ssh, rsync and scp,
+the real rpi/remote.py release manager, the real app. Only ever connects to 127.0.0.1."""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.rpi_helpers import (ROOT, assert_log_matches, fashion_frames, read_log, read_video,  # noqa: F401
+                               reference_predictions, tiny_model, write_video)
+from tests.sshd import closed_port, keygen, loopback_pi  # noqa: F401 (loopback_pi is a fixture)
+
+
+def pi_env(pi, pi_dir, **extra) -> dict:
+    """What `make rpi PI_HOST=... PI_PORT=... PI_SSH_OPTS=... PI_DIR=...` puts in the environment."""
+    env = {**os.environ, "PI_HOST": pi.host, "PI_PORT": str(pi.port), "PI_SSH_OPTS": pi.ssh_opts,
+           "PI_DIR": str(pi_dir)}
+    env.pop("BUDGET_BYTES", None)
+    env.pop("PI_PYTHON", None)
+    return {**env, **{k: str(v) for k, v in extra.items()}}
+
+
+def deploy(*args, env, timeout=300):
+    return subprocess.run([sys.executable, "-m", "rpi.deploy", *map(str, args)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def make(*args, env, timeout=900):
+    return subprocess.run(["make", "--no-print-directory", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def current(pi_dir: Path) -> str:
+    return os.readlink(pi_dir / "current")
+
+
+def releases(pi_dir: Path) -> list:
+    return sorted(p.name for p in (pi_dir / "releases").iterdir())
+
+
+def release_of(stdout: str) -> str:
+    return re.search(r"^release (\S+)$", stdout, re.M).group(1)
+
+
+def quick_deploy(tiny_model, tmp_path, env) -> str:
+    """Deploy without running the app, with this interpreter instead of a venv (fast)."""
+    result = deploy("deploy", "--model", tiny_model, "--work-dir", tmp_path / "work", "--python", sys.executable,
+                    "--no-run", env=env)
+    assert result.returncode == 0, result.stderr
+    return release_of(result.stdout)
+
+
+def one_error_line(stderr: str) -> str:
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    return lines[0]
+
+
+def test_deploy_runs_the_app_on_the_pi_with_the_local_predictions(loopback_pi, tiny_model, tmp_path):
+    video = write_video(tmp_path / "camera.avi", fashion_frames(30))
+    pi_dir = tmp_path / "pi"
+    result = deploy("deploy", "--model", tiny_model, "--work-dir", tmp_path / "work", "--python", sys.executable,
+                    "--source", video, "--frames", 25, "--app-args", "--every 5", env=pi_env(loopback_pi, pi_dir))
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^summary: frames=25 fps=[0-9.]+ ", result.stdout, re.M), result.stdout
+    assert "uploaded 10 files" in result.stdout and "with rsync" in result.stdout
+    release = release_of(result.stdout)
+    assert current(pi_dir) == f"releases/{release}" and releases(pi_dir) == [release]
+    manifest = json.loads((pi_dir / "current" / "manifest.json").read_text())
+    assert {"rpi/app.py", "requirements-pi.txt", f"model/{tiny_model.name}"} <= set(manifest["files"])
+    assert not any(name.startswith(("rpi/deploy", "rpi/sample")) for name in manifest["files"])  # host side stays here
+    expected = reference_predictions(tiny_model, read_video(video)[:25])
+    assert_log_matches(read_log(pi_dir / "predictions.jsonl"), expected)
+
+
+def test_second_deploy_then_make_rpi_rollback(loopback_pi, tiny_model, tmp_path):
+    pi_dir = tmp_path / "pi"
+    env = pi_env(loopback_pi, pi_dir)
+    first = quick_deploy(tiny_model, tmp_path, env)
+    second = quick_deploy(tiny_model, tmp_path, env)
+    assert first < second and current(pi_dir) == f"releases/{second}"
+    assert releases(pi_dir) == [first, second]
+
+    result = make("rpi-rollback", f"PI_HOST={loopback_pi.host}", f"PI_PORT={loopback_pi.port}",
+                  f"PI_SSH_OPTS={loopback_pi.ssh_opts}", f"PI_DIR={pi_dir}", env=os.environ)
+    assert result.returncode == 0, result.stderr
+    assert f"current -> releases/{first} (rolled back from {second})" in result.stdout
+    assert current(pi_dir) == f"releases/{first}"
+    check = subprocess.run([pi_dir / "current" / "run-app", "--check"], capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0 and check.stdout.startswith("ok: ")
+
+    again = deploy("rollback", env=env)
+    assert again.returncode == 2
+    assert "no release older than" in one_error_line(again.stderr)
+
+
+@pytest.mark.parametrize("damage", ["flip-a-byte", "truncate", "delete", "add"])
+def test_a_corrupted_upload_never_touches_current(loopback_pi, tiny_model, tmp_path, damage):
+    pi_dir = tmp_path / "pi"
+    env = pi_env(loopback_pi, pi_dir)
+    good = quick_deploy(tiny_model, tmp_path, env)
+    uploaded = deploy("upload", "--model", tiny_model, "--work-dir", tmp_path / "work", env=env)
+    assert uploaded.returncode == 0, uploaded.stderr
+    release = release_of(uploaded.stdout)
+    incoming = pi_dir / "incoming" / release
+    tflite = next((incoming / "model").glob("*.tflite"))
+    data = bytearray(tflite.read_bytes())
+    if damage == "flip-a-byte":
+        data[len(data) // 2] ^= 0xFF
+        tflite.write_bytes(bytes(data))
+    elif damage == "truncate":
+        tflite.write_bytes(bytes(data[:-100]))
+    elif damage == "delete":
+        (incoming / "rpi" / "app.py").unlink()
+    else:
+        (incoming / "rpi" / "sitecustomize.py").write_text("print('injected')\n")
+
+    result = deploy("activate", "--release", release, "--work-dir", tmp_path / "work", "--python", sys.executable,
+                    env=env)
+    assert result.returncode == 2
+    assert "checksum verification failed" in result.stderr.splitlines()[-1]
+    assert f"current is unchanged ({good})" in result.stdout
+    assert current(pi_dir) == f"releases/{good}" and releases(pi_dir) == [good]
+    assert not incoming.exists()
+
+
+def test_scp_when_rsync_is_not_wanted(loopback_pi, tiny_model, tmp_path):
+    pi_dir = tmp_path / "pi"
+    result = deploy("deploy", "--model", tiny_model, "--work-dir", tmp_path / "work", "--python", sys.executable,
+                    "--transfer", "scp", "--no-run", env=pi_env(loopback_pi, pi_dir))
+    assert result.returncode == 0, result.stderr
+    assert "with scp" in result.stdout and current(pi_dir) == f"releases/{release_of(result.stdout)}"
+
+
+def test_an_unreachable_pi_is_one_clear_error(loopback_pi, tiny_model, tmp_path):
+    pi_dir = tmp_path / "pi"
+    result = deploy("deploy", "--model", tiny_model, "--work-dir", tmp_path / "work",
+                    env=pi_env(loopback_pi, pi_dir, PI_PORT=closed_port()))
+    assert result.returncode == 2
+    line = one_error_line(result.stderr)
+    assert "cannot ssh to" in line and "Connection refused" in line and "PI_HOST and PI_PORT" in line
+    assert not pi_dir.exists()
+
+
+def test_a_wrong_key_is_one_clear_error(loopback_pi, tiny_model, tmp_path):
+    keygen(tmp_path / "stranger")
+    pi_dir = tmp_path / "pi"
+    opts = (f"-i {tmp_path / 'stranger'} -o IdentitiesOnly=yes -o StrictHostKeyChecking=no "
+            f"-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR")
+    result = deploy("deploy", "--model", tiny_model, "--work-dir", tmp_path / "work",
+                    env=pi_env(loopback_pi, pi_dir, PI_SSH_OPTS=opts))
+    assert result.returncode == 2
+    line = one_error_line(result.stderr)
+    assert "Permission denied (publickey)" in line and "ssh-copy-id" in line
+    assert not pi_dir.exists()
+
+
+def test_an_over_budget_model_is_refused_before_anything_is_sent(loopback_pi, tiny_model, tmp_path):
+    pi_dir = tmp_path / "pi"
+    result = deploy("deploy", "--model", tiny_model, "--work-dir", tmp_path / "work",
+                    env=pi_env(loopback_pi, pi_dir, BUDGET_BYTES=1000))
+    assert result.returncode == 2
+    line = one_error_line(result.stderr)
+    assert "over the 1,000-byte budget" in line and "nothing was sent" in line
+    assert not pi_dir.exists() and result.stdout == ""  # not even the probe ran
+
+
+def test_make_rpi_without_pi_host_says_how_to_set_it():
+    env = {k: v for k, v in os.environ.items() if k != "PI_HOST"}
+    result = make("rpi", env=env, timeout=60)
+    assert result.returncode != 0
+    lines = [ln for ln in (result.stdout + result.stderr).splitlines() if ln.strip()]
+    assert len(lines) == 1 and "PI_HOST is not set: make rpi PI_HOST=" in lines[0]
+
+
+@pytest.mark.skipif(Path("/run/systemd/system").is_dir(), reason="would install a real service on this machine")
+def test_service_writes_a_unit_that_runs_current(loopback_pi, tiny_model, tmp_path):
+    pi_dir = tmp_path / "pi"
+    env = pi_env(loopback_pi, pi_dir)
+    quick_deploy(tiny_model, tmp_path, env)
+    units = tmp_path / "units"
+    units.mkdir()
+    result = deploy("service", "--unit-dir", units, "--source", "picamera2", env=env)
+    unit = (units / "squeezenet.service").read_text()
+    assert f"ExecStart={pi_dir}/current/run-app --source picamera2 --every 30\n" in unit
+    assert "WantedBy=multi-user.target" in unit and "Restart=on-failure" in unit
+    assert result.returncode == 2  # this stand-in Pi runs no systemd: said in one line, not hidden
+    assert "systemd is not running" in one_error_line(result.stderr)
+
+
+def test_local_runs_the_same_bundle_here(tiny_model, tmp_path):
+    video = write_video(tmp_path / "camera.avi", fashion_frames(8))
+    work = tmp_path / "work"
+    result = deploy("local", "--model", tiny_model, "--work-dir", work, "--source", video, env=os.environ)
+    assert result.returncode == 0, result.stderr
+    assert "summary: frames=8 fps=" in result.stdout.splitlines()[-1]
+    bundle = Path(re.search(r"running bundle (\S+) here", result.stdout).group(1))
+    assert bundle.parent == work / "bundles" and (bundle / "manifest.json").is_file()
+    assert_log_matches(read_log(work / "predictions.jsonl"), reference_predictions(tiny_model, read_video(video)))
+
+
+def test_deploy_help_names_every_command():
+    text = deploy("--help", env=os.environ).stdout
+    for command in ("deploy", "upload", "activate", "rollback", "service", "local"):
+        assert command in text
+
+
+# --- slow: the real venv (pip from the package index) and `make rpi` with the exported model ----------------
+
+@pytest.mark.slow
+def test_make_rpi_prepares_the_venv_once_and_matches_local_predictions(loopback_pi, tmp_path):
+    """The acceptance command against the loopback sshd: the export's model, budget check, a venv made on
+    the 'Pi' with requirements-pi.txt (no PI_PYTHON), then the app on a video as the camera."""
+    video = write_video(tmp_path / "camera.avi", fashion_frames(120))
+    pi_dir = tmp_path / "pi"
+    args = [f"PI_HOST={loopback_pi.host}", f"PI_PORT={loopback_pi.port}", f"PI_SSH_OPTS={loopback_pi.ssh_opts}",
+            f"PI_DIR={pi_dir}", f"SOURCE={video}", "FRAMES=100"]
+    env = {k: v for k, v in os.environ.items() if k not in ("PI_PYTHON", "BUDGET_BYTES")}
+    result = make("rpi", *args, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "pi: preparing venv" in result.stdout and "pi: venv ready" in result.stdout
+    assert re.search(r"^summary: frames=100 fps=[0-9.]+ ", result.stdout, re.M)
+    meta_json = ROOT / "artifacts/export/squeezenet_int8.json"
+    assert_log_matches(read_log(pi_dir / "predictions.jsonl"), reference_predictions(meta_json, read_video(video)[:100]))
+
+    again = make("rpi", *args[:-1], "FRAMES=5", env=env)  # the second deploy reuses the venv
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "prepared by an earlier deploy" in again.stdout and len(releases(pi_dir)) == 2
+
+    refused = make("rpi", *args, "BUDGET_BYTES=1000", env=env)
+    assert refused.returncode != 0 and "over" in refused.stdout + refused.stderr
+    assert len(releases(pi_dir)) == 2 and not list((pi_dir / "incoming").iterdir())
+
+
+@pytest.mark.slow
+def test_make_rpi_local_on_the_sample_video():
+    result = make("rpi-local", "FRAMES=200", env={k: v for k, v in os.environ.items() if k != "BUDGET_BYTES"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"^summary: frames=200 fps=[0-9.]+ .*source=\S*artifacts/rpi/sample.avi", result.stdout, re.M)
+    assert json.loads((ROOT / "artifacts/rpi/sample.json").read_text())["frames"][0]["frame"] == 1
