@@ -36,7 +36,7 @@ from quantize.qat import DEFAULT_QUANT, load_quant_model
 from quantize.storage import BUDGET_BYTES, storage_table
 
 from .csim import run_csim
-from .graph import FixedPoint, prepare_for_hls4ml, quant_fixed_point
+from .graph import FixedPoint, prepare_for_hls4ml, quant_fixed_point, round_half_up_layers
 from .storage import hls_storage_table
 
 TESTBENCH_IMAGES = 10
@@ -163,6 +163,7 @@ def step_convert(st: BuildState) -> None:
             model, output_dir=str(st.out / "hls_project"), io_type=st.cfg.io_type, backend="Vitis",
             hls_config=hc, part=st.cfg.part, clock_period=round(1000.0 / st.cfg.clock_mhz, 3),
             input_data_tb=str(tb_in), output_data_tb=str(tb_out))
+        round_half_up_layers(model, st.hls_model)
     st.report["hls_config"] = {"part": st.cfg.part, "clock_mhz": st.cfg.clock_mhz,
                                "reuse_factor": st.cfg.reuse_factor, "strategy": st.cfg.strategy,
                                "io_type": st.cfg.io_type,

@@ -116,10 +116,48 @@ def prepare_for_hls4ml(qonnx_path: str | Path, out_path: str | Path) -> Path:
     model = cleanup_model(model)
     remove_layout_transposes(model)
     name_nodes_uniquely(model)
+    hand_over_half_up_rounding(model)
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
         model.save(str(tmp))
     return out_path
+
+
+HALF_UP_KEY = "hls4ml_round_half_up_quant_nodes"
+
+
+def hand_over_half_up_rounding(model) -> list[str]:
+    """hls4ml's Quant parser knows only ROUND (half-even) and FLOOR. Quant nodes that round ties up (the
+    bypass sums, see ``quantize.layers``) are handed to it as ROUND and listed in the model's metadata;
+    ``round_half_up_layers`` then gives their hls4ml layers ap_fixed's AP_RND (ties toward +inf)."""
+    names = []
+    for node in model.graph.node:
+        if node.op_type != "Quant":
+            continue
+        for attr in node.attribute:
+            if attr.name == "rounding_mode" and attr.s.decode().upper() == "HALF_UP":
+                attr.s = b"ROUND"
+                names.append(node.name)
+    helper.set_model_props(model.model, {HALF_UP_KEY: ",".join(names)})
+    return names
+
+
+def round_half_up_layers(model, hls_model) -> list[str]:
+    """Set AP_RND on the hls4ml layers that came from the Quant nodes ``hand_over_half_up_rounding`` listed
+    (hls4ml turns Quant node ``X`` into a linear activation ``X_act``)."""
+    from hls4ml.model.types import RoundingMode
+
+    props = {p.key: p.value for p in model.model.metadata_props}
+    names = [n for n in props.get(HALF_UP_KEY, "").split(",") if n]
+    layers = {layer.name: layer for layer in hls_model.get_layers()}
+    done = []
+    for name in names:
+        layer = layers.get(f"{name}_act") or layers.get(name)
+        if layer is None:
+            raise UserError(f"hls4ml has no layer for the round-half-up quantizer {name}; cannot keep it exact")
+        layer.get_output_variable().type.precision.rounding_mode = RoundingMode.RND
+        done.append(layer.name)
+    return done
 
 
 # --- quantizer facts read from the graph --------------------------------------------------------------

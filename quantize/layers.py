@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 from model import Layers, SqueezeNet, SqueezeNetConfig, without_norm_layers
@@ -74,13 +75,12 @@ def brevitas_layers(qs: QuantSettings, signed_add: bool = False) -> Layers:
         return qnn.QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, bit_width=qs.act_bits,
                              return_quant_tensor=True)
 
-    def signed_identity(name):
-        return qnn.QuantIdentity(act_quant=Int8ActPerTensorFixedPoint, bit_width=qs.act_bits,
-                                 return_quant_tensor=True)
-
-    def unsigned_identity(name):
-        # Sums of ReLU outputs and averages of them are never negative: spend no bit on a sign.
-        return qnn.QuantIdentity(act_quant=Uint8ActPerTensorFixedPoint, bit_width=qs.act_bits,
+    # The bypass sum of two grids lands on a tie whenever it is rescaled to a coarser power-of-two grid.
+    # Every int8 runtime's ADD (XNNPACK's, TFLite's reference kernels) and ap_fixed's AP_RND resolve
+    # ties toward +inf, none rounds them half-to-even: the sum's quantizer rounds the way they all do.
+    def add_quant(name):
+        quant = Int8ActPerTensorFixedPoint if signed_add else Uint8ActPerTensorFixedPoint
+        return qnn.QuantIdentity(act_quant=quant, bit_width=qs.act_bits, float_to_int_impl=RoundHalfUpSte,
                                  return_quant_tensor=True)
 
     def input_quant(name):
@@ -92,8 +92,23 @@ def brevitas_layers(qs: QuantSettings, signed_add: bool = False) -> Layers:
         return _PlainGlobalAverage()
 
     return Layers(conv=conv, relu=relu, input_quant=input_quant, global_pool=global_pool,
-                  add_quant=signed_identity if signed_add else unsigned_identity,
+                  add_quant=add_quant,
                   output_quant=lambda name, classifier_activation: classifier_activation)
+
+
+class RoundHalfUpSte(nn.Module):
+    """Round to nearest, ties toward +inf (``floor(x + 1/2)``), with a straight-through gradient."""
+
+    def __init__(self) -> None:  # an explicit signature: Brevitas' injector instantiates it
+        super().__init__()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + (torch.floor(x + 0.5) - x).detach()
+
+
+def is_round_half_up(quant_module: nn.Module) -> bool:
+    """Whether a Brevitas activation quantizer rounds ties toward +inf (the bypass-sum quantizers)."""
+    return any(isinstance(m, RoundHalfUpSte) for m in quant_module.modules())
 
 
 class _PlainGlobalAverage(nn.AdaptiveAvgPool2d):
