@@ -27,15 +27,46 @@ def export_float_onnx(model: torch.nn.Module, input_shape: tuple[int, ...], path
 
 def export_qcdq_onnx(model: torch.nn.Module, input_shape: tuple[int, ...], path: str | Path) -> Path:
     """The quantized model as standard QuantizeLinear / Clip / DequantizeLinear ONNX."""
+    import onnx
     from brevitas.export import export_onnx_qcdq
+
+    from .qonnx_export import round_half_up_quantizers
 
     path = Path(path)
     model.eval()
     with atomic_path(path) as tmp, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         export_onnx_qcdq(model, torch.zeros(1, *input_shape), export_path=str(tmp), dynamo=False)
+        graph = onnx.load(str(tmp))
+        nudge_ties_up(graph, round_half_up_quantizers(model))
+        onnx.save(graph, str(tmp))
     check_onnx(path)
     return path
+
+
+def nudge_ties_up(graph, quantizers: dict[str, float]) -> int:
+    """QuantizeLinear rounds half-to-even; the bypass-sum quantizers round ties toward +inf. Their inputs
+    sit on a grid at least 2^-8 of their scale apart, so adding scale x 2^-12 first moves exactly the ties
+    up and changes no other rounding (float32 keeps the sum exact: 8 + 12 bits of a 24-bit mantissa)."""
+    from onnx import helper, numpy_helper
+
+    nodes = list(graph.graph.node)
+    done = 0
+    for i, node in enumerate(nodes):
+        prefix = next((p for p in quantizers if p in node.name), None)
+        if node.op_type != "QuantizeLinear" or prefix is None:
+            continue
+        nudge = numpy_helper.from_array(np.asarray(quantizers[prefix] * 2.0 ** -12, np.float32),
+                                        name=f"{node.name}_tie_nudge")
+        graph.graph.initializer.append(nudge)
+        nudged = f"{node.input[0]}_tie_nudged"
+        add = helper.make_node("Add", [node.input[0], nudge.name], [nudged], name=f"{node.name}_TieNudge")
+        node.input[0] = nudged
+        graph.graph.node.insert(list(graph.graph.node).index(node), add)
+        done += 1
+    if done != len(quantizers):
+        raise RuntimeError(f"found {done} of the {len(quantizers)} round-half-up quantizers in the QCDQ graph")
+    return done
 
 
 def check_onnx(path: str | Path) -> None:

@@ -24,8 +24,7 @@ def run_module(*args, cwd=ROOT, env=None, timeout=900):
                           text=True, timeout=timeout)
 
 
-@pytest.fixture
-def tiny_idx_dir(tmp_path):
+def write_tiny_idx(directory: Path) -> Path:
     """A small Fashion-MNIST-shaped IDX data set with learnable classes. Class k is a stripe texture
     (horizontal for k < 5, vertical otherwise, period 2 + k % 5): a global-pooling CNN can tell them apart
     anywhere in the image."""
@@ -41,8 +40,23 @@ def tiny_idx_dir(tmp_path):
             images[i] = np.where(np.broadcast_to(mask, (28, 28)), 200, images[i])
         return images, labels
 
+    directory.mkdir(parents=True, exist_ok=True)
     for prefix, n in (("train", 600), ("t10k", 200)):
         images, labels = make(n)
-        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", images)
-        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", labels)
-    return tmp_path
+        write_idx(directory / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(directory / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return directory
+
+
+@pytest.fixture
+def tiny_idx_dir(tmp_path):
+    return write_tiny_idx(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory):
+    """Every export artifact of a small SqueezeNet, built once per test session by `python -m export`
+    (tflite-runtime included when its venv exists): (export dir, data dir, checkpoint dir)."""
+    from .helpers import tiny_export_dir
+
+    return tiny_export_dir(tmp_path_factory.mktemp("tiny_export"))

@@ -1,10 +1,15 @@
 """Builders of small quantized checkpoints for the tests (real Brevitas models, no mocks)."""
+from pathlib import Path
+
 import torch
 
+from model import SqueezeNet
 from model.artifacts import save_checkpoint
 from model.data import Normalization, load_dataset
 from quantize.layers import QuantSettings, build_quant_model
 from quantize.qat import calibrate
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny_quant_checkpoint(path, data_dir, cfg, qs=None, seed=0):
@@ -22,3 +27,45 @@ def tiny_quant_checkpoint(path, data_dir, cfg, qs=None, seed=0):
     save_checkpoint(path, model.state_dict(), kind="quantized", config=cfg.to_dict(), quant=qs.to_dict(),
                     normalization=norm.to_dict(), classes=data.classes, meta={"float_top1": None})
     return model, norm
+
+
+# Small enough to export in seconds, with every layer kind of the default network (stem, pools, Fire
+# modules with and without bypass). The fpga tests use the same shape.
+SMALL = dict(base_e=16, incr_e=16, freq=2, num_fire=3, pool_after=(0, 2), stem_channels=16)
+TFLITE_RUNTIME_PYTHON = ROOT / ".venv-tflite-runtime" / "bin" / "python"
+
+
+def tiny_float_checkpoint(path, data_dir, cfg, seed=0):
+    """An untrained float SqueezeNet saved like `make train` does (the float ONNX's parent)."""
+    torch.manual_seed(seed)
+    model = SqueezeNet(cfg).eval()
+    data = load_dataset("fashion-mnist", "train", str(data_dir))
+    norm = Normalization.fit(data.images)
+    save_checkpoint(path, model.state_dict(), kind="float", config=cfg.to_dict(), normalization=norm.to_dict(),
+                    classes=data.classes, meta={})
+    return model
+
+
+def tiny_export_dir(root):
+    """Run `python -m export` on a small float + quantized pair; returns (export dir, data dir, ckpt dir)."""
+    from model import small_image_config
+
+    from .conftest import run_module, write_tiny_idx
+
+    root = Path(root)
+    data_dir = write_tiny_idx(root / "data")
+    cfg = small_image_config(**SMALL)
+    tiny_float_checkpoint(root / "float.pt", data_dir, cfg)
+    tiny_quant_checkpoint(root / "quant.pt", data_dir, cfg)
+    out = root / "export"
+    python = str(TFLITE_RUNTIME_PYTHON) if TFLITE_RUNTIME_PYTHON.exists() else "none"
+    r = run_module("export", "--checkpoint", str(root / "quant.pt"), "--float-checkpoint", str(root / "float.pt"),
+                   "--data-dir", str(data_dir), "--out", str(out), "--tflite-runtime-python", python)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out, data_dir, root
+
+
+def tiny_tflite_bundle(out_dir, data_dir=None):
+    """For the rpi tests: the int8 .tflite and its metadata .json of a small model, in ``out_dir``."""
+    export_dir, _, _ = tiny_export_dir(out_dir)
+    return export_dir / "squeezenet_int8.tflite", export_dir / "squeezenet_int8.json"

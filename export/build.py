@@ -1,0 +1,311 @@
+"""Export the trained SqueezeNet for deployment and check every artifact against the model it came from.
+
+Writes under --out (default artifacts/export):
+  squeezenet_float.onnx   the float model (onnx.checker, onnxruntime)       parent: float PyTorch model
+  squeezenet_qcdq.onnx    QuantizeLinear/Clip/DequantizeLinear ONNX          parent: Brevitas model
+  squeezenet.qonnx.onnx   QONNX (Quant nodes), the fpga stage's input        parent: Brevitas model
+  squeezenet_int8.tflite  full-integer int8 TFLite for the Raspberry Pi      parent: Brevitas model
+  squeezenet_int8.json    what the Pi needs to feed it: input size, channels, normalisation and the
+                          pixel -> int8 code table, output quantization, labels
+  report.json             per artifact: path, bytes, sha256, top-1, top-1 agreement with its parent and
+                          max |output difference| on the test images
+
+The TFLite model is measured under ai-edge-litert (in this process) and under tflite-runtime 2.14 (which
+needs numpy < 2, so it runs in its own venv, --tflite-runtime-python).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.artifacts import UserError, atomic_path, read_json, sha256_of, write_json
+from model.data import DATASETS, load_dataset
+from model.evaluate import load_float_model
+from model.squeezenet import plain
+from model.training import to_input
+from quantize.qat import load_quant_model
+from quantize.storage import BUDGET_BYTES
+
+from . import tflite_run
+from .onnx_export import check_onnx, export_float_onnx, export_qcdq_onnx, ort_session, run_ort
+from .qonnx_export import export_qonnx
+
+TFLITE_NAME = "squeezenet_int8.tflite"
+METADATA_NAME = "squeezenet_int8.json"
+METADATA_FORMAT = "squeezenet-tflite/1"
+DEFAULT_TFLITE_RUNTIME_PYTHON = ".venv-tflite-runtime/bin/python"
+
+
+@dataclass
+class ExportConfig:
+    checkpoint: str = "quantize/checkpoints/default.pt"
+    float_checkpoint: str = "model/checkpoints/default.pt"
+    out: str = "artifacts/export"
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    samples: int = 0  # 0: the whole test set
+    qonnx_samples: int = 0
+    tflite_runtime_python: str | None = DEFAULT_TFLITE_RUNTIME_PYTHON
+    budget_bytes: int = BUDGET_BYTES
+
+
+def compare(outputs: np.ndarray, parent: np.ndarray, labels: np.ndarray) -> dict:
+    """Top-1 of ``outputs`` and how far they are from the parent's on the same images."""
+    return {"samples": int(len(outputs)),
+            "top1": round(float((outputs.argmax(1) == labels).mean()), 6),
+            "top1_agreement": round(float((outputs.argmax(1) == parent.argmax(1)).mean()), 6),
+            "max_abs_diff": float(np.abs(outputs.astype(np.float64) - parent).max())}
+
+
+def file_facts(path: Path) -> dict:
+    return {"path": str(path), "bytes": path.stat().st_size, "sha256": sha256_of(path)}
+
+
+@torch.no_grad()
+def torch_logits(model: torch.nn.Module, x: torch.Tensor, batch: int = 500) -> np.ndarray:
+    model.eval()
+    return np.concatenate([plain(model(x[i:i + batch])).numpy() for i in range(0, len(x), batch)])
+
+
+# --- the Pi's view of the input -----------------------------------------------------------------------
+
+@torch.no_grad()
+def pixel_lookup_table(model, norm) -> np.ndarray:
+    """(C, 256) int8: the input code the quantized model gives each 8-bit pixel value of each channel,
+    computed with the training normalisation and the model's own input quantizer (nothing re-typed)."""
+    ramp = torch.arange(256, dtype=torch.uint8).view(1, 1, 1, 256).repeat(1, norm.channels, 1, 1)
+    codes = model.input_quant(to_input(ramp, norm)).int()
+    return codes.view(norm.channels, 256).numpy().astype(np.int8)
+
+
+def tflite_inputs(images_u8: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) uint8 images -> (N, H, W, C) int8 codes, through the lookup table."""
+    codes = np.stack([lut[c][images_u8[:, c]] for c in range(images_u8.shape[1])], axis=-1)
+    return np.ascontiguousarray(codes, dtype=np.int8)
+
+
+def tflite_metadata(tflite_path: Path, qm, lut: np.ndarray) -> dict:
+    interp = tflite_run.load(tflite_path)
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    _, h, w, c = (int(v) for v in inp["shape"])
+    norm = qm.normalization
+    return {
+        "format": METADATA_FORMAT,
+        "model_file": tflite_path.name,
+        "model_sha256": sha256_of(tflite_path),
+        "labels": list(qm.classes),
+        "input": {"layout": "NHWC", "height": h, "width": w, "channels": c,
+                  "dtype": np.dtype(inp["dtype"]).name,
+                  "scale": float(inp["quantization"][0]), "zero_point": int(inp["quantization"][1]),
+                  "color": "gray" if c == 1 else "rgb", "resize": "bilinear",
+                  "mean": list(norm.mean), "std": list(norm.std), "lut": lut.astype(int).tolist()},
+        "output": {"dtype": np.dtype(out["dtype"]).name, "scale": float(out["quantization"][0]),
+                   "zero_point": int(out["quantization"][1]), "kind": "logits"},
+    }
+
+
+def check_tflite_is_integer(interp) -> dict:
+    """Full-integer: no Flex / custom ops, no float tensor on the compute path."""
+    facts = tflite_run.describe(interp)
+    foreign = [op for op in facts["ops"] if op.startswith("Flex") or op in ("CUSTOM", "DELEGATE")]
+    floats = [t for t in facts["tensor_types"] if t.startswith("float")]
+    if foreign or floats or "DEQUANTIZE" in facts["ops"] or "QUANTIZE" in facts["ops"]:
+        raise UserError(f"the TFLite model is not full-integer: ops {facts['ops']}, tensor types "
+                        f"{facts['tensor_types']}")
+    return facts
+
+
+def run_tflite_runtime(python: str, tflite: Path, x: np.ndarray) -> np.ndarray:
+    """The raw outputs of ``tflite`` under tflite-runtime, run by ``python`` in its own environment."""
+    script = Path(__file__).with_name("tflite_run.py")
+    with tempfile.TemporaryDirectory() as tmp:
+        np.save(Path(tmp) / "in.npy", x)
+        proc = subprocess.run([python, str(script), str(tflite), str(Path(tmp) / "in.npy"),
+                               str(Path(tmp) / "out.npy"), "--runtime", "tflite_runtime"],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise UserError(f"tflite-runtime run failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+        return np.load(Path(tmp) / "out.npy")
+
+
+# --- the build ----------------------------------------------------------------------------------------
+
+def export_all(cfg: ExportConfig, log=print) -> dict:
+    from .tflite_build import convert_to_tflite
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    floats = load_float_model(cfg.float_checkpoint)
+    qm = load_quant_model(cfg.checkpoint)
+    norm = qm.normalization
+    shape = (norm.channels, norm.input_size, norm.input_size)
+    test = load_dataset(cfg.dataset, "test", cfg.data_dir, norm.input_size, norm.channels)
+    if cfg.samples:
+        test = test.subset(np.arange(min(cfg.samples, len(test))))
+    labels = test.labels
+    x_quant = to_input(torch.from_numpy(test.images), norm)
+    x_float = to_input(torch.from_numpy(test.images), floats.normalization)
+    report: dict = {"checkpoint": cfg.checkpoint, "checkpoint_sha256": sha256_of(cfg.checkpoint),
+                    "float_checkpoint": cfg.float_checkpoint, "dataset": cfg.dataset, "samples": len(test)}
+    timings = {}
+
+    t = time.time()
+    log("float PyTorch and Brevitas reference outputs")
+    float_ref = torch_logits(floats.model, x_float)
+    brevitas_ref = torch_logits(qm.model, x_quant)
+    report["parents"] = {"float_torch": {"top1": round(float((float_ref.argmax(1) == labels).mean()), 6)},
+                         "brevitas": {"top1": round(float((brevitas_ref.argmax(1) == labels).mean()), 6)}}
+    timings["reference"] = time.time() - t
+
+    t = time.time()
+    log("float ONNX")
+    path = export_float_onnx(floats.model, shape, out / "squeezenet_float.onnx")
+    outputs = run_ort(ort_session(path), x_float.numpy())
+    report["float_onnx"] = {**file_facts(path), "parent": "float_torch", "runtime": "onnxruntime",
+                            **compare(outputs, float_ref, labels)}
+    timings["float_onnx"] = time.time() - t
+
+    t = time.time()
+    log("QCDQ ONNX")
+    path = export_qcdq_onnx(qm.model, shape, out / "squeezenet_qcdq.onnx")
+    outputs = run_ort(ort_session(path), x_quant.numpy())
+    report["qcdq_onnx"] = {**file_facts(path), "parent": "brevitas", "runtime": "onnxruntime",
+                           **compare(outputs, brevitas_ref, labels)}
+    timings["qcdq_onnx"] = time.time() - t
+
+    t = time.time()
+    log("QONNX")
+    path = export_qonnx(qm.model, shape, out / "squeezenet.qonnx.onnx")
+    n = min(len(test), cfg.qonnx_samples) if cfg.qonnx_samples else len(test)
+    outputs = run_qonnx(path, x_quant[:n].numpy())
+    report["qonnx"] = {**file_facts(path), "parent": "brevitas", "runtime": "qonnx.core.onnx_exec",
+                       **compare(outputs, brevitas_ref[:n], labels[:n])}
+    timings["qonnx"] = time.time() - t
+
+    t = time.time()
+    log("int8 TFLite")
+    tflite = convert_to_tflite(qm.model, shape, out / TFLITE_NAME)
+    facts = check_tflite_is_integer(tflite_run.load(tflite, runtime="ai_edge_litert", delegates=False))
+    interp = tflite_run.load(tflite, threads=1, runtime="ai_edge_litert")
+    lut = pixel_lookup_table(qm.model, norm)
+    x_int8 = tflite_inputs(test.images, lut)
+    raw = tflite_run.run(interp, x_int8)
+    outputs = tflite_run.dequantize(raw, interp.get_output_details()[0])
+    entry = {**file_facts(tflite), "parent": "brevitas", "runtime": "ai_edge_litert",
+             **compare(outputs, brevitas_ref, labels), "ops": facts["ops"], "tensor_types": facts["tensor_types"],
+             "budget_bytes": cfg.budget_bytes}
+    entry["within_budget"] = entry["bytes"] <= cfg.budget_bytes
+    if cfg.tflite_runtime_python:
+        python = cfg.tflite_runtime_python
+        if not Path(python).exists():
+            raise UserError(f"{python} not found: create the tflite-runtime environment with "
+                            f"'make tflite-runtime-env', or pass --tflite-runtime-python none")
+        raw_rt = run_tflite_runtime(python, tflite, x_int8)
+        other = compare(tflite_run.dequantize(raw_rt, interp.get_output_details()[0]), brevitas_ref, labels)
+        entry.update({"top1_tflite_runtime": other["top1"],
+                      "top1_agreement_tflite_runtime": other["top1_agreement"],
+                      "max_abs_diff_tflite_runtime": other["max_abs_diff"],
+                      "rows_exact_tflite_runtime": round(float((raw_rt == raw).all(1).mean()), 6)})
+    else:
+        entry["top1_agreement_tflite_runtime"] = None
+    report["tflite"] = entry
+    metadata = tflite_metadata(tflite, qm, lut)
+    with atomic_path(out / METADATA_NAME) as tmp:
+        tmp.write_text(json.dumps(metadata, indent=1) + "\n")
+    report["tflite_metadata"] = str(out / METADATA_NAME)
+    timings["tflite"] = time.time() - t
+
+    report["seconds"] = {k: round(v, 1) for k, v in timings.items()}
+    write_json(out / "report.json", report)
+    return report
+
+
+def run_qonnx(path: Path, x: np.ndarray, batch: int = 250) -> np.ndarray:
+    """Execute the QONNX graph node by node with qonnx's reference executor (Quant nodes in numpy)."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+    from qonnx.transformation.change_batchsize import ChangeBatchSize
+    from qonnx.transformation.infer_shapes import InferShapes
+    from qonnx.util.cleanup import cleanup_model
+
+    base = cleanup_model(ModelWrapper(str(path)))
+    name_in, name_out = base.graph.input[0].name, base.graph.output[0].name
+    outs, models = [], {}
+    for start in range(0, len(x), batch):
+        chunk = x[start:start + batch]
+        if len(chunk) not in models:
+            models[len(chunk)] = base.transform(ChangeBatchSize(len(chunk))).transform(InferShapes())
+        outs.append(execute_onnx(models[len(chunk)], {name_in: chunk})[name_out])
+    return np.concatenate(outs).reshape(len(x), -1)
+
+
+def summary_lines(report: dict) -> list[str]:
+    lines = [f"{'artifact':<11} {'bytes':>9} {'top-1':>7} {'agree':>7} {'max|diff|':>9}  parent / runtime"]
+    for key in ("float_onnx", "qcdq_onnx", "qonnx", "tflite"):
+        e = report[key]
+        lines.append(f"{key:<11} {e['bytes']:>9,} {e['top1']:>7.4f} {e['top1_agreement']:>7.4f} "
+                     f"{e['max_abs_diff']:>9.3g}  {e['parent']} / {e['runtime']} ({e['samples']:,} images)")
+    e = report["tflite"]
+    if e.get("top1_agreement_tflite_runtime") is not None:
+        lines.append(f"{'tflite':<11} {'':>9} {e['top1_tflite_runtime']:>7.4f} "
+                     f"{e['top1_agreement_tflite_runtime']:>7.4f} {e['max_abs_diff_tflite_runtime']:>9.3g}  "
+                     f"brevitas / tflite_runtime 2.14")
+    return lines
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = ExportConfig()
+    p = argparse.ArgumentParser(prog="python -m export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default=d.checkpoint, help=f"quantized checkpoint (default {d.checkpoint})")
+    p.add_argument("--float-checkpoint", default=d.float_checkpoint,
+                   help=f"float checkpoint (default {d.float_checkpoint})")
+    p.add_argument("--out", default=d.out, help=f"output directory (default {d.out})")
+    p.add_argument("--dataset", choices=DATASETS, default=d.dataset)
+    p.add_argument("--data-dir", default=None, help="data set directory (default $DATA_DIR or the Debian path)")
+    p.add_argument("--samples", type=int, default=0, help="test images to compare on (default: all)")
+    p.add_argument("--qonnx-samples", type=int, default=0,
+                   help="test images for the (slow, reference) QONNX executor (default: as --samples)")
+    p.add_argument("--tflite-runtime-python", default=d.tflite_runtime_python,
+                   help="python of the tflite-runtime 2.14 venv, or 'none' to skip that runtime "
+                        f"(default {d.tflite_runtime_python})")
+    p.add_argument("--budget-bytes", type=int, default=int(os.environ.get("BUDGET_BYTES", d.budget_bytes)))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.samples < 0 or args.qonnx_samples < 0:
+        raise UserError("--samples and --qonnx-samples must be >= 0")
+    for path in (args.checkpoint, args.float_checkpoint):
+        if not Path(path).is_file():
+            raise UserError(f"{path}: no such checkpoint")
+    cfg = ExportConfig(checkpoint=args.checkpoint, float_checkpoint=args.float_checkpoint, out=args.out,
+                       dataset=args.dataset, data_dir=args.data_dir, samples=args.samples,
+                       qonnx_samples=args.qonnx_samples,
+                       tflite_runtime_python=None if args.tflite_runtime_python == "none"
+                       else args.tflite_runtime_python, budget_bytes=args.budget_bytes)
+    report = export_all(cfg, log=lambda msg: print(f"[export] {msg}", file=sys.stderr, flush=True))
+    print("\n".join(summary_lines(report)))
+    print(f"report: {Path(cfg.out) / 'report.json'}")
+    if not report["tflite"]["within_budget"]:
+        raise UserError(f"the TFLite model is {report['tflite']['bytes']:,} bytes, over the budget of "
+                        f"{cfg.budget_bytes:,}")
+    return 0
+
+
+def load_metadata(path: str | Path) -> dict:
+    data = read_json(path)
+    if data.get("format") != METADATA_FORMAT:
+        raise UserError(f"{path} is not a {METADATA_FORMAT} metadata file")
+    return data
