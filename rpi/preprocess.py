@@ -28,15 +28,16 @@ def _bilinear(x: float) -> float:
     return 1.0 - x if x < 1.0 else 0.0
 
 
-def pil_bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
-    """(out_size, in_size) integer coefficients of PIL's BILINEAR resample along one axis, as float64
-    (exact: every product and sum stays far below 2**53). Follows ``precompute_coeffs`` and
-    ``normalize_coeffs_8bpc`` operation by operation, so float rounding matches too."""
+def pil_bilinear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """PIL's BILINEAR resample along one axis as taps: for each output pixel, the input indices and the
+    integer coefficients (22 fractional bits) that PIL's ``precompute_coeffs`` and
+    ``normalize_coeffs_8bpc`` compute, operation by operation, so even the float rounding matches.
+    Shapes (out_size, K); unused taps have weight 0. int32 holds every product: 255 * 2**22 < 2**31."""
     scale = in_size / out_size
     filterscale = max(scale, 1.0)
     support = 1.0 * filterscale
     inverse = 1.0 / filterscale
-    matrix = np.zeros((out_size, in_size), np.float64)
+    rows = []
     for xx in range(out_size):
         center = 0.0 + (xx + 0.5) * scale
         xmin = max(int(center - support + 0.5), 0)
@@ -45,17 +46,23 @@ def pil_bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
         total = 0.0
         for w in weights:  # a plain loop: Python 3.12+'s sum() compensates, C's loop does not
             total += w
-        for x, w in enumerate(weights):
+        fixed = []
+        for w in weights:
             k = w / total if total != 0.0 else w
-            fixed = k * (1 << PRECISION_BITS)
-            matrix[xx, xmin + x] = int(fixed - 0.5) if k < 0 else int(fixed + 0.5)
-    return matrix
+            fixed.append(int(k * (1 << PRECISION_BITS) - 0.5) if k < 0 else int(k * (1 << PRECISION_BITS) + 0.5))
+        rows.append((xmin, fixed))
+    width = max(len(fixed) for _, fixed in rows)
+    index = np.zeros((out_size, width), np.intp)
+    coeffs = np.zeros((out_size, width), np.int32)
+    for xx, (xmin, fixed) in enumerate(rows):
+        index[xx, :len(fixed)] = np.arange(xmin, xmin + len(fixed))
+        coeffs[xx, :len(fixed)] = fixed
+    return index, coeffs
 
 
 def _round_fixed(acc: np.ndarray) -> np.ndarray:
     """PIL's clip8: add half, shift right by PRECISION_BITS (floor), clip to 0..255."""
-    shifted = np.floor((acc + (1 << (PRECISION_BITS - 1))) / (1 << PRECISION_BITS))
-    return np.clip(shifted, 0, 255)
+    return np.clip((acc + (1 << (PRECISION_BITS - 1))) >> PRECISION_BITS, 0, 255)
 
 
 def pil_resize(image: np.ndarray, height: int, width: int, cache: dict | None = None) -> np.ndarray:
@@ -63,22 +70,25 @@ def pil_resize(image: np.ndarray, height: int, width: int, cache: dict | None = 
     of each channel. Each pass is rounded to 8 bits, so the pass order matters: Pillow 13 runs the
     vertical pass first when the height shrinks by more than twice as many pixels as the width (older
     Pillow always ran the horizontal pass first; the two agree on every center-cropped frame of a model
-    that is not more than twice as tall as it is wide)."""
+    that is not more than twice as tall as it is wide). Only the taps are computed (a 480-pixel row
+    shrunk to 28 needs ~35 per output pixel), in exact integer arithmetic."""
     cache = {} if cache is None else cache
     _, in_h, in_w = image.shape
-    out = image.astype(np.float64)
+    out = image.astype(np.int32)  # products stay int32; numpy's sum widens to int64
     vertical_first = (in_h - height) > 0 and (in_h - height) > (in_w - width) * 2
     for axis in (("v", "h") if vertical_first else ("h", "v")):
         if axis == "h" and in_w != width:
-            out = _round_fixed(out @ _cached_matrix(cache, in_w, width).T)
+            index, coeffs = _cached_taps(cache, in_w, width)
+            out = _round_fixed((out[:, :, index] * coeffs).sum(axis=-1))
         elif axis == "v" and in_h != height:
-            out = _round_fixed(_cached_matrix(cache, in_h, height) @ out)
+            index, coeffs = _cached_taps(cache, in_h, height)
+            out = _round_fixed((out[:, index, :] * coeffs[:, :, None]).sum(axis=2))
     return out.astype(np.uint8)
 
 
-def _cached_matrix(cache: dict, in_size: int, out_size: int) -> np.ndarray:
+def _cached_taps(cache: dict, in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
     if (in_size, out_size) not in cache:
-        cache[in_size, out_size] = pil_bilinear_matrix(in_size, out_size)
+        cache[in_size, out_size] = pil_bilinear_taps(in_size, out_size)
     return cache[in_size, out_size]
 
 
@@ -117,8 +127,8 @@ def to_model_color(frame: np.ndarray, color: str, order: str) -> np.ndarray:
     r, g, b = (2, 1, 0) if order == "bgr" else (0, 1, 2)
     if color == "rgb":
         return np.stack([frame[:, :, r], frame[:, :, g], frame[:, :, b]])
-    luma = (frame[:, :, r].astype(np.uint32) * 19595 + frame[:, :, g].astype(np.uint32) * 38470
-            + frame[:, :, b].astype(np.uint32) * 7471 + 0x8000) >> 16
+    wide = frame.astype(np.uint32)
+    luma = (wide[:, :, r] * 19595 + wide[:, :, g] * 38470 + wide[:, :, b] * 7471 + 0x8000) >> 16
     return luma.astype(np.uint8)[None]
 
 
