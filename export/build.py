@@ -37,7 +37,7 @@ from quantize.qat import load_quant_model
 from quantize.storage import BUDGET_BYTES
 
 from . import tflite_run
-from .onnx_export import check_onnx, export_float_onnx, export_qcdq_onnx, ort_session, run_ort
+from .onnx_export import export_float_onnx, export_qcdq_onnx, ort_session, run_ort
 from .qonnx_export import export_qonnx
 
 TFLITE_NAME = "squeezenet_int8.tflite"

@@ -45,9 +45,10 @@ def export_qcdq_onnx(model: torch.nn.Module, input_shape: tuple[int, ...], path:
 
 
 def nudge_ties_up(graph, quantizers: dict[str, float]) -> int:
-    """QuantizeLinear rounds half-to-even; the bypass-sum quantizers round ties toward +inf. Their inputs
-    sit on a grid at least 2^-8 of their scale apart, so adding scale x 2^-12 first moves exactly the ties
-    up and changes no other rounding (float32 keeps the sum exact: 8 + 12 bits of a 24-bit mantissa)."""
+    """QuantizeLinear rounds half-to-even; the bypass-sum quantizers round ties toward +inf. Adding
+    scale x 2^-12 first moves exactly the ties up and changes no other rounding, as long as the summands'
+    grids are no finer than 2^-11 of the sum's scale (the learned po2 scales differ by one or two octaves;
+    the tests check QCDQ == Brevitas). float32 keeps the nudged sum exact: 8 + 12 of its 24 mantissa bits."""
     from onnx import helper, numpy_helper
 
     nodes = list(graph.graph.node)
