@@ -174,23 +174,43 @@ def probe(target: Target) -> dict:
     raise RpiError(f"{target.host} did not answer the probe (is python3 installed there?)")
 
 
-def upload(target: Target, bundle: Path, info: dict, transfer: str) -> None:
-    destination = f"{info['pi_dir']}/incoming/{bundle.name}"
+def send(target: Target, local: Path, parent: str, info: dict, transfer: str) -> str:
+    """Copy a file or directory to PARENT/<its name> on the Pi; returns the tool used. rsync when both
+    ends have it (a directory is mirrored, --delete), else scp into the parent directory (which never
+    nests a directory inside an existing copy of itself)."""
     use_rsync = transfer == "rsync" or (transfer == "auto" and info["rsync"] and shutil.which("rsync"))
+    destination = f"{parent}/{local.name}"
     if use_rsync:
-        argv = ["rsync", "-a", "--delete", "-e", shlex.join(target.ssh_argv()), f"{bundle}/",
-                f"{target.host}:{destination}/"]
+        slash = "/" if local.is_dir() else ""
+        argv = ["rsync", "-a", "--delete", "-e", shlex.join(target.ssh_argv()), f"{local}{slash}",
+                f"{target.host}:{destination}{slash}"]
     else:
         argv = ["scp", "-q", "-r", *target.ssh_opts, "-P", str(target.port), "-o", "BatchMode=yes",
-                "-o", "StrictHostKeyChecking=accept-new", str(bundle), f"{target.host}:{destination}"]
+                "-o", "StrictHostKeyChecking=accept-new", str(local), f"{target.host}:{parent}/"]
     result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     if result.returncode != 0:
-        raise RpiError(f"upload with {argv[0]} to {target.host}:{destination} failed: "
-                       f"{(result.stderr.strip().splitlines() or ['exit status %d' % result.returncode])[-1]} "
+        said = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
+        raise RpiError(f"sending {local} with {argv[0]} to {target.host}:{destination} failed: {said} "
                        f"(current is unchanged)")
-    files = sum(1 for p in bundle.rglob("*") if p.is_file())
-    size = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
-    print(f"uploaded {files} files ({size:,} bytes) with {argv[0]} to {target.host}:{destination}", flush=True)
+    return argv[0]
+
+
+def upload(target: Target, bundle: Path, info: dict, transfer: str) -> None:
+    tool = send(target, bundle, f"{info['pi_dir']}/incoming", info, transfer)
+    files = [p for p in bundle.rglob("*") if p.is_file()]
+    print(f"uploaded {len(files)} files ({sum(p.stat().st_size for p in files):,} bytes) with {tool} to "
+          f"{target.host}:{info['pi_dir']}/incoming/{bundle.name}", flush=True)
+
+
+def stage_source(target: Target, info: dict, source: str | None, transfer: str) -> str | None:
+    """A SOURCE that is a file or directory on this machine (a video, a folder of images) is sent to
+    PI_DIR/media/ and used from there; anything else (picamera2, 0, a URL, a path on the Pi) is passed on."""
+    if not source or not Path(source).expanduser().exists():
+        return source
+    local = Path(source).expanduser().resolve()
+    tool = send(target, local, f"{info['pi_dir']}/media", info, transfer)
+    print(f"sent the local source {source} with {tool} to {target.host}:{info['pi_dir']}/media/{local.name}", flush=True)
+    return f"{info['pi_dir']}/media/{local.name}"
 
 
 def activate(target: Target, release: str, manifest_sha: str, python: str | None) -> None:
@@ -220,10 +240,10 @@ def target_of(args) -> Target:
     return Target(args.host, args.port, tuple(shlex.split(args.ssh_opts or "")), args.pi_dir)
 
 
-def app_args_of(args, pi_dir: str | None) -> list:
+def app_args_of(args, pi_dir: str | None, source: str | None = None) -> list:
     argv = []
-    if args.source:
-        argv += ["--source", args.source]
+    if source or args.source:
+        argv += ["--source", source or args.source]
     if args.frames:
         argv += ["--frames", str(args.frames)]
     if pi_dir and args.log:
@@ -255,7 +275,7 @@ def cmd_deploy(args) -> int:
     activate(target, bundle.name, manifest_sha, args.python)
     if args.no_run:
         return 0
-    app_args = app_args_of(args, info["pi_dir"])
+    app_args = app_args_of(args, info["pi_dir"], stage_source(target, info, args.source, args.transfer))
     print(f"running {info['pi_dir']}/current/run-app {shlex.join(app_args)}".rstrip(), flush=True)
     return run_app(target, info["pi_dir"], app_args)
 
@@ -269,8 +289,9 @@ def cmd_rollback(args) -> int:
 def cmd_service(args) -> int:
     target = target_of(args)
     info = probe(target)
-    command = ["service", "--pi-dir", target.pi_dir, "--app-args", shlex.join(app_args_of(args, info["pi_dir"])),
-               "--unit-dir", args.unit_dir]
+    source = stage_source(target, info, args.source, "auto")
+    command = ["service", "--pi-dir", target.pi_dir, "--app-args",
+               shlex.join(app_args_of(args, info["pi_dir"], source)), "--unit-dir", args.unit_dir]
     remote_python(target, command, capture=False)
     return 0
 
@@ -326,7 +347,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                            help="an interpreter on the Pi that already has numpy, a TFLite interpreter and cv2; "
                                 "skips the venv ($PI_PYTHON)")
         if name in ("deploy", "service", "local"):
-            s.add_argument("--source", help="rpi.app --source on the Pi (default: its own, the Pi camera or webcam 0)")
+            s.add_argument("--source", help="rpi.app --source (default: the Pi camera, else webcam 0); a file or "
+                                            "directory that exists here is sent to PI_DIR/media/ and used from there")
             s.add_argument("--frames", type=int, default=0, help="rpi.app --frames (default: until stopped)")
             # a service runs for months: no per-frame log and a line a second by default (SD cards wear)
             service = name == "service"

@@ -9,6 +9,7 @@ Layout under PI_DIR (default ~/squeezenet):
                         run-app (written here at activation: this release's app with its interpreter)
   current -> releases/<release>     switched atomically (a new symlink renamed over the old one)
   venvs/py3.11-<sha>/   one venv per Python version and requirements file, prepared once
+  media/                videos or image folders sent along as SOURCE by the host
 
 Commands: probe, activate, rollback, service (see --help of each).
 """
@@ -53,7 +54,7 @@ def sha256_file(path: Path) -> str:
 def layout(pi_dir: str) -> dict:
     root = Path(os.path.expanduser(pi_dir)).resolve()
     return {"root": root, "incoming": root / "incoming", "releases": root / "releases",
-            "current": root / "current", "venvs": root / "venvs"}
+            "current": root / "current", "venvs": root / "venvs", "media": root / "media"}
 
 
 def release_names(paths: dict) -> list:
@@ -181,7 +182,7 @@ def prune(paths: dict, keep: int) -> None:
 
 def cmd_probe(args) -> None:
     paths = layout(args.pi_dir)
-    for key in ("incoming", "releases"):
+    for key in ("incoming", "releases", "media"):
         paths[key].mkdir(parents=True, exist_ok=True)
     info = {"pi_dir": str(paths["root"]), "python": sys.executable,
             "python_version": ".".join(map(str, sys.version_info[:3])), "machine": os.uname().machine,

@@ -36,6 +36,21 @@ def write_video(path: Path, images: np.ndarray, scale: int, fps: float) -> None:
     os.replace(temporary, path)
 
 
+def score(log_path: Path, labels_path: Path) -> str:
+    """Top-1 accuracy of the last run in an rpi.app --log file against the sample's true labels."""
+    try:
+        truth = {f["frame"]: f["label"] for f in json.loads(labels_path.read_text())["frames"]}
+        records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError, KeyError) as exc:
+        raise RpiError(f"cannot score {log_path} against {labels_path}: {exc}") from None
+    starts = [i for i, r in enumerate(records) if r.get("frame") == 1]
+    if not starts:
+        raise RpiError(f"{log_path} holds no run (no record with frame 1)")
+    run = [r for r in records[starts[-1]:] if r.get("frame") in truth]
+    right = sum(r["label"] == truth[r["frame"]] for r in run)
+    return f"top-1 on {labels_path.with_suffix('.avi').name}: {right}/{len(run)} = {right / max(len(run), 1):.1%} (last run in {log_path})"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m rpi.sample", description=__doc__)
     p.add_argument("--out", default="artifacts/rpi/sample.avi", help="the video (default artifacts/rpi/sample.avi)")
@@ -43,7 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale", type=int, default=4, help="upscaling factor of each 28x28 image (default 4)")
     p.add_argument("--fps", type=float, default=30.0, help="frame rate stored in the file (default 30)")
     p.add_argument("--data-dir", default=None, help="Fashion-MNIST directory (default $DATA_DIR)")
+    p.add_argument("--score", metavar="LOG", help="instead of writing the video, score the last run in this "
+                                                  "rpi.app --log file against the video's labels")
     args = p.parse_args(argv)
+    if args.score:
+        print(score(Path(args.score), Path(args.out).with_suffix(".json")))
+        return 0
     if args.count < 1 or args.scale < 1:
         raise RpiError("--count and --scale must be >= 1")
     from model.data import DataError, load_dataset

@@ -67,6 +67,7 @@ def test_deploy_runs_the_app_on_the_pi_with_the_local_predictions(loopback_pi, t
     assert result.returncode == 0, result.stderr
     assert re.search(r"^summary: frames=25 fps=[0-9.]+ ", result.stdout, re.M), result.stdout
     assert "uploaded 10 files" in result.stdout and "with rsync" in result.stdout
+    assert f"sent the local source {video} with rsync to {loopback_pi.host}:{pi_dir}/media/camera.avi" in result.stdout
     release = release_of(result.stdout)
     assert current(pi_dir) == f"releases/{release}" and releases(pi_dir) == [release]
     manifest = json.loads((pi_dir / "current" / "manifest.json").read_text())
@@ -127,12 +128,22 @@ def test_a_corrupted_upload_never_touches_current(loopback_pi, tiny_model, tmp_p
     assert not incoming.exists()
 
 
-def test_scp_when_rsync_is_not_wanted(loopback_pi, tiny_model, tmp_path):
+def test_scp_when_rsync_is_not_wanted_with_an_image_directory_as_the_camera(loopback_pi, tiny_model, tmp_path):
+    import cv2
+
+    images = tmp_path / "shots"
+    images.mkdir()
+    for i, frame in enumerate(fashion_frames(4)):
+        cv2.imwrite(str(images / f"{i:03d}.png"), frame)
     pi_dir = tmp_path / "pi"
-    result = deploy("deploy", "--model", tiny_model, "--work-dir", tmp_path / "work", "--python", sys.executable,
-                    "--transfer", "scp", "--no-run", env=pi_env(loopback_pi, pi_dir))
-    assert result.returncode == 0, result.stderr
-    assert "with scp" in result.stdout and current(pi_dir) == f"releases/{release_of(result.stdout)}"
+    for _ in range(2):  # the second time the folder is already on the Pi: copied over, not nested
+        result = deploy("deploy", "--model", tiny_model, "--work-dir", tmp_path / "work", "--python", sys.executable,
+                        "--transfer", "scp", "--source", images, env=pi_env(loopback_pi, pi_dir))
+        assert result.returncode == 0, result.stderr
+        assert "uploaded 10 files" in result.stdout and "with scp" in result.stdout
+        assert current(pi_dir) == f"releases/{release_of(result.stdout)}"
+        assert "summary: frames=4 " in result.stdout
+    assert sorted(p.name for p in (pi_dir / "media" / "shots").iterdir()) == ["000.png", "001.png", "002.png", "003.png"]
 
 
 def test_an_unreachable_pi_is_one_clear_error(loopback_pi, tiny_model, tmp_path):
