@@ -11,6 +11,7 @@ Live sources (camera, webcam, stream) that stop delivering frames are reopened w
 """
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import threading
@@ -45,7 +46,7 @@ def import_cv2():
 def picamera2_available() -> bool:
     """True when picamera2 imports (on a Pi with Pi OS's python3-picamera2); off a Pi it cannot."""
     try:
-        import picamera2  # noqa: F401
+        importlib.import_module("picamera2")
     except Exception:  # ImportError, or libcamera bindings that fail to load: either way, not usable
         return False
     return True
