@@ -8,6 +8,11 @@ VENV        := .venv
 PY          := $(VENV)/bin/python
 SETUP_STAMP := $(VENV)/.setup-stamp
 export DATA_DIR ?= /usr/share/datasets/fashion-mnist
+# TensorFlow (export stage) and hls4ml import it: keep its C++ start-up chatter out of the logs.
+export TF_CPP_MIN_LOG_LEVEL ?= 3
+# tflite-runtime 2.14 (the Pi's classic interpreter) needs numpy < 2: it gets its own small venv.
+TFLRT_VENV  := .venv-tflite-runtime
+TFLRT_STAMP := $(TFLRT_VENV)/.setup-stamp
 
 FLOAT_CKPT  := model/checkpoints/default.pt
 QUANT_CKPT  := quantize/checkpoints/default.pt
@@ -18,19 +23,24 @@ REUSE       ?= 1
 STRATEGY    ?= Latency
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train eval quantize qat qat-sweep fpga fpga-synth budget test test-fast clean
+.PHONY: help setup data train eval quantize qat qat-sweep export bench fpga fpga-synth budget test test-fast clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 # --- setup ------------------------------------------------------------------------------------------
-setup: $(SETUP_STAMP) data ## create .venv with the pinned dependencies and make sure the data set is present
+setup: $(SETUP_STAMP) $(TFLRT_STAMP) data ## create .venv (and the tflite-runtime venv) with pinned dependencies; check the data set
 
 $(SETUP_STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	@$(PY) -c "import torch, sys; v = torch.__version__.split('+')[0]; \
 	  sys.exit(0 if v == '2.13.0' else 'error: torch ' + torch.__version__ + ' was installed, expected 2.13.0')"
+	@touch $@
+
+$(TFLRT_STAMP): requirements-tflite-runtime.txt
+	@test -x $(TFLRT_VENV)/bin/python || $(PYTHON_SYS) -m venv $(TFLRT_VENV)
+	$(TFLRT_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-tflite-runtime.txt
 	@touch $@
 
 data: ## install Debian's dataset-fashion-mnist when the default data set is missing
@@ -79,6 +89,24 @@ quantize: setup ## the quantized model (reuses the committed checkpoint when it 
 	  || $(MAKE) --no-print-directory qat
 	$(PY) -m quantize.evaluate --checkpoint $(QUANT_CKPT) --out artifacts/quantize --if-changed
 
+# --- export -----------------------------------------------------------------------------------------
+EXPORT_DIR    := artifacts/export
+EXPORT_REPORT := $(EXPORT_DIR)/report.json
+EXPORT_ARGS   ?=
+BENCH_IMAGES  ?= 300
+
+export: setup quantize $(EXPORT_REPORT) ## float/QCDQ ONNX, QONNX, int8 TFLite (+ .json for the Pi), each checked; budget
+	$(MAKE) --no-print-directory budget
+
+# Real file dependencies: the artifacts are rebuilt when a checkpoint or the export/model code changes.
+$(EXPORT_REPORT): $(QUANT_CKPT) $(FLOAT_CKPT) $(wildcard export/*.py model/*.py quantize/*.py) | setup
+	$(PY) -m export --checkpoint $(QUANT_CKPT) --float-checkpoint $(FLOAT_CKPT) --out $(EXPORT_DIR) $(EXPORT_ARGS)
+
+$(EXPORT_DIR)/squeezenet_int8.tflite $(EXPORT_DIR)/squeezenet_int8.json: $(EXPORT_REPORT)
+
+bench: export ## latency of torch / Brevitas / onnxruntime / TFLite side by side (BENCH_IMAGES=N)
+	$(PY) -m export.bench --export-dir $(EXPORT_DIR) --images $(BENCH_IMAGES)
+
 # --- fpga -------------------------------------------------------------------------------------------
 FPGA_ARGS = --checkpoint $(QUANT_CKPT) --samples $(SAMPLES) --part $(FPGA_PART) --clock-mhz $(CLOCK_MHZ) \
             --reuse-factor $(REUSE) --strategy $(STRATEGY)
@@ -96,7 +124,7 @@ budget: setup ## check every built artifact against the 0.5 MiB budget (BUDGET_B
 # --- tests ------------------------------------------------------------------------------------------
 PYTEST_ARGS ?=
 
-test: setup ## run the whole test suite (fails when no test ran)
+test: setup rpi-test-tools ## run the whole test suite (fails when no test ran)
 	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
@@ -105,3 +133,59 @@ test-fast: setup ## the suite without the slow end-to-end tests
 
 clean: ## remove build outputs (keeps .venv and the committed checkpoints)
 	rm -rf artifacts
+
+# --- rpi --------------------------------------------------------------------------------------------
+# `make rpi PI_HOST=pi@raspberrypi.local`: budget check, bundle (runtime + model + metadata + sha256
+# manifest), upload over ssh into PI_DIR/releases/<release>, verify on the Pi, venv once, atomic switch of
+# PI_DIR/current, then the app runs there with its output streamed here. `python -m rpi.deploy --help`.
+PI_HOST     ?=
+PI_PORT     ?= 22
+PI_SSH_OPTS ?=
+PI_DIR      ?= ~/squeezenet
+PI_PYTHON   ?=
+SOURCE      ?=
+FRAMES      ?=
+RPI_ARGS    ?=
+RPI_MODEL   ?= artifacts/export/squeezenet_int8.json
+RPI_TFLITE  ?= $(RPI_MODEL:.json=.tflite)
+RPI_SAMPLE  ?= artifacts/rpi/sample.avi
+# Passed through the environment, not the command line, so quotes inside PI_SSH_OPTS survive.
+export PI_HOST PI_PORT PI_SSH_OPTS PI_DIR PI_PYTHON
+RPI_APP_ARGS = $(if $(FRAMES),--frames "$(FRAMES)") $(if $(RPI_ARGS),--app-args "$(RPI_ARGS)") \
+               $(if $(BUDGET_BYTES),--budget-bytes "$(BUDGET_BYTES)")
+
+.PHONY: rpi rpi-local rpi-rollback rpi-service rpi-sample rpi-test-tools
+
+# Checked when the Makefile is read, so nothing is built first and the user reads one line.
+ifneq ($(filter rpi rpi-rollback rpi-service,$(MAKECMDGOALS)),)
+ifeq ($(strip $(PI_HOST)),)
+$(error PI_HOST is not set: make $(firstword $(filter rpi rpi-rollback rpi-service,$(MAKECMDGOALS))) PI_HOST=pi@raspberrypi.local (the Pi's ssh login; also PI_PORT, PI_SSH_OPTS='-i KEY', PI_DIR, SOURCE, FRAMES))
+endif
+endif
+
+rpi: setup $(RPI_TFLITE) $(RPI_MODEL) ## deploy the int8 TFLite model to a Pi over ssh and run it (PI_HOST=user@host SOURCE= FRAMES=)
+	$(MAKE) --no-print-directory budget
+	$(PY) -m rpi.deploy deploy --model $(RPI_MODEL) $(if $(SOURCE),--source "$(SOURCE)") $(RPI_APP_ARGS)
+
+rpi-local: setup $(RPI_TFLITE) $(RPI_MODEL) $(if $(SOURCE),,$(RPI_SAMPLE)) ## run the same bundle here (default SOURCE: the sample video)
+	$(PY) -m rpi.deploy local --model $(RPI_MODEL) --source "$(or $(SOURCE),$(RPI_SAMPLE))" $(RPI_APP_ARGS)
+
+rpi-rollback: ## switch the Pi back to its previous release
+	$(PY) -m rpi.deploy rollback
+
+rpi-service: ## install a systemd unit on the Pi that classifies from PI_DIR/current at boot
+	$(PY) -m rpi.deploy service $(if $(SOURCE),--source "$(SOURCE)") $(if $(RPI_ARGS),--app-args "$(RPI_ARGS)")
+
+rpi-sample: $(RPI_SAMPLE) ## the sample video (1,000 Fashion-MNIST test images) that rpi-local classifies
+
+$(RPI_SAMPLE): | setup
+	$(PY) -m rpi.sample --out $@
+
+rpi-test-tools: ## install Debian's openssh-server and rsync when missing (the rpi tests' stand-in Pi)
+	@missing=""; [ -x /usr/sbin/sshd ] || missing="openssh-server"; command -v rsync >/dev/null || missing="$$missing rsync"; \
+	if [ -z "$$missing" ]; then true; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing$$missing"; \
+	  (apt-get install -y -qq $$missing >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq $$missing >/dev/null)) \
+	  || { echo "error: could not install$$missing" >&2; exit 1; }; \
+	else echo "error: the rpi tests need$$missing: sudo apt-get install$$missing" >&2; exit 1; fi

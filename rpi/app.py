@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import RpiError, run_cli
-from .model import Classifier, Prediction, load_classifier
+from .model import RUNTIMES, Classifier, Prediction, load_classifier
 from .sources import CameraLost, frames, make_source, parse_size
 
 
@@ -44,6 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--frames", type=int, default=0, help="stop after N frames (default 0: until the source ends)")
     p.add_argument("--threads", type=int, default=None,
                    help="TFLite interpreter threads (default: the interpreter's own choice)")
+    p.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                   help="TFLite interpreter: auto (tflite_runtime when installed, else ai_edge_litert), or "
+                        "name one (ai_edge_litert reproduces the quantized model bit for bit on x86)")
     p.add_argument("--top-k", type=int, default=3, help="labels shown and logged per frame (default 3)")
     p.add_argument("--every", type=int, default=1, help="print every Nth frame (default 1; 0: only the summary)")
     p.add_argument("--log", help="append one JSON object per frame to this file (frame, label, score, "
@@ -225,7 +228,7 @@ def run(args: argparse.Namespace, classifier: Classifier) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    classifier = load_classifier(args.model, args.threads)
+    classifier = load_classifier(args.model, args.threads, args.runtime)
     if args.check:
         return check_model(classifier)
     return run(args, classifier)

@@ -136,13 +136,22 @@ def _check_model_file(meta: ModelMetadata) -> None:
                        f"the sha256 in {meta.json_path.name}: truncated, corrupted or from another export")
 
 
-def interpreter_class():
-    """``tflite_runtime`` when installed (the small Pi wheel), else ``ai_edge_litert``."""
-    try:
-        from tflite_runtime.interpreter import Interpreter
-        return Interpreter, "tflite_runtime"
-    except ImportError:
-        pass
+RUNTIMES = ("auto", "tflite_runtime", "ai_edge_litert")
+
+
+def interpreter_class(runtime: str = "auto"):
+    """``auto``: ``tflite_runtime`` when installed (the small Pi wheel), else ``ai_edge_litert``.
+    ai-edge-litert's XNNPACK kernels reproduce the quantized model exactly (x86, measured); tflite-runtime
+    2.14's reference kernels round some ties differently (see the export report): ``--runtime`` picks."""
+    if runtime not in RUNTIMES:
+        raise RpiError(f"unknown TFLite runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
+    if runtime in ("auto", "tflite_runtime"):
+        try:
+            from tflite_runtime.interpreter import Interpreter
+            return Interpreter, "tflite_runtime"
+        except ImportError:
+            if runtime == "tflite_runtime":
+                raise RpiError("tflite-runtime is not installed (pip install tflite-runtime)") from None
     try:
         from ai_edge_litert.interpreter import Interpreter
         return Interpreter, "ai_edge_litert"
@@ -188,10 +197,10 @@ class Prediction:
 class Classifier:
     """The TFLite interpreter, checked against the metadata, plus the preprocessing it describes."""
 
-    def __init__(self, meta: ModelMetadata, threads: int | None = None):
+    def __init__(self, meta: ModelMetadata, threads: int | None = None, runtime: str = "auto"):
         self.meta = meta
         self.preprocess = Preprocessor(meta.height, meta.width, meta.channels, meta.color, meta.lut)
-        interpreter, self.backend = interpreter_class()
+        interpreter, self.backend = interpreter_class(runtime)
         try:
             with quiet_native_info():
                 self.interpreter = interpreter(model_path=str(meta.tflite_path), num_threads=threads)
@@ -238,5 +247,5 @@ def _check_quantization(name: str, which: str, detail: dict, scale: float, zero_
                        f"from its metadata (scale {scale:g}, zero point {zero_point}): re-export both together")
 
 
-def load_classifier(model_path: str | Path, threads: int | None = None) -> Classifier:
-    return Classifier(read_metadata(model_path), threads)
+def load_classifier(model_path: str | Path, threads: int | None = None, runtime: str = "auto") -> Classifier:
+    return Classifier(read_metadata(model_path), threads, runtime)

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from rpi.errors import RpiError
-from rpi.model import load_classifier, read_metadata
+from rpi.model import interpreter_class, load_classifier, read_metadata
 from rpi.preprocess import Preprocessor, pil_resize
 from rpi.sources import (CameraLost, CaptureSource, ImageDirSource, default_source, frames, make_source,
                          picamera2_available)
@@ -358,3 +358,15 @@ def test_preview_without_a_display_runs_headless_with_a_warning(tiny_model, tmp_
     result = run_app("--model", tiny_model, "--source", video, "--preview", env=env)
     assert result.returncode == 0
     assert "warning: --preview: no display" in result.stderr and "summary: frames=3" in result.stdout
+
+
+def test_runtime_choice_names_the_interpreter():
+    assert interpreter_class("ai_edge_litert")[1] == "ai_edge_litert"
+    with pytest.raises(RpiError, match="unknown TFLite runtime"):
+        interpreter_class("tensorflow")
+    try:
+        import tflite_runtime  # noqa: F401  (not in the host venv: it needs numpy < 2)
+    except ImportError:
+        with pytest.raises(RpiError, match="tflite-runtime is not installed"):
+            interpreter_class("tflite_runtime")
+        assert interpreter_class("auto")[1] == "ai_edge_litert"
