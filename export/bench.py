@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--images must be at least 1")
     python = None if args.tflite_runtime_python == "none" else args.tflite_runtime_python
     if python and not Path(python).exists():
-        raise UserError(f"{python} not found: run `make tflite-runtime-env` or pass --tflite-runtime-python none")
+        raise UserError(f"{python} not found: run `make setup` or pass --tflite-runtime-python none")
     bench = run_bench(export_dir, args.images, python, args.data_dir)
     write_json(export_dir / "bench.json", bench)
     print(table(bench))

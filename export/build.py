@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,8 +142,6 @@ def run_tflite_runtime(python: str, tflite: Path, x: np.ndarray) -> np.ndarray:
 # --- the build ----------------------------------------------------------------------------------------
 
 def export_all(cfg: ExportConfig, log=print) -> dict:
-    from .tflite_build import convert_to_tflite
-
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     floats = load_float_model(cfg.float_checkpoint)
@@ -159,75 +158,71 @@ def export_all(cfg: ExportConfig, log=print) -> dict:
                     "float_checkpoint": cfg.float_checkpoint, "dataset": cfg.dataset, "samples": len(test)}
     timings = {}
 
-    t = time.time()
-    log("float PyTorch and Brevitas reference outputs")
-    float_ref = torch_logits(floats.model, x_float)
-    brevitas_ref = torch_logits(qm.model, x_quant)
-    report["parents"] = {"float_torch": {"top1": round(float((float_ref.argmax(1) == labels).mean()), 6)},
-                         "brevitas": {"top1": round(float((brevitas_ref.argmax(1) == labels).mean()), 6)}}
-    timings["reference"] = time.time() - t
+    @contextmanager
+    def step(key: str, what: str):
+        log(what)
+        t = time.time()
+        yield
+        timings[key] = round(time.time() - t, 1)
 
-    t = time.time()
-    log("float ONNX")
-    path = export_float_onnx(floats.model, shape, out / "squeezenet_float.onnx")
-    outputs = run_ort(ort_session(path), x_float.numpy())
-    report["float_onnx"] = {**file_facts(path), "parent": "float_torch", "runtime": "onnxruntime",
-                            **compare(outputs, float_ref, labels)}
-    timings["float_onnx"] = time.time() - t
+    def checked(path: Path, outputs: np.ndarray, parent: str, runtime: str) -> dict:
+        reference = parents[parent][:len(outputs)]
+        return {**file_facts(path), "parent": parent, "runtime": runtime,
+                **compare(outputs, reference, labels[:len(outputs)])}
 
-    t = time.time()
-    log("QCDQ ONNX")
-    path = export_qcdq_onnx(qm.model, shape, out / "squeezenet_qcdq.onnx")
-    outputs = run_ort(ort_session(path), x_quant.numpy())
-    report["qcdq_onnx"] = {**file_facts(path), "parent": "brevitas", "runtime": "onnxruntime",
-                           **compare(outputs, brevitas_ref, labels)}
-    timings["qcdq_onnx"] = time.time() - t
+    with step("reference", "reference outputs (float PyTorch, Brevitas)"):
+        parents = {"float_torch": torch_logits(floats.model, x_float), "brevitas": torch_logits(qm.model, x_quant)}
+        report["parents"] = {k: {"top1": round(float((v.argmax(1) == labels).mean()), 6)} for k, v in parents.items()}
+    with step("float_onnx", "float ONNX"):
+        path = export_float_onnx(floats.model, shape, out / "squeezenet_float.onnx")
+        report["float_onnx"] = checked(path, run_ort(ort_session(path), x_float.numpy()), "float_torch", "onnxruntime")
+    with step("qcdq_onnx", "QCDQ ONNX"):
+        path = export_qcdq_onnx(qm.model, shape, out / "squeezenet_qcdq.onnx")
+        report["qcdq_onnx"] = checked(path, run_ort(ort_session(path), x_quant.numpy()), "brevitas", "onnxruntime")
+    with step("qonnx", "QONNX"):
+        path = export_qonnx(qm.model, shape, out / "squeezenet.qonnx.onnx")
+        n = min(len(test), cfg.qonnx_samples) if cfg.qonnx_samples else len(test)
+        report["qonnx"] = checked(path, run_qonnx(path, x_quant[:n].numpy()), "brevitas", "qonnx.core.onnx_exec")
 
-    t = time.time()
-    log("QONNX")
-    path = export_qonnx(qm.model, shape, out / "squeezenet.qonnx.onnx")
-    n = min(len(test), cfg.qonnx_samples) if cfg.qonnx_samples else len(test)
-    outputs = run_qonnx(path, x_quant[:n].numpy())
-    report["qonnx"] = {**file_facts(path), "parent": "brevitas", "runtime": "qonnx.core.onnx_exec",
-                       **compare(outputs, brevitas_ref[:n], labels[:n])}
-    timings["qonnx"] = time.time() - t
+    with step("tflite", "int8 TFLite"):
+        report["tflite"] = tflite_step(cfg, qm, test, parents["brevitas"], out)
+    report["tflite_metadata"] = str(out / METADATA_NAME)
 
-    t = time.time()
-    log("int8 TFLite")
-    tflite = convert_to_tflite(qm.model, shape, out / TFLITE_NAME)
+    report["seconds"] = timings
+    write_json(out / "report.json", report)
+    return report
+
+
+def tflite_step(cfg: ExportConfig, qm, test, brevitas_out: np.ndarray, out: Path) -> dict:
+    """Convert, check full-integer, run under ai-edge-litert (and tflite-runtime), write the Pi's .json."""
+    from .tflite_build import convert_to_tflite
+
+    norm = qm.normalization
+    tflite = convert_to_tflite(qm.model, (norm.channels, norm.input_size, norm.input_size), out / TFLITE_NAME)
     facts = check_tflite_is_integer(tflite_run.load(tflite, runtime="ai_edge_litert", delegates=False))
     interp = tflite_run.load(tflite, threads=1, runtime="ai_edge_litert")
     lut = pixel_lookup_table(qm.model, norm)
     x_int8 = tflite_inputs(test.images, lut)
     raw = tflite_run.run(interp, x_int8)
-    outputs = tflite_run.dequantize(raw, interp.get_output_details()[0])
+    out_details = interp.get_output_details()[0]
     entry = {**file_facts(tflite), "parent": "brevitas", "runtime": "ai_edge_litert",
-             **compare(outputs, brevitas_ref, labels), "ops": facts["ops"], "tensor_types": facts["tensor_types"],
-             "budget_bytes": cfg.budget_bytes}
+             **compare(tflite_run.dequantize(raw, out_details), brevitas_out, test.labels),
+             "ops": facts["ops"], "tensor_types": facts["tensor_types"], "budget_bytes": cfg.budget_bytes}
     entry["within_budget"] = entry["bytes"] <= cfg.budget_bytes
+    entry["top1_agreement_tflite_runtime"] = None
     if cfg.tflite_runtime_python:
-        python = cfg.tflite_runtime_python
-        if not Path(python).exists():
-            raise UserError(f"{python} not found: create the tflite-runtime environment with "
-                            f"'make tflite-runtime-env', or pass --tflite-runtime-python none")
-        raw_rt = run_tflite_runtime(python, tflite, x_int8)
-        other = compare(tflite_run.dequantize(raw_rt, interp.get_output_details()[0]), brevitas_ref, labels)
+        if not Path(cfg.tflite_runtime_python).exists():
+            raise UserError(f"{cfg.tflite_runtime_python} not found: create the tflite-runtime environment with "
+                            f"'make setup', or pass --tflite-runtime-python none")
+        raw_rt = run_tflite_runtime(cfg.tflite_runtime_python, tflite, x_int8)
+        other = compare(tflite_run.dequantize(raw_rt, out_details), brevitas_out, test.labels)
         entry.update({"top1_tflite_runtime": other["top1"],
                       "top1_agreement_tflite_runtime": other["top1_agreement"],
                       "max_abs_diff_tflite_runtime": other["max_abs_diff"],
-                      "rows_exact_tflite_runtime": round(float((raw_rt == raw).all(1).mean()), 6)})
-    else:
-        entry["top1_agreement_tflite_runtime"] = None
-    report["tflite"] = entry
-    metadata = tflite_metadata(tflite, qm, lut)
+                      "tflite_runtime_rows_equal_to_ai_edge_litert": round(float((raw_rt == raw).all(1).mean()), 6)})
     with atomic_path(out / METADATA_NAME) as tmp:
-        tmp.write_text(json.dumps(metadata, indent=1) + "\n")
-    report["tflite_metadata"] = str(out / METADATA_NAME)
-    timings["tflite"] = time.time() - t
-
-    report["seconds"] = {k: round(v, 1) for k, v in timings.items()}
-    write_json(out / "report.json", report)
-    return report
+        tmp.write_text(json.dumps(tflite_metadata(tflite, qm, lut), indent=1) + "\n")
+    return entry
 
 
 def run_qonnx(path: Path, x: np.ndarray, batch: int = 250) -> np.ndarray:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import RpiError, run_cli
-from .model import read_metadata
+from .model import read_metadata, sha256_file
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PI_MODULES = ("__init__.py", "errors.py", "preprocess.py", "model.py", "sources.py", "app.py")
@@ -58,14 +58,6 @@ def check_budget(tflite: Path, budget: int) -> None:
     if size > budget:
         raise RpiError(f"{tflite.name} is {size:,} bytes, over the {budget:,}-byte budget by {size - budget:,} "
                        f"bytes; refusing to deploy (nothing was sent)")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def git_commit() -> str | None:

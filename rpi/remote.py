@@ -43,6 +43,7 @@ def say(message: str) -> None:
     print(f"pi: {message}", flush=True)
 
 
+# remote.py runs alone on the Pi (piped to its python3), so it keeps its own copy of this helper.
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
