@@ -11,6 +11,9 @@ sys.path.insert(0, str(ROOT))
 
 from model.data import DEFAULT_DATA_DIR, write_idx  # noqa: E402
 
+# Fixtures of the rpi tests: the tiny exported model and the loopback sshd that stands in for the Pi.
+pytest_plugins = ["tests.rpi_helpers", "tests.sshd"]
+
 FASHION_DIR = Path(os.environ.get("DATA_DIR", DEFAULT_DATA_DIR))
 HAVE_FASHION = (FASHION_DIR / "t10k-images-idx3-ubyte.gz").is_file() or (FASHION_DIR / "t10k-images-idx3-ubyte").is_file()
 needs_fashion = pytest.mark.skipif(not HAVE_FASHION, reason=f"Fashion-MNIST not installed in {FASHION_DIR} "

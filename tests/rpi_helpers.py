@@ -15,17 +15,10 @@ DATA_DIR = Path(os.environ.get("DATA_DIR", "/usr/share/datasets/fashion-mnist"))
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    """The metadata JSON of a tiny int8 TFLite model made by the export stage (its .tflite beside it).
-    Built once per session: both rpi test modules find it under the session's base temp directory."""
-    from tests.helpers import tiny_tflite_bundle
-
-    shared = tmp_path_factory.getbasetemp() / "rpi_tiny_tflite"
-    meta_json = shared / "export" / "squeezenet_int8.json"
-    if not meta_json.is_file():
-        shared.mkdir(exist_ok=True)
-        _, meta_json = tiny_tflite_bundle(shared)
-    return Path(meta_json)
+def tiny_model(tiny_export) -> Path:
+    """The metadata JSON of a tiny int8 TFLite model made by the export stage (its .tflite beside it), from
+    the session's one export of the small model (conftest's ``tiny_export``)."""
+    return tiny_export[0] / "squeezenet_int8.json"
 
 
 def write_video(path: Path, frames: list, fps: float = 30.0) -> Path:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.rpi_helpers import (ROOT, assert_log_matches, fashion_frames, read_log, read_video,  # noqa: F401
-                               reference_predictions, tiny_model, write_video)
-from tests.sshd import closed_port, keygen, loopback_pi  # noqa: F401 (loopback_pi is a fixture)
+from tests.rpi_helpers import (ROOT, assert_log_matches, fashion_frames, read_log, read_video,
+                               reference_predictions, write_video)
+from tests.sshd import closed_port, keygen
 
 
 def pi_env(pi, pi_dir, **extra) -> dict:

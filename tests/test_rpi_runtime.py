@@ -1,6 +1,7 @@
 """The Pi-side runtime (rpi.app and what it imports), run here: imports, preprocessing against PIL, model
 checks, camera sources, signals and the command line's errors. Real OpenCV, real TFLite, no mocks."""
 import http.server
+import importlib.util
 import json
 import os
 import re
@@ -22,7 +23,7 @@ from rpi.preprocess import Preprocessor, pil_resize
 from rpi.sources import (CameraLost, CaptureSource, ImageDirSource, default_source, frames, make_source,
                          picamera2_available)
 from tests.rpi_helpers import (ROOT, fashion_frames, pil_input, read_log, read_video, reference_predictions,
-                               tiny_model, write_video)  # noqa: F401 (tiny_model is a fixture)
+                               write_video)
 
 PI_MODULES = ["rpi.app", "rpi.model", "rpi.preprocess", "rpi.sources", "rpi.errors", "rpi.remote"]
 HOST_ONLY = ["torch", "brevitas", "tensorflow", "keras", "tf_keras", "PIL", "model", "quantize", "export", "fpga"]
@@ -364,9 +365,7 @@ def test_runtime_choice_names_the_interpreter():
     assert interpreter_class("ai_edge_litert")[1] == "ai_edge_litert"
     with pytest.raises(RpiError, match="unknown TFLite runtime"):
         interpreter_class("tensorflow")
-    try:
-        import tflite_runtime  # noqa: F401  (not in the host venv: it needs numpy < 2)
-    except ImportError:
+    if importlib.util.find_spec("tflite_runtime") is None:  # not in the host venv: it needs numpy < 2
         with pytest.raises(RpiError, match="tflite-runtime is not installed"):
             interpreter_class("tflite_runtime")
         assert interpreter_class("auto")[1] == "ai_edge_litert"
