@@ -10,6 +10,7 @@ SETUP_STAMP := $(VENV)/.setup-stamp
 export DATA_DIR ?= /usr/share/datasets/fashion-mnist
 # TensorFlow (export stage) and hls4ml import it: keep its C++ start-up chatter out of the logs.
 export TF_CPP_MIN_LOG_LEVEL ?= 3
+export TF_ENABLE_ONEDNN_OPTS ?= 0
 # tflite-runtime 2.14 (the Pi's classic interpreter) needs numpy < 2: it gets its own small venv.
 TFLRT_VENV  := .venv-tflite-runtime
 TFLRT_STAMP := $(TFLRT_VENV)/.setup-stamp

@@ -122,7 +122,7 @@ class TFGraph:
         out = tf.concat([e1, e3], axis=-1)
         if fire.bypass_kind is None:
             return out, e_grid
-        other = x if fire.bypass_kind == "simple" else self.conv(x, fire.bypass, grid)
+        other = x
         add_grid = act_grid(fire.bypass_quant)
         return self.fake_quant(out + other, add_grid), add_grid
 
@@ -161,6 +161,11 @@ def convert_to_tflite(model: SqueezeNet, input_shape_chw: tuple[int, int, int], 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
 
+    if any(isinstance(m, Fire) and m.bypass_kind not in (None, "simple") for m in model.modules()):
+        # Brevitas adds the bypass conv's unquantized accumulator; an int8 TFLite tensor cannot hold it.
+        raise UserError("the int8 TFLite export supports bypass 'none' and 'simple'; the complex bypass's 1x1 "
+                        "conv output has no 8-bit quantizer, so TFLite cannot reproduce it (the ONNX and fpga "
+                        "exports handle it)")
     c, h, w = input_shape_chw
     graph = TFGraph(model)
     fn = tf.function(lambda x: graph(x), input_signature=[tf.TensorSpec([1, h, w, c], tf.float32)])

@@ -161,3 +161,17 @@ def test_default_model_export_is_exact_and_within_budget(tmp_path):
     r = run_module("fpga.budget", "--tflite", str(out / "squeezenet_int8.tflite"), "--work-dir", str(tmp_path / "b"),
                    "--fpga-report", str(tmp_path / "none.json"), env={"BUDGET_BYTES": "100000"})
     assert r.returncode == 2 and "over budget: TFLite model" in r.stderr
+
+
+def test_complex_bypass_is_refused_by_the_tflite_export_with_a_reason(tmp_path):
+    """Brevitas adds the complex bypass conv's unquantized accumulator: no int8 tensor can hold it."""
+    from export.tflite_build import convert_to_tflite
+    from model import small_image_config
+    from quantize.layers import QuantSettings, build_quant_model
+
+    from .helpers import SMALL
+
+    model = build_quant_model(small_image_config(bypass="complex", **SMALL), QuantSettings())
+    with pytest.raises(UserError, match="complex bypass"):
+        convert_to_tflite(model, (1, 28, 28), tmp_path / "m.tflite")
+    assert not (tmp_path / "m.tflite").exists()
