@@ -235,8 +235,10 @@ def run_qonnx(path: Path, x: np.ndarray, batch: int = 250) -> np.ndarray:
 
     base = cleanup_model(ModelWrapper(str(path)))
     name_in, name_out = base.graph.input[0].name, base.graph.output[0].name
+    from tqdm import tqdm
+
     outs, models = [], {}
-    for start in range(0, len(x), batch):
+    for start in tqdm(range(0, len(x), batch), desc="QONNX executor", unit="batch", leave=False, disable=None):
         chunk = x[start:start + batch]
         if len(chunk) not in models:
             models[len(chunk)] = base.transform(ChangeBatchSize(len(chunk))).transform(InferShapes())
