@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.artifacts import UserError, atomic_path, read_json, sha256_of, write_json
+from model.artifacts import UserError, atomic_path, sha256_of, write_json
 from model.data import DATASETS, load_dataset
 from model.evaluate import load_float_model
 from model.squeezenet import plain
@@ -299,10 +299,3 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"the TFLite model is {report['tflite']['bytes']:,} bytes, over the budget of "
                         f"{cfg.budget_bytes:,}")
     return 0
-
-
-def load_metadata(path: str | Path) -> dict:
-    data = read_json(path)
-    if data.get("format") != METADATA_FORMAT:
-        raise UserError(f"{path} is not a {METADATA_FORMAT} metadata file")
-    return data

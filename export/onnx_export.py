@@ -1,8 +1,6 @@
 """Float ONNX and Brevitas QCDQ ONNX, each run in onnxruntime."""
 from __future__ import annotations
 
-import contextlib
-import io
 import warnings
 from pathlib import Path
 
@@ -27,21 +25,14 @@ def export_float_onnx(model: torch.nn.Module, input_shape: tuple[int, ...], path
 
 def export_qcdq_onnx(model: torch.nn.Module, input_shape: tuple[int, ...], path: str | Path) -> Path:
     """The quantized model as standard QuantizeLinear / Clip / DequantizeLinear ONNX."""
-    import onnx
     from brevitas.export import export_onnx_qcdq
 
-    from .qonnx_export import round_half_up_quantizers
+    from .qonnx_export import export_with_brevitas, round_half_up_quantizers
 
-    path = Path(path)
-    model.eval()
-    with atomic_path(path) as tmp, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        export_onnx_qcdq(model, torch.zeros(1, *input_shape), export_path=str(tmp), dynamo=False)
-        graph = onnx.load(str(tmp))
-        nudge_ties_up(graph, round_half_up_quantizers(model))
-        onnx.save(graph, str(tmp))
+    export_with_brevitas(export_onnx_qcdq, model, input_shape, path,
+                         patch=lambda graph: nudge_ties_up(graph, round_half_up_quantizers(model)))
     check_onnx(path)
-    return path
+    return Path(path)
 
 
 def nudge_ties_up(graph, quantizers: dict[str, float]) -> int:

@@ -21,16 +21,25 @@ def export_qonnx(model: torch.nn.Module, input_shape: tuple[int, ...], path: str
     Uses the legacy TorchScript exporter (``dynamo=False``): torch 2.13's default dynamo exporter turns the
     global average pool into ReduceMean, which hls4ml rejects; the legacy one keeps GlobalAveragePool.
     """
-    import onnx
     from brevitas.export import export_qonnx as brevitas_export_qonnx
+
+    return export_with_brevitas(brevitas_export_qonnx, model, input_shape, path,
+                                patch=lambda graph: mark_round_half_up(graph, model))
+
+
+def export_with_brevitas(exporter, model: torch.nn.Module, input_shape: tuple[int, ...], path: str | Path,
+                         patch) -> Path:
+    """Run one of Brevitas' ONNX exporters (legacy TorchScript route, quietly) into a temporary file, let
+    ``patch`` edit the loaded graph, and move the result into place only when all of it worked."""
+    import onnx
 
     path = Path(path)
     model.eval()
     with atomic_path(path) as tmp, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        brevitas_export_qonnx(model, torch.zeros(1, *input_shape), export_path=str(tmp), dynamo=False)
+        exporter(model, torch.zeros(1, *input_shape), export_path=str(tmp), dynamo=False)
         graph = onnx.load(str(tmp))
-        mark_round_half_up(graph, model)
+        patch(graph)
         onnx.save(graph, str(tmp))
     return path
 

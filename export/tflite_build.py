@@ -24,11 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import nn
 
 from model.artifacts import UserError, atomic_path
-from model.squeezenet import Fire, SqueezeNet, plain
+from model.squeezenet import Fire, SqueezeNet
 
 
 @dataclass(frozen=True)
@@ -183,8 +182,3 @@ def convert_to_tflite(model: SqueezeNet, input_shape_chw: tuple[int, int, int], 
     with atomic_path(path) as tmp:
         tmp.write_bytes(blob)
     return path
-
-
-@torch.no_grad()
-def brevitas_reference(model: SqueezeNet, x_nchw: torch.Tensor) -> np.ndarray:
-    return plain(model(x_nchw)).numpy()
