@@ -278,9 +278,10 @@ class ModelEma:
     It walks ``parameters()`` and ``buffers()`` rather than ``state_dict()``: a Brevitas quantizer's
     ``state_dict`` may hand out a derived copy of its scale instead of the parameter itself. So the
     learned activation scales (parameters) and BatchNorm statistics are averaged like the weights, the
-    weight quantizers' scales follow from the averaged weights, and integer buffers are copied. The decay
-    warms up as min(decay, (1 + n) / (10 + n)) after n updates, so a short run is not dominated by the
-    starting weights. The copy is taken after QAT calibration, so its quantizers are calibrated too."""
+    weight quantizers' scales follow from the averaged weights, and integer buffers (BatchNorm's batch
+    counters) are left alone. The decay warms up as min(decay, (1 + n) / (10 + n)) after n updates, so a
+    short run is not dominated by the starting weights. The copy is taken after QAT calibration, so its
+    quantizers are calibrated too."""
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
@@ -288,22 +289,23 @@ class ModelEma:
         self.updates = 0
 
     @staticmethod
-    def _tensors(module: nn.Module) -> list[torch.Tensor]:
-        return [*module.parameters(), *module.buffers()]
+    def _floats(module: nn.Module) -> list[torch.Tensor]:
+        return [t for t in (*module.parameters(), *module.buffers()) if t.dtype.is_floating_point]
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         self.updates += 1
-        decay = min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
-        for avg, now in zip(self._tensors(self.module), self._tensors(model)):
-            if avg.dtype.is_floating_point:
-                avg.lerp_(now.detach(), 1.0 - decay)
-            else:
-                avg.copy_(now)
+        weight = 1.0 - min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
+        averages, current = self._floats(self.module), [t.detach() for t in self._floats(model)]
+        if hasattr(torch, "_foreach_lerp_"):  # one kernel for all tensors instead of one each (GPU steps)
+            torch._foreach_lerp_(averages, current, weight)
+        else:
+            for avg, now in zip(averages, current):
+                avg.lerp_(now, weight)
 
     @torch.no_grad()
     def copy_to(self, model: nn.Module) -> None:
-        for avg, target in zip(self._tensors(self.module), self._tensors(model)):
+        for avg, target in zip(self._floats(self.module), self._floats(model)):
             target.copy_(avg)
 
     def state_dict(self) -> dict:
