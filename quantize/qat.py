@@ -190,9 +190,10 @@ def quantization_aware_training(args, qs: QuantSettings, settings: TrainSettings
 
     t0 = time.time()
     twin.to(rt.device)
-    if not (args.resume and (out / "last.pt").is_file()):
+    resuming = args.resume and (out / "last.pt").is_file()  # the saved twin holds its calibrated scales
+    if not resuming:
         calibrate(twin, train, norm, progress=rt.is_main)
-    if rt.is_main:
+    if rt.is_main and not resuming:
         print(f"calibrated {qs.weight_bits}-bit twin on {rt.device}: val "
               f"{accuracy(predict_logits(twin, val, norm), val.labels):.4f} before QAT "
               f"(float test top-1 {float_top1:.4f})", flush=True)
