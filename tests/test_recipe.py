@@ -39,10 +39,15 @@ def test_device_flag_resolves_or_explains():
             resolve_device("cuda:0")
 
 
-def test_train_cli_runs_on_the_cpu_when_told(tiny_idx_dir, tmp_path):
-    r = run_module("model.train", "--data-dir", str(tiny_idx_dir), "--epochs", "1", "--threads", "1",
-                   "--device", "cpu", *TINY_ARGS, "--out", str(tmp_path), "--no-eval")
+def test_train_cli_runs_on_the_cpu_when_told_and_stops_at_its_time_limit(tiny_idx_dir, tmp_path):
+    args = ["--data-dir", str(tiny_idx_dir), "--epochs", "2", "--threads", "1", "--device", "cpu", *TINY_ARGS,
+            "--out", str(tmp_path), "--no-eval"]
+    r = run_module("model.train", *args, "--time-limit", "0")
+    assert r.returncode == 3 and "add --resume to finish it" in r.stdout, r.stderr
+    assert not (tmp_path / "model.pt").exists()
+    r = run_module("model.train", *args, "--resume")
     assert r.returncode == 0, r.stderr
+    assert "resuming from" in r.stdout and "epoch 2/2" in r.stdout and "epoch 1/2" not in r.stdout
     meta = load_checkpoint(tmp_path / "model.pt")["meta"]
     assert meta["device"] == "cpu" and meta["processes"] == 1 and meta["bf16_autocast"] is False
 
