@@ -61,9 +61,14 @@ data: ## install Debian's dataset-fashion-mnist when the default data set is mis
 # --- model ------------------------------------------------------------------------------------------
 # The exact command that produced the committed checkpoint; `make train` reproduces it.
 TRAIN_ARGS ?= --epochs 36 --optimizer adamw --lr 3e-3 --weight-decay 0.05 --seed 0
+# Where train and qat run: DEVICE=auto|cpu|cuda|cuda:N; NPROC=N > 1 starts N processes (one per GPU, DDP)
+# through torchrun on this machine. Several machines: the torchrun line in the README.
+DEVICE ?= auto
+NPROC  ?= 1
+launch = $(if $(filter-out 1,$(NPROC)),$(PY) -m torch.distributed.run --standalone --nproc-per-node=$(NPROC) -m $(1),$(PY) -m $(1))
 
-train: setup ## retrain the default float SqueezeNet and replace the committed checkpoint
-	$(PY) -m model.train $(TRAIN_ARGS) --out artifacts/model
+train: setup ## retrain the default float SqueezeNet and replace the committed checkpoint (DEVICE=, NPROC=)
+	$(call launch,model.train) $(TRAIN_ARGS) --device $(DEVICE) --out artifacts/model
 	cp artifacts/model/model.pt $(FLOAT_CKPT)
 
 eval: setup ## evaluate the committed checkpoints on the 10,000 test images (no retraining)
@@ -74,8 +79,8 @@ eval: setup ## evaluate the committed checkpoints on the 10,000 test images (no 
 # The exact command that produced the committed quantized checkpoint; `make qat` reproduces it.
 QAT_ARGS ?= --weight-bits 4 --epochs 3 --lr 3e-4 --seed 0
 
-qat: setup ## QAT from the float checkpoint and replace the committed quantized checkpoint
-	$(PY) -m quantize --checkpoint $(FLOAT_CKPT) $(QAT_ARGS) --out artifacts/quantize
+qat: setup ## QAT from the float checkpoint and replace the committed quantized checkpoint (DEVICE=, NPROC=)
+	$(call launch,quantize) --checkpoint $(FLOAT_CKPT) $(QAT_ARGS) --device $(DEVICE) --out artifacts/quantize
 	cp artifacts/quantize/model.pt $(QUANT_CKPT)
 
 SWEEP_ARGS ?= --epochs 1 --limit 20000

@@ -15,7 +15,7 @@ import numpy as np
 from .artifacts import UserError, load_checkpoint, run_cli, write_json, atomic_path
 from .data import DATASETS, ImageSet, Normalization, load_dataset
 from .squeezenet import SqueezeNet, SqueezeNetConfig, count_macs, count_parameters, folded_copy
-from .training import accuracy, predict_logits
+from .training import Teacher, accuracy, predict_logits
 
 DEFAULT_CHECKPOINT = "model/checkpoints/default.pt"
 
@@ -39,6 +39,18 @@ def load_float_model(path: str | Path) -> LoadedModel:
     model.eval()
     return LoadedModel(model, cfg, Normalization.from_dict(payload["normalization"]),
                        list(payload["classes"]), payload)
+
+
+def load_teacher(path: str | Path, classes: list[str], channels: int, input_size: int) -> Teacher:
+    """A float checkpoint as a distillation teacher; it must see the same images and predict the same
+    classes as its student (its own normalisation is kept)."""
+    loaded = load_float_model(path)
+    norm = loaded.normalization
+    if list(loaded.classes) != list(classes) or (norm.channels, norm.input_size) != (channels, input_size):
+        raise UserError(f"teacher {path} was trained on {len(loaded.classes)} classes of {norm.channels}x"
+                        f"{norm.input_size}x{norm.input_size} images, the student on {len(classes)} classes of "
+                        f"{channels}x{input_size}x{input_size}")
+    return Teacher(loaded.model, norm)
 
 
 def load_test_set(dataset: str, data_dir: str | None, norm: Normalization) -> ImageSet:

@@ -2,6 +2,10 @@
 
 Writes ``<out>/model.pt`` (weights + config + normalisation + classes, loadable with weights_only=True),
 ``<out>/last.pt`` (resume state) and the evaluation report ``<out>/report.json``.
+
+Runs on ``--device`` (CUDA when present, bf16 autocast there). For several GPUs or machines, launch it with
+torchrun (``torchrun --nproc-per-node 4 -m model.train ...``; ``make train NPROC=4``): the processes share
+the work and rank 0 writes every file. ``--teacher`` with ``--kd-alpha`` distils a (wider) float model.
 """
 from __future__ import annotations
 
@@ -13,11 +17,13 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from .artifacts import UserError, run_cli, save_checkpoint
+from .artifacts import UserError, run_cli, save_checkpoint, sha256_of
 from .data import DATASETS, Normalization, data_dir_default, load_dataset, train_val_split
-from .evaluate import evaluate_checkpoint
+from .evaluate import evaluate_checkpoint, load_teacher
+from .runtime import Runtime, runtime
 from .squeezenet import PRESETS, SqueezeNet, SqueezeNetConfig, count_macs, count_parameters
-from .training import TrainSettings, fit, seed_everything
+from .training import (STOPPED_EXIT_CODE, TrainSettings, add_training_arguments, fit, seed_everything,
+                       settings_from_args)
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -39,7 +45,6 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d = TrainSettings()
     p = argparse.ArgumentParser(prog="python -m model.train", description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--dataset", choices=DATASETS, default="fashion-mnist")
@@ -52,42 +57,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-size", type=int, default=None,
                    help="image side for an image folder (IDX and CIFAR use their native size)")
     p.add_argument("--channels", type=int, default=None, help="1 (grayscale) or 3 (RGB) for an image folder")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--optimizer", choices=("adamw", "sgd"), default=d.optimizer)
-    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate (the paper's SGD used 0.04)")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--schedule", choices=("cosine", "poly", "constant"), default=d.schedule)
-    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
-    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
-    p.add_argument("--augment", default=",".join(d.augment), help="comma list of crop,flip; 'none' for none")
     p.add_argument("--val-fraction", type=float, default=1 / 12, help="share of the training set held out")
     p.add_argument("--limit", type=int, default=0, help="use only the first N training images (smoke runs)")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--threads", type=int, default=d.threads, help="torch threads (0: default)")
     p.add_argument("--out", default="artifacts/model", help="output directory")
-    p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
     p.add_argument("--init", default=None, metavar="CHECKPOINT",
                    help="start from this float checkpoint's weights and architecture (fine-tuning); "
                         "its normalisation is kept")
     p.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation at the end")
+    add_training_arguments(p, TrainSettings(), teacher_help="a trained float checkpoint (e.g. a wider "
+                           "SqueezeNet) that teaches this one; needs --kd-alpha > 0")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    out = Path(args.out)
-    augment = tuple(a for a in args.augment.split(",") if a and a != "none")
-    settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
-                             lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
-                             warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing,
-                             augment=augment, seed=args.seed, threads=args.threads)
-    settings.validate()
+    settings = settings_from_args(args)
+    if bool(args.teacher) != (settings.kd_alpha > 0):
+        raise UserError("distillation needs both --teacher CHECKPOINT and --kd-alpha > 0")
+    with runtime(args.device) as rt:
+        return train(args, settings, rt, argv)
 
+
+def train(args, settings: TrainSettings, rt: Runtime, argv: list[str] | None) -> int:
+    out = Path(args.out)
     full = load_dataset(args.dataset, "train", args.data_dir, args.input_size, args.channels)
     if args.limit:
         full = full.subset(slice(0, args.limit))
-    train, val = train_val_split(full, args.val_fraction, args.seed)
+    train_set, val = train_val_split(full, args.val_fraction, args.seed)
     if args.init:
         from .evaluate import load_float_model
 
@@ -97,21 +93,35 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"{args.init} was trained for {cfg.num_classes} classes / {norm.channels} channels; "
                             f"this data set has {len(full.classes)} / {full.images.shape[1]}")
     else:
-        norm = Normalization.fit(train.images)
+        norm = Normalization.fit(train_set.images)
         cfg = _config_for(args, full.images.shape, len(full.classes))
         seed_everything(args.seed)  # the initial weights are part of the run: make them reproducible
         model = SqueezeNet(cfg)
+    teacher, run_key = None, {}
+    if args.teacher:
+        teacher = load_teacher(args.teacher, full.classes, cfg.in_channels, cfg.input_size)
+        run_key = {"teacher_sha256": sha256_of(args.teacher)}
     params = count_parameters(model)
     macs = count_macs(model, (cfg.in_channels, cfg.input_size, cfg.input_size))
-    print(f"SqueezeNet '{args.preset}': {params:,} parameters, {macs / 1e6:.2f} M MACs per image; "
-          f"{len(train):,} train / {len(val):,} val images of {args.dataset}")
+    rt.log(f"SqueezeNet '{args.preset}': {params:,} parameters, {macs / 1e6:.2f} M MACs per image; "
+           f"{len(train_set):,} train / {len(val):,} val images of {args.dataset}; on {rt.device}"
+           + (f" x {rt.world_size} processes" if rt.distributed else ""))
 
     t0 = time.time()
-    result = fit(model, train, val, norm, settings, out / "last.pt", resume=args.resume)
+    result = fit(model, train_set, val, norm, settings, out / "last.pt", resume=args.resume, runtime=rt,
+                 teacher=teacher, run_key=run_key)
+    if not rt.is_main:
+        return 0 if result.finished else STOPPED_EXIT_CODE
+    if not result.finished:
+        print(f"stopped after epoch {len(result.history)} of {settings.epochs} (--time-limit); "
+              f"{out / 'last.pt'} holds the run: add --resume to finish it")
+        return STOPPED_EXIT_CODE
     command = "python -m model.train " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     meta = {"command": command, "train_seconds": round(result.seconds, 1),
             "wall_seconds_this_run": round(time.time() - t0, 1),
             "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(settings).items()},
+            "device": result.device, "processes": result.world_size, "bf16_autocast": result.amp,
+            "teacher": {"checkpoint": str(args.teacher), **run_key} if teacher else None,
             "history": [vars(h) for h in result.history], "params": params, "macs": macs,
             "dataset": args.dataset}
     checkpoint = out / "model.pt"

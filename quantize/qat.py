@@ -3,6 +3,10 @@
 Steps: load the float checkpoint -> fold BatchNorm into the convs -> build the Brevitas twin with the same
 builder -> calibrate the activation scales on training images -> QAT -> evaluate -> write the quantized
 checkpoint and ``<out>/report.json`` (accuracy, bit widths, per-layer storage against the budget).
+
+QAT runs on ``--device`` in full fp32 (no autocast, no TF32), under torchrun on several processes like
+``python -m model.train``. ``--kd-alpha`` distils the float parent (or ``--teacher``) into the twin.
+The reported accuracies are computed on the CPU, the reference every later stage compares with.
 """
 from __future__ import annotations
 
@@ -20,8 +24,10 @@ from tqdm import tqdm
 from model import SqueezeNet, SqueezeNetConfig, fold_batch_norm
 from model.artifacts import UserError, load_checkpoint, run_cli, save_checkpoint, sha256_of, write_json
 from model.data import DATASETS, ImageSet, Normalization, load_dataset, train_val_split
-from model.evaluate import classification_report, load_float_model, plot_confusion
-from model.training import TrainSettings, accuracy, fit, predict_logits, to_input
+from model.evaluate import classification_report, load_float_model, load_teacher, plot_confusion
+from model.runtime import Runtime, runtime
+from model.training import (STOPPED_EXIT_CODE, TrainSettings, accuracy, add_training_arguments, fit,
+                            model_device, predict_logits, settings_from_args, to_input)
 
 from .layers import QuantSettings, build_quant_model
 from .storage import BUDGET_BYTES, storage_table
@@ -57,16 +63,18 @@ def twin_from_float(float_checkpoint: str | Path, qs: QuantSettings) -> tuple[Sq
 
 @torch.no_grad()
 def calibrate(model: SqueezeNet, data: ImageSet, norm: Normalization, batches: int = 20,
-              batch_size: int = 256) -> None:
-    """Set every activation scale from the statistics of real training images before QAT starts."""
+              batch_size: int = 256, progress: bool = True) -> None:
+    """Set every activation scale from the statistics of real training images before QAT starts (on the
+    model's device; every torchrun process sees the same images, so all get the same scales)."""
     from brevitas.graph.calibrate import calibration_mode
 
     model.eval()
+    device = model_device(model)
     images = torch.from_numpy(data.images)
     with calibration_mode(model):
         for start in tqdm(range(0, min(len(data), batches * batch_size), batch_size), desc="calibrate",
-                          leave=False, disable=None):
-            model(to_input(images[start:start + batch_size], norm))
+                          leave=False, disable=None if progress else True):
+            model(to_input(images[start:start + batch_size].to(device), norm))
 
 
 def load_quant_model(path: str | Path) -> QuantModel:
@@ -120,6 +128,11 @@ def parse_overrides(pairs: list[str]) -> dict[str, int]:
     return out
 
 
+# The QAT recipe of the committed checkpoint: short, gentle, no warmup (it starts from trained weights).
+QAT_DEFAULTS = TrainSettings(epochs=3, batch_size=128, optimizer="adamw", lr=3e-4, weight_decay=0.0,
+                             schedule="cosine", warmup_epochs=0.0, amp=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m quantize", description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -135,49 +148,70 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight bits for one conv (fnmatch patterns allowed, e.g. 'features.*.squeeze=3'); "
                         f"default: {' '.join(f'{k}={v}' for k, v in DEFAULT_OVERRIDES.items())}; "
                         "'--override none' for none")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--limit", type=int, default=0, help="use only the first N training images (smoke runs)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0)
     p.add_argument("--budget-bytes", type=int, default=BUDGET_BYTES)
     p.add_argument("--out", default="artifacts/quantize")
-    p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    add_training_arguments(p, QAT_DEFAULTS, amp=False,
+                           teacher_help="float checkpoint that teaches the twin when --kd-alpha > 0 "
+                                        "(default: the float parent, --checkpoint)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    out = Path(args.out)
     overrides = DEFAULT_OVERRIDES if args.override is None else (
         {} if args.override == ["none"] else parse_overrides(args.override))
     qs = QuantSettings(args.weight_bits, args.act_bits, args.input_bits, args.bias_bits, overrides)
     qs.validate()
-    settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, optimizer="adamw", lr=args.lr,
-                             weight_decay=args.weight_decay, schedule="cosine", warmup_epochs=0.0,
-                             seed=args.seed, threads=args.threads)
-    settings.validate()
+    settings = settings_from_args(args, amp=False)  # QAT in fp32: fake quantization rounds on exact grids
+    if args.teacher and settings.kd_alpha == 0:
+        raise UserError("--teacher needs --kd-alpha > 0")
+    with runtime(args.device) as rt:
+        return quantization_aware_training(args, qs, settings, rt, argv)
 
+
+def quantization_aware_training(args, qs: QuantSettings, settings: TrainSettings, rt: Runtime,
+                                argv: list[str] | None) -> int:
+    out = Path(args.out)
     twin, loaded = twin_from_float(args.checkpoint, qs)
     norm = loaded.normalization
     full = load_dataset(args.dataset, "train", args.data_dir, norm.input_size, norm.channels)
     if args.limit:
         full = full.subset(np.arange(min(args.limit, len(full))))
     train, val = train_val_split(full, 1 / 12, args.seed)
-    test = load_dataset(args.dataset, "test", args.data_dir, norm.input_size, norm.channels)
-    float_top1 = accuracy(predict_logits(loaded.model, test, norm), test.labels)
+    float_top1 = None
+    if rt.is_main:  # on the CPU, as `make eval` computes it
+        test = load_dataset(args.dataset, "test", args.data_dir, norm.input_size, norm.channels)
+        float_top1 = accuracy(predict_logits(loaded.model, test, norm), test.labels)
+    teacher, run_key, teacher_path = None, {}, args.teacher or args.checkpoint
+    if settings.kd_alpha > 0:
+        teacher = load_teacher(teacher_path, loaded.classes, norm.channels, norm.input_size)
+        run_key = {"teacher_sha256": sha256_of(teacher_path)}
 
     t0 = time.time()
-    if not (args.resume and (out / "last.pt").is_file()):
-        calibrate(twin, train, norm)
-    print(f"calibrated {qs.weight_bits}-bit twin: val {accuracy(predict_logits(twin, val, norm), val.labels):.4f} "
-          f"before QAT (float test top-1 {float_top1:.4f})")
-    result = fit(twin, train, val, norm, settings, out / "last.pt", resume=args.resume)
+    twin.to(rt.device)
+    resuming = args.resume and (out / "last.pt").is_file()  # the saved twin holds its calibrated scales
+    if not resuming:
+        calibrate(twin, train, norm, progress=rt.is_main)
+    if rt.is_main and not resuming:
+        print(f"calibrated {qs.weight_bits}-bit twin on {rt.device}: val "
+              f"{accuracy(predict_logits(twin, val, norm), val.labels):.4f} before QAT "
+              f"(float test top-1 {float_top1:.4f})", flush=True)
+    result = fit(twin, train, val, norm, settings, out / "last.pt", resume=args.resume, runtime=rt,
+                 teacher=teacher, run_key=run_key)
+    if not rt.is_main:
+        return 0 if result.finished else STOPPED_EXIT_CODE
+    if not result.finished:
+        print(f"stopped after epoch {len(result.history)} of {settings.epochs} (--time-limit); "
+              f"{out / 'last.pt'} holds the run: add --resume to finish it")
+        return STOPPED_EXIT_CODE
     command = "python -m quantize " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     meta = {"command": command, "qat_seconds": round(time.time() - t0, 1), "float_top1": float_top1,
-            "float_checkpoint": str(args.checkpoint), "float_sha256": sha256_of(args.checkpoint), "history": [vars(h) for h in result.history]}
+            "float_checkpoint": str(args.checkpoint), "float_sha256": sha256_of(args.checkpoint),
+            "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(settings).items()},
+            "device": result.device, "processes": result.world_size,
+            "teacher": {"checkpoint": str(teacher_path), **run_key} if teacher else None,
+            "history": [vars(h) for h in result.history]}
     checkpoint = out / "model.pt"
     save_checkpoint(checkpoint, twin.state_dict(), kind="quantized", config=loaded.config.to_dict(),
                     quant=qs.to_dict(), normalization=norm.to_dict(), classes=loaded.classes, meta=meta)
