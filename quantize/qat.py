@@ -100,9 +100,12 @@ def evaluate_quant(checkpoint: str | Path, dataset: str, data_dir: str | None, o
     report = classification_report(logits, test.labels, qm.classes)
     table = storage_table(qm.model, budget_bytes)
     meta = qm.payload.get("meta", {})
+    float_top1 = meta.get("float_top1")
+    if float_top1 is None:  # QAT ran with --no-eval: measure the float parent now, on the same images
+        float_top1 = parent_top1(meta, test)
     report.update({
         "checkpoint": str(checkpoint), "checkpoint_sha256": sha256_of(checkpoint), "dataset": dataset,
-        "float_top1": meta.get("float_top1"),
+        "float_top1": float_top1,
         "weight_bits": qm.settings.weight_bits, "quant": qm.settings.to_dict(),
         "weight_storage_bytes": table.total_bytes, "storage": table.to_dict(),
         "params": sum(layer.weights + layer.biases for layer in table.layers),
@@ -113,6 +116,16 @@ def evaluate_quant(checkpoint: str | Path, dataset: str, data_dir: str | None, o
                    f"quantized SqueezeNet ({qm.settings.weight_bits}-bit weights), top-1 {report['top1']:.4f}")
     write_json(out / "report.json", report)
     return report
+
+
+def parent_top1(meta: dict, test: ImageSet) -> float | None:
+    """Test top-1 of the float checkpoint this one was trained from, when that file is still here unchanged."""
+    path = meta.get("float_checkpoint")
+    if not path or not Path(path).is_file() or sha256_of(path) != meta.get("float_sha256"):
+        return None
+    parent = load_float_model(path)
+    return accuracy(predict_logits(parent.model, test, parent.normalization, progress=True, desc="test (float)"),
+                    test.labels)
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, int]:
@@ -151,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="use only the first N training images (smoke runs)")
     p.add_argument("--budget-bytes", type=int, default=BUDGET_BYTES)
     p.add_argument("--out", default="artifacts/quantize")
+    p.add_argument("--no-eval", action="store_true",
+                   help="skip the test-set evaluations (float parent before, quantized model after; both on the "
+                        "CPU); `python -m quantize.evaluate` makes the report later")
     add_training_arguments(p, QAT_DEFAULTS, amp=False,
                            teacher_help="float checkpoint that teaches the twin when --kd-alpha > 0 "
                                         "(default: the float parent, --checkpoint)")
@@ -180,7 +196,7 @@ def quantization_aware_training(args, qs: QuantSettings, settings: TrainSettings
         full = full.subset(np.arange(min(args.limit, len(full))))
     train, val = train_val_split(full, 1 / 12, args.seed)
     float_top1 = None
-    if rt.is_main:  # on the CPU, as `make eval` computes it
+    if rt.is_main and not args.no_eval:  # on the CPU, as `make eval` computes it
         test = load_dataset(args.dataset, "test", args.data_dir, norm.input_size, norm.channels)
         float_top1 = accuracy(predict_logits(loaded.model, test, norm), test.labels)
     teacher, run_key, teacher_path = None, {}, args.teacher or args.checkpoint
@@ -195,8 +211,8 @@ def quantization_aware_training(args, qs: QuantSettings, settings: TrainSettings
         calibrate(twin, train, norm, progress=rt.is_main)
     if rt.is_main and not resuming:
         print(f"calibrated {qs.weight_bits}-bit twin on {rt.device}: val "
-              f"{accuracy(predict_logits(twin, val, norm), val.labels):.4f} before QAT "
-              f"(float test top-1 {float_top1:.4f})", flush=True)
+              f"{accuracy(predict_logits(twin, val, norm), val.labels):.4f} before QAT"
+              + (f" (float test top-1 {float_top1:.4f})" if float_top1 is not None else ""), flush=True)
     result = fit(twin, train, val, norm, settings, out / "last.pt", resume=args.resume, runtime=rt,
                  teacher=teacher, run_key=run_key)
     if not rt.is_main:
@@ -215,6 +231,9 @@ def quantization_aware_training(args, qs: QuantSettings, settings: TrainSettings
     checkpoint = out / "model.pt"
     save_checkpoint(checkpoint, twin.state_dict(), kind="quantized", config=loaded.config.to_dict(),
                     quant=qs.to_dict(), normalization=norm.to_dict(), classes=loaded.classes, meta=meta)
+    if args.no_eval:
+        print(f"wrote {checkpoint} (val {result.history[-1].val_acc:.4f}; no test evaluation: --no-eval)")
+        return 0
     report = evaluate_quant(checkpoint, args.dataset, args.data_dir, out, args.budget_bytes)
     print(storage_table(load_quant_model(checkpoint).model, args.budget_bytes).format())
     print(f"wrote {checkpoint}: test top-1 {report['top1']:.4f} (float {float_top1:.4f}), "
