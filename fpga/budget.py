@@ -35,13 +35,13 @@ def fpga_report(checkpoint: str, fpga_report_path: Path, work_dir: Path, part: s
             return report, str(fpga_report_path)
     from .build import FpgaConfig, build
 
-    cfg = FpgaConfig(checkpoint=checkpoint, out=str(work_dir), samples=0, resources=resources)
+    cfg = FpgaConfig(checkpoint=checkpoint, out=str(work_dir / "fpga"), samples=0, resources=resources)
     if part:
         cfg.part = part
     if share is not None:
         cfg.resource_share = share
     report = build(cfg, skip=("compile", "csim"))
-    return report, f"fpga build (plan + estimate, no compile) in {work_dir}"
+    return report, f"fpga build (plan + estimate, no compile) in {cfg.out}"
 
 
 def device_verdict(report: dict, device: dict | None = None, share: float | None = None) -> list[dict]:

@@ -214,7 +214,8 @@ def step_probe(st: BuildState) -> None:
     shutil.rmtree(st.out / "probe", ignore_errors=True)
     st.pipeline = pipeline_from_hls_model(probe, name="squeezenet")
     st.report["pipeline"] = {"stages": len(st.pipeline.stages), "convs": len(st.pipeline.convs),
-                             "fifos": len(st.pipeline.fifos()), "macs_per_image": st.pipeline.macs_per_image()}
+                             "fifos": len(st.pipeline.fifos()), "macs_per_image": st.pipeline.macs_per_image(),
+                             "signature": st.pipeline.signature()}
 
 
 def _plan(st: BuildState, depths: dict[str, int]) -> dict[str, int]:

@@ -78,4 +78,4 @@ def parse_resources(spec: str, part: str = "custom") -> Device:
 
 def resolve_device(part: str, resources: str | None = None) -> Device:
     """``resources`` (explicit counts) when given, else the table's entry for ``part``."""
-    return parse_resources(resources, part) if resources else lookup_device(part)
+    return parse_resources(resources, part or "custom") if resources else lookup_device(part)

@@ -106,6 +106,15 @@ class Pipeline:
     def fifos(self) -> list[Stream]:
         return [s for s in self.streams.values() if not s.interface]
 
+    def signature(self) -> list[list]:
+        """Every stage as [kind, in_shape, out_shape, kernel, stride, n_in, n_out, weight_bits, out_bits], and
+        every FIFO as ["fifo", width], sorted: two descriptions of the same design have the same signature
+        whatever their names and stage order."""
+        rows = [[s.kind, list(s.in_shape), list(s.out_shape), s.kernel, s.stride, s.n_in, s.n_out, s.weight_bits,
+                 s.out_bits] for s in self.stages]
+        rows += [["fifo", f.width] for f in self.fifos()]
+        return sorted(rows, key=repr)
+
     def macs_per_image(self) -> int:
         return sum(s.weights * s.out_tokens for s in self.convs)
 
