@@ -218,7 +218,7 @@ def step_probe(st: BuildState) -> None:
                              "signature": st.pipeline.signature()}
 
 
-def _plan(st: BuildState, depths: dict[str, int]) -> dict[str, int]:
+def _plan(st: BuildState, depths: dict[str, int], announce: bool = True) -> dict[str, int]:
     """The folding for the part; when none fits, the cheapest plan for TARGET_FPS (or 2,000 images/s)
     instead, so that the project and the C simulation still exist, with the reason in the report."""
     cfg = st.cfg
@@ -234,8 +234,9 @@ def _plan(st: BuildState, depths: dict[str, int]) -> dict[str, int]:
 
         folding = _Folding(st.pipeline, st.device, 4096)
         plan = folding.plan_for(max(int(cfg.clock_mhz * 1e6 / fps), folding.fastest_budget()))
-        print(f"[fpga] no plan fits: {exc}\n[fpga] building the cheapest plan for "
-              f"{fps:,.0f} images/s instead (the budget check will fail)", flush=True)
+        if announce:
+            print(f"[fpga] no plan fits: {exc}\n[fpga] building the cheapest plan for {fps:,.0f} images/s "
+                  f"instead (the budget check will fail)", flush=True)
         return plan
 
 
@@ -250,7 +251,7 @@ def step_fifo_sizing(st: BuildState) -> None:
     for _ in range(SIZING_ROUNDS):
         st.sizing = size_fifos(st.pipeline, st.reuse_factors)
         st.depths = st.sizing.depths
-        replanned = _plan(st, st.depths)
+        replanned = _plan(st, st.depths, announce=False)
         if replanned == st.reuse_factors:
             break
         st.reuse_factors = replanned
