@@ -49,20 +49,18 @@ from quantize.qat import DEFAULT_QUANT, load_quant_model
 from quantize.storage import BUDGET_BYTES, storage_table
 
 from .csim import run_csim
-from .dataflow import size_fifos
+from .design import fold_and_size
 from .devices import DEVICES, resolve_device
 from .estimate import estimate
 from .graph import (PREPARE_VERSION, FixedPoint, fold_quant_into_add, one_by_one_convs_as_conv2d,
                     prepare_for_hls4ml, quant_fixed_point, round_half_up_layers)
 from .pipeline import pipeline_from_hls_model
-from .plan import PlanError, plan_folding
 from .project import bind_fifo_storage, read_dense_configs
 from .report import format_estimate, plot_estimate
 from .storage import hls_storage_table
 
 TESTBENCH_IMAGES = 10
 FALLBACK_FPS = 2000.0  # when no plan fits the part: the plan built instead, for the report and the C-sim
-SIZING_ROUNDS = 3
 
 
 @dataclass
@@ -218,43 +216,26 @@ def step_probe(st: BuildState) -> None:
                              "signature": st.pipeline.signature()}
 
 
-def _plan(st: BuildState, depths: dict[str, int], announce: bool = True) -> dict[str, int]:
-    """The folding for the part; when none fits, the cheapest plan for TARGET_FPS (or 2,000 images/s)
-    instead, so that the project and the C simulation still exist, with the reason in the report."""
-    cfg = st.cfg
-    try:
-        plan = plan_folding(st.pipeline, st.device, share=cfg.resource_share, target_fps=cfg.target_fps,
-                            clock_mhz=cfg.clock_mhz, depths=depths)
-        st.report["plan_error"] = None
-        return plan.reuse_factors
-    except PlanError as exc:
-        st.report["plan_error"] = str(exc)
-        fps = cfg.target_fps or FALLBACK_FPS
-        from .plan import _Folding
-
-        folding = _Folding(st.pipeline, st.device, 4096)
-        plan = folding.plan_for(max(int(cfg.clock_mhz * 1e6 / fps), folding.fastest_budget()))
-        if announce:
-            print(f"[fpga] no plan fits: {exc}\n[fpga] building the cheapest plan for {fps:,.0f} images/s "
-                  f"instead (the budget check will fail)", flush=True)
-        return plan
-
-
 def step_plan(st: BuildState) -> None:
-    st.depths = {s.key: 1 for s in st.pipeline.fifos()}
-    st.reuse_factors = _plan(st, st.depths)
+    """The folding for the part with FIFOs one deep (their sizing comes next). When no plan fits, the
+    cheapest plan for TARGET_FPS (or 2,000 images/s) is built instead, so that the project and the C
+    simulation still exist; the reason goes into the report and the budget gate fails."""
+    cfg = st.cfg
+    st.reuse_factors, st.depths, _, error = fold_and_size(
+        st.pipeline, st.device, share=cfg.resource_share, target_fps=cfg.target_fps, clock_mhz=cfg.clock_mhz,
+        simulate=False, fallback_fps=cfg.target_fps or FALLBACK_FPS)
+    if error:
+        print(f"[fpga] no plan fits: {error}\n[fpga] building the cheapest plan for "
+              f"{cfg.target_fps or FALLBACK_FPS:,.0f} images/s instead (the budget check will fail)", flush=True)
 
 
 def step_fifo_sizing(st: BuildState) -> None:
-    """Size the FIFOs for the plan by simulation; if the sized FIFOs change what fits, plan again with
-    them and size again."""
-    for _ in range(SIZING_ROUNDS):
-        st.sizing = size_fifos(st.pipeline, st.reuse_factors)
-        st.depths = st.sizing.depths
-        replanned = _plan(st, st.depths, announce=False)
-        if replanned == st.reuse_factors:
-            break
-        st.reuse_factors = replanned
+    """Size the FIFOs for the plan by simulation; plan again with the sized FIFOs until the plan holds."""
+    cfg = st.cfg
+    st.reuse_factors, st.depths, st.sizing, error = fold_and_size(
+        st.pipeline, st.device, share=cfg.resource_share, target_fps=cfg.target_fps, clock_mhz=cfg.clock_mhz,
+        simulate=True, fallback_fps=cfg.target_fps or FALLBACK_FPS)
+    st.report["plan_error"] = error
     check = st.sizing.check
     st.report["dataflow_sim"] = {
         "images": check.images, "cycles_per_image": check.cycles_per_image,
