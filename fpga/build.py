@@ -54,7 +54,7 @@ from .devices import DEVICES, resolve_device
 from .estimate import estimate
 from .graph import (PREPARE_VERSION, FixedPoint, fold_quant_into_add, one_by_one_convs_as_conv2d,
                     prepare_for_hls4ml, quant_fixed_point, round_half_up_layers)
-from .pipeline import pipeline_from_hls_model
+from .pipeline import pipeline_from_config, pipeline_from_hls_model
 from .project import bind_fifo_storage, read_dense_configs
 from .report import format_estimate, plot_estimate
 from .storage import hls_storage_table
@@ -317,6 +317,7 @@ def step_estimate(st: BuildState) -> None:
                                 f"block factor {layer.block_factor}")
         st.report["estimate_matches_parameters_h"] = True
     st.estimate = est
+    labels = module_labels(final, st.quant.config if st.quant else None)
     sim = st.report.get("dataflow_sim", {})
     ii = max(est.ii_cycles, sim.get("cycles_per_image") or 0)  # the simulation includes FIFO effects
     st.report.update({
@@ -336,14 +337,29 @@ def step_estimate(st: BuildState) -> None:
         "weight_bits": est.weight_bits, "fifo_bits": est.fifo_bits, "line_buffer_bits": est.line_buffer_bits,
         "onchip_memory_bits": est.onchip_memory_bits,
         "fifo_depths": {f.name: {"depth": f.depth, "width": f.width, "impl": f.impl} for f in est.fifos},
-        "layers": [layer.to_dict() for layer in est.layers],
+        "layers": [{**layer.to_dict(), "module": labels.get(layer.name)} for layer in est.layers],
         "estimate_source": "analytic, fpga/estimate.py (hls4ml 1.3.0 templates, FINN-R, UG473/UG474/UG479/"
                            "UG901/UG1399); not a synthesis result",
     })
-    table = format_estimate(est, sim)
+    table = format_estimate(est, sim, labels)
     (out / "estimate.txt").write_text(table + "\n")
-    plot_estimate(est, out / "layers.png")
+    plot_estimate(est, out / "layers.png", labels)
     print(table)
+
+
+def module_labels(pipeline, config) -> dict[str, str]:
+    """hls4ml names convs after their ONNX nodes (Conv2D_Conv_7); name them after the model's modules
+    too (fire3.squeeze). The ONNX node order is the model's forward order, which the config-built pipeline
+    follows as well; the shapes must agree, or no labels are given."""
+    if config is None:
+        return {}
+    by_index = sorted(pipeline.convs, key=lambda s: int(s.config_key.rsplit("_", 1)[-1])
+                      if s.config_key.rsplit("_", 1)[-1].isdigit() else -1)
+    reference = pipeline_from_config(config).convs
+    if len(by_index) != len(reference) or any((a.n_in, a.n_out) != (b.n_in, b.n_out)
+                                              for a, b in zip(by_index, reference)):
+        return {}
+    return {a.name: b.name for a, b in zip(by_index, reference)}
 
 
 def step_storage(st: BuildState) -> None:

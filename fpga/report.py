@@ -14,14 +14,16 @@ def _row(name: str, rf: str, mult: str, cost: Cost, cycles: str) -> str:
             f"{cost.lutram:>8,}{cycles:>13}")
 
 
-def format_estimate(est: Estimate, sim: dict | None = None) -> str:
+def format_estimate(est: Estimate, sim: dict | None = None, labels: dict[str, str] | None = None) -> str:
     """Every conv on its own row; the other stages and the FIFOs summed; totals against the part."""
+    labels = labels or {}
     lines = [f"{'layer':<24}{'RF':>6}{'mult':>7}{'DSP':>6}{'LUT':>9}{'FF':>9}{'BRAM18K':>8}{'LUTRAM':>8}{'cycles':>13}"]
     others, n_others, n_fifo, fifo = Cost(), 0, 0, Cost()
     for layer in est.layers:
         if layer.kind == "conv":
             mark = " *" if layer.name == est.bottleneck else ""
-            lines.append(_row(layer.name + mark, str(layer.reuse_factor), str(layer.block_factor), layer.cost,
+            name = labels.get(layer.name, layer.name).replace("Conv2D_", "")
+            lines.append(_row(name + mark, str(layer.reuse_factor), str(layer.block_factor), layer.cost,
                               f"{layer.cycles:,}"))
         else:
             others, n_others = others + layer.cost, n_others + 1
@@ -36,12 +38,16 @@ def format_estimate(est: Estimate, sim: dict | None = None) -> str:
                  f"{avail['bram18k']:>8,}{avail['lutram']:>8,}")
     used = "  ".join(f"{n.upper()} {getattr(est.totals, n) / avail[n]:.0%}" for n in RESOURCES if avail[n])
     lines.append(f"used: {used}  (share allowed: {est.share:.0%})")
-    rate = f"{est.images_per_second:,.0f} images/s at {est.clock_mhz:g} MHz (slowest stage {est.bottleneck}, " \
+    slowest = labels.get(est.bottleneck, est.bottleneck)
+    rate = f"{est.images_per_second:,.0f} images/s at {est.clock_mhz:g} MHz (slowest stage {slowest}, " \
            f"{est.ii_cycles:,} cycles/image)"
     if sim and sim.get("cycles_per_image"):
         rate += f"; dataflow simulation: {sim['cycles_per_image']:,} cycles/image, " \
                 f"latency {sim['latency_cycles']:,} cycles, deadlock: {'YES' if sim['deadlock'] else 'no'}"
     lines.append("estimate: " + rate)
+    lines.append(f"on-chip memory: weights+biases {est.weight_bits:,} + FIFOs {est.fifo_bits:,} + line buffers "
+                 f"{est.line_buffer_bits:,} = {est.onchip_memory_bits:,} bits ({est.onchip_memory_bits / 8 / 1024:,.1f} KiB); "
+                 f"block RAM {est.totals.bram18k:,} of {avail['bram18k']:,} RAMB18")
     over = est.over()
     if over:
         lines.append("DOES NOT FIT: " + "; ".join(f"{n.upper()} {v:,} > {a:,.0f} allowed (+{v - a:,.0f})"
@@ -51,7 +57,7 @@ def format_estimate(est: Estimate, sim: dict | None = None) -> str:
     return "\n".join(lines)
 
 
-def plot_estimate(est: Estimate, path: Path) -> None:
+def plot_estimate(est: Estimate, path: Path, labels: dict[str, str] | None = None) -> None:
     """Bar chart per conv: LUT, FF, BRAM18K and cycles per image (the slowest stage highlighted)."""
     import matplotlib
 
@@ -59,7 +65,7 @@ def plot_estimate(est: Estimate, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     convs = [layer for layer in est.layers if layer.kind == "conv"]
-    names = [layer.name.replace("Conv2D_", "") for layer in convs]
+    names = [(labels or {}).get(layer.name, layer.name).replace("Conv2D_", "") for layer in convs]
     x = range(len(convs))
     panels = [("LUT", [layer.cost.lut for layer in convs]), ("FF", [layer.cost.ff for layer in convs]),
               ("BRAM18K", [layer.cost.bram18k for layer in convs]), ("cycles / image", [layer.cycles for layer in convs])]
