@@ -38,7 +38,8 @@ def fold_and_size(pipeline: Pipeline, device: Device, *, share: float = 0.8, tar
             error = None
         except PlanError as exc:
             error = str(exc)
-            reuse = cheapest_plan(pipeline, device, fallback_fps, clock_mhz) if fallback_fps else smallest_plan(pipeline)
+            reuse = (cheapest_plan(pipeline, device, fallback_fps, clock_mhz) if fallback_fps
+                     else smallest_plan(pipeline))
         if not simulate:
             return reuse, depths, None, error
         key = tuple(sorted(reuse.items()))

@@ -45,8 +45,9 @@ def format_estimate(est: Estimate, sim: dict | None = None, labels: dict[str, st
         rate += f"; dataflow simulation: {sim['cycles_per_image']:,} cycles/image, " \
                 f"latency {sim['latency_cycles']:,} cycles, deadlock: {'YES' if sim['deadlock'] else 'no'}"
     lines.append("estimate: " + rate)
+    kib = est.onchip_memory_bits / 8 / 1024
     lines.append(f"on-chip memory: weights+biases {est.weight_bits:,} + FIFOs {est.fifo_bits:,} + line buffers "
-                 f"{est.line_buffer_bits:,} = {est.onchip_memory_bits:,} bits ({est.onchip_memory_bits / 8 / 1024:,.1f} KiB); "
+                 f"{est.line_buffer_bits:,} = {est.onchip_memory_bits:,} bits ({kib:,.1f} KiB); "
                  f"block RAM {est.totals.bram18k:,} of {avail['bram18k']:,} RAMB18")
     over = est.over()
     if over:
@@ -68,7 +69,8 @@ def plot_estimate(est: Estimate, path: Path, labels: dict[str, str] | None = Non
     names = [(labels or {}).get(layer.name, layer.name).replace("Conv2D_", "") for layer in convs]
     x = range(len(convs))
     panels = [("LUT", [layer.cost.lut for layer in convs]), ("FF", [layer.cost.ff for layer in convs]),
-              ("BRAM18K", [layer.cost.bram18k for layer in convs]), ("cycles / image", [layer.cycles for layer in convs])]
+              ("BRAM18K", [layer.cost.bram18k for layer in convs]),
+              ("cycles / image", [layer.cycles for layer in convs])]
     fig, axes = plt.subplots(len(panels), 1, figsize=(max(8, 0.35 * len(convs) + 2), 10), sharex=True)
     for ax, (label, values) in zip(axes, panels):
         colors = ["tab:red" if layer.name == est.bottleneck else "tab:blue" for layer in convs]
