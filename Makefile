@@ -20,11 +20,12 @@ QUANT_CKPT  := quantize/checkpoints/default.pt
 SAMPLES     ?= 1000
 FPGA_PART   ?= xc7z020clg400-1
 CLOCK_MHZ   ?= 100
-REUSE       ?= 1
-STRATEGY    ?= Latency
+TARGET_FPS  ?=
+RESOURCE_SHARE ?= 0.8
+FPGA_RESOURCES ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train eval quantize qat qat-sweep export bench fpga fpga-synth budget test test-fast clean
+.PHONY: help setup data train eval quantize qat qat-sweep export bench fpga fpga-estimate fpga-synth budget test test-fast clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -115,17 +116,27 @@ bench: export ## latency of torch / Brevitas / onnxruntime / TFLite side by side
 
 # --- fpga -------------------------------------------------------------------------------------------
 FPGA_ARGS = --checkpoint $(QUANT_CKPT) --samples $(SAMPLES) --part $(FPGA_PART) --clock-mhz $(CLOCK_MHZ) \
-            --reuse-factor $(REUSE) --strategy $(STRATEGY)
+            --resource-share $(RESOURCE_SHARE) $(if $(TARGET_FPS),--target-fps $(TARGET_FPS)) \
+            $(if $(FPGA_RESOURCES),--resources "$(FPGA_RESOURCES)")
+# The budget gate checks the FPGA design's fit too (DEVICE_CHECK=0: bytes only). A Pi deploy or an export
+# does not depend on the FPGA design, so those targets check the bytes only.
+DEVICE_CHECK ?= 1
+rpi export: export DEVICE_CHECK := 0
 
-fpga: setup quantize ## hls4ml HLS project + bit-exact C simulation (SAMPLES=N|all) + budget check
+fpga: setup quantize ## folded HLS project for FPGA_PART, estimates, bit-exact C simulation (SAMPLES=N|all), budget + fit check
 	$(PY) -m fpga $(FPGA_ARGS)
 	$(MAKE) --no-print-directory budget
+
+fpga-estimate: setup ## estimate a preset network from its config alone (PRESET=squeezenet1_1): no checkpoint, no C-sim
+	$(PY) -m fpga --preset $(or $(PRESET),squeezenet1_1) --part $(FPGA_PART) --clock-mhz $(CLOCK_MHZ) \
+	  --resource-share $(RESOURCE_SHARE) $(if $(FPGA_RESOURCES),--resources "$(FPGA_RESOURCES)")
 
 fpga-synth: setup ## run Vitis HLS C synthesis on the generated project (needs vitis_hls on PATH)
 	$(PY) -m fpga.synth --project artifacts/fpga/hls_project
 
-budget: setup ## check every built artifact against the 0.5 MiB budget (BUDGET_BYTES=N to change it)
-	$(PY) -m fpga.budget --checkpoint $(QUANT_CKPT)
+budget: setup ## check every built artifact against the 0.5 MiB budget and the FPGA design against FPGA_PART
+	$(PY) -m fpga.budget --checkpoint $(QUANT_CKPT) --part $(FPGA_PART) --resource-share $(RESOURCE_SHARE) \
+	  $(if $(FPGA_RESOURCES),--resources "$(FPGA_RESOURCES)") $(if $(filter 0,$(DEVICE_CHECK)),--no-device)
 
 # --- tests ------------------------------------------------------------------------------------------
 PYTEST_ARGS ?=

@@ -1,13 +1,26 @@
-"""``make fpga`` / ``python -m fpga``: quantized SqueezeNet -> hls4ml Vitis HLS project, verified.
+"""``make fpga`` / ``python -m fpga``: quantized SqueezeNet -> a folded hls4ml Vitis HLS project for an FPGA
+part, with resource and throughput estimates, FIFO depths from a dataflow simulation, and a bit-exact C
+simulation.
 
 A build is a list of named steps (FINN's pattern), each timed in the report:
 
   export_qonnx   Brevitas -> QONNX (the export stage's code)
-  prepare        qonnx cleanup, channels-last, the hls4ml layout passes (cached by QONNX hash)
-  convert        hls4ml ModelGraph with exact precisions (input from its quantizer, widened average pool)
-  compile        write the project and compile the C simulation with g++ (skipped when unchanged)
-  storage        on-chip weight storage from the hls4ml model, BRAM estimate, budget verdict
+  prepare        qonnx cleanup, channels-last, the hls4ml layout passes, ReLUs folded into their
+                 unsigned quantizers (cached by QONNX hash)
+  probe          a first hls4ml conversion: the pipeline's stages, shapes and precisions
+  plan           folding: a reuse factor per conv (Strategy Resource, weights in block RAM), the fastest
+                 plan within RESOURCE_SHARE of the part, or the cheapest for TARGET_FPS
+  fifo_sizing    dataflow simulation of the planned pipeline: FIFO depths that neither stall nor
+                 deadlock (re-plans when the sized FIFOs change the fit)
+  convert        the hls4ml model with the plan and the depths, exactness fixes, bypass quantizers
+                 folded into their adds
+  compile        write the project (FIFO storage bound as estimated) and compile the C simulation
+  estimate       per-layer estimate of the generated design, checked against firmware/parameters.h;
+                 table (estimate.txt), chart (layers.png), fit against the part
+  storage        on-chip weight storage from the hls4ml model, budget verdict
   csim           C simulation on test images in worker processes, compared with the Brevitas model
+
+Estimates are analytic (fpga/estimate.py names the source of every formula), not synthesis results.
 """
 from __future__ import annotations
 
@@ -36,12 +49,18 @@ from quantize.qat import DEFAULT_QUANT, load_quant_model
 from quantize.storage import BUDGET_BYTES, storage_table
 
 from .csim import run_csim
-from .graph import FixedPoint, prepare_for_hls4ml, quant_fixed_point, round_half_up_layers
+from .design import fold_and_size
+from .devices import DEVICES, resolve_device
+from .estimate import estimate
+from .graph import (PREPARE_VERSION, FixedPoint, fold_quant_into_add, one_by_one_convs_as_conv2d,
+                    prepare_for_hls4ml, quant_fixed_point, round_half_up_layers)
+from .pipeline import pipeline_from_config, pipeline_from_hls_model
+from .project import bind_fifo_storage, read_dense_configs
+from .report import format_estimate, plot_estimate
 from .storage import hls_storage_table
 
 TESTBENCH_IMAGES = 10
-PARTS_BRAM18K = {"xc7z020clg400-1": 280, "xc7z010clg400-1": 120, "xczu3eg-sbva484-1-i": 432,
-                 "xck26-sfvc784-2lv-c": 288}
+FALLBACK_FPS = 2000.0  # when no plan fits the part: the plan built instead, for the report and the C-sim
 
 
 @dataclass
@@ -51,9 +70,10 @@ class FpgaConfig:
     checkpoint: str = DEFAULT_QUANT
     out: str = "artifacts/fpga"
     part: str = "xc7z020clg400-1"
+    resources: str | None = None  # explicit part resources instead of the devices table
     clock_mhz: float = 100.0
-    reuse_factor: int = 1
-    strategy: str = "Latency"
+    resource_share: float = 0.8
+    target_fps: float | None = None  # None: the fastest plan that fits
     io_type: str = "io_stream"
     budget_bytes: int = BUDGET_BYTES
     samples: int = 1000  # 0: all test images
@@ -62,10 +82,13 @@ class FpgaConfig:
     workers: int = 0  # 0: one per core
 
     def validate(self) -> None:
-        if self.strategy not in ("Latency", "Resource"):
-            raise UserError(f"strategy must be Latency or Resource, got {self.strategy!r}")
-        if self.reuse_factor < 1 or self.clock_mhz <= 0 or self.samples < 0 or self.budget_bytes <= 0:
-            raise UserError("reuse factor, clock, budget must be positive and samples >= 0")
+        if self.clock_mhz <= 0 or self.samples < 0 or self.budget_bytes <= 0:
+            raise UserError("clock and budget must be positive and samples >= 0")
+        if not 0 < self.resource_share <= 1:
+            raise UserError(f"the resource share must be in (0, 1], got {self.resource_share}")
+        if self.target_fps is not None and self.target_fps <= 0:
+            raise UserError(f"the target frame rate must be positive, got {self.target_fps}")
+        resolve_device(self.part, self.resources)
 
 
 @dataclass
@@ -78,6 +101,12 @@ class BuildState:
     qonnx_path: Path | None = None
     hls_onnx: Path | None = None
     hls_model = None
+    device = None
+    pipeline = None  # from the probe conversion
+    reuse_factors: dict | None = None  # conv stage name -> RF
+    depths: dict | None = None  # stream key -> FIFO depth
+    sizing = None
+    estimate = None
 
 
 def _quiet():
@@ -98,7 +127,7 @@ def step_export_qonnx(st: BuildState) -> None:
 
 def step_prepare(st: BuildState) -> None:
     digest = sha256_of(st.qonnx_path)[:16]
-    cached = st.out / "cache" / f"hls_ready-{digest}.onnx"
+    cached = st.out / "cache" / f"hls_ready-v{PREPARE_VERSION}-{digest}.onnx"
     if not cached.is_file():
         shutil.rmtree(cached.parent, ignore_errors=True)
         with _quiet():
@@ -106,14 +135,18 @@ def step_prepare(st: BuildState) -> None:
     st.hls_onnx = cached
 
 
-def hls_config(model, cfg: FpgaConfig) -> dict:
-    """hls4ml's per-layer config with the two exactness fixes."""
+def hls_config(model, cfg: FpgaConfig, reuse_factors: dict[str, int] | None = None) -> dict:
+    """hls4ml's per-layer config: Strategy Resource, the planned reuse factor per conv (set under the ONNX
+    node name, where hls4ml reads it), and the two exactness fixes."""
     import hls4ml
 
     hc = hls4ml.utils.config.config_from_onnx_model(model, granularity="name", backend="Vitis",
-                                                    default_precision="fixed<16,6>",
-                                                    default_reuse_factor=cfg.reuse_factor)
-    hc["Model"]["Strategy"] = cfg.strategy
+                                                    default_precision="fixed<16,6>", default_reuse_factor=1)
+    hc["Model"]["Strategy"] = "Resource"
+    for key, rf in (reuse_factors or {}).items():
+        if key not in hc["LayerName"]:
+            raise UserError(f"the plan names layer {key}, which the hls4ml config does not have")
+        hc["LayerName"][key]["ReuseFactor"] = int(rf)
     # 1. The default input type fixed<16,6> would round before the input quantizer: feed the quantizer's
     #    own grid (the FPGA receives the int8 codes a camera pipeline produces).
     graph_in = model.graph.input[0].name
@@ -146,33 +179,100 @@ def _next_quant(model, node):
     return None
 
 
-def step_convert(st: BuildState) -> None:
+def _convert(st: BuildState, reuse_factors: dict[str, int] | None, output_dir: Path, testbench: bool):
+    """One hls4ml conversion of the prepared graph, with the exactness fixes and the bypass quantizers
+    folded into their adds."""
     import hls4ml
     from qonnx.core.modelwrapper import ModelWrapper
 
     model = ModelWrapper(str(st.hls_onnx))
-    # Test-bench data for Vitis HLS's own C simulation / co-simulation: real test images and the
-    # outputs the Brevitas model gives for them.
-    x_q, expected, _ = reference_io(st, TESTBENCH_IMAGES)
-    tb_in, tb_out = st.out / "tb_input.npy", st.out / "tb_output.npy"
-    np.save(tb_in, x_q.reshape(len(x_q), -1))
-    np.save(tb_out, expected)
-    with _quiet():
-        hc = hls_config(model, st.cfg)
-        st.hls_model = hls4ml.converters.convert_from_onnx_model(
-            model, output_dir=str(st.out / "hls_project"), io_type=st.cfg.io_type, backend="Vitis",
-            hls_config=hc, part=st.cfg.part, clock_period=round(1000.0 / st.cfg.clock_mhz, 3),
-            input_data_tb=str(tb_in), output_data_tb=str(tb_out))
-        round_half_up_layers(model, st.hls_model)
-    st.report["hls_config"] = {"part": st.cfg.part, "clock_mhz": st.cfg.clock_mhz,
-                               "reuse_factor": st.cfg.reuse_factor, "strategy": st.cfg.strategy,
+    tb = {}
+    if testbench:
+        # Test-bench data for Vitis HLS's own C simulation / co-simulation: real test images and the
+        # outputs the Brevitas model gives for them.
+        x_q, expected, _ = reference_io(st, TESTBENCH_IMAGES)
+        tb_in, tb_out = st.out / "tb_input.npy", st.out / "tb_output.npy"
+        np.save(tb_in, x_q.reshape(len(x_q), -1))
+        np.save(tb_out, expected)
+        tb = {"input_data_tb": str(tb_in), "output_data_tb": str(tb_out)}
+    with _quiet(), one_by_one_convs_as_conv2d():
+        hc = hls_config(model, st.cfg, reuse_factors)
+        hls_model = hls4ml.converters.convert_from_onnx_model(
+            model, output_dir=str(output_dir), io_type=st.cfg.io_type, backend="Vitis", hls_config=hc,
+            part=st.device.part if st.cfg.resources is None else st.cfg.part,
+            clock_period=round(1000.0 / st.cfg.clock_mhz, 3), **tb)
+        round_half_up_layers(model, hls_model)
+        fold_quant_into_add(hls_model)
+    return hls_model, hc, model
+
+
+def step_probe(st: BuildState) -> None:
+    st.device = resolve_device(st.cfg.part, st.cfg.resources)
+    probe, _, _ = _convert(st, None, st.out / "probe", testbench=False)
+    shutil.rmtree(st.out / "probe", ignore_errors=True)
+    st.pipeline = pipeline_from_hls_model(probe, name="squeezenet")
+    st.report["pipeline"] = {"stages": len(st.pipeline.stages), "convs": len(st.pipeline.convs),
+                             "fifos": len(st.pipeline.fifos()), "macs_per_image": st.pipeline.macs_per_image(),
+                             "signature": st.pipeline.signature()}
+
+
+def step_plan(st: BuildState) -> None:
+    """The folding for the part with FIFOs one deep (their sizing comes next). When no plan fits, the
+    cheapest plan for TARGET_FPS (or 2,000 images/s) is built instead, so that the project and the C
+    simulation still exist; the reason goes into the report and the budget gate fails."""
+    cfg = st.cfg
+    st.reuse_factors, st.depths, _, error = fold_and_size(
+        st.pipeline, st.device, share=cfg.resource_share, target_fps=cfg.target_fps, clock_mhz=cfg.clock_mhz,
+        simulate=False, fallback_fps=cfg.target_fps or FALLBACK_FPS)
+    if error:
+        print(f"[fpga] no plan fits: {error}\n[fpga] building the cheapest plan for "
+              f"{cfg.target_fps or FALLBACK_FPS:,.0f} images/s instead (the budget check will fail)", flush=True)
+
+
+def step_fifo_sizing(st: BuildState) -> None:
+    """Size the FIFOs for the plan by simulation; plan again with the sized FIFOs until the plan holds."""
+    cfg = st.cfg
+    st.reuse_factors, st.depths, st.sizing, error = fold_and_size(
+        st.pipeline, st.device, share=cfg.resource_share, target_fps=cfg.target_fps, clock_mhz=cfg.clock_mhz,
+        simulate=True, fallback_fps=cfg.target_fps or FALLBACK_FPS)
+    st.report["plan_error"] = error
+    check = st.sizing.check
+    st.report["dataflow_sim"] = {
+        "images": check.images, "cycles_per_image": check.cycles_per_image,
+        "latency_cycles": check.latency_cycles, "deadlock": check.deadlock, "blocked": check.blocked,
+        "reference_cycles_per_image": st.sizing.reference_interval,
+        "slack_moved_to_narrowest_fifo": st.sizing.relocated,
+        "max_fifo_occupancy": {st.pipeline.streams[k].name: v for k, v in check.max_occupancy.items()},
+        "model": "pixel-level: fpga/dataflow.py (stage timing from fpga/estimate.py)",
+    }
+    if check.deadlock:
+        raise UserError("the dataflow simulation deadlocks even with the sized FIFOs: " + "; ".join(check.blocked))
+
+
+def step_convert(st: BuildState) -> None:
+    by_stage = {s.name: s.config_key for s in st.pipeline.convs}
+    keyed = {by_stage[name]: rf for name, rf in st.reuse_factors.items()}
+    st.hls_model, hc, model = _convert(st, keyed, st.out / "hls_project", testbench=True)
+    final = pipeline_from_hls_model(st.hls_model, name="squeezenet")
+    changed = {s.name: (st.reuse_factors[s.name], s.reuse_factor) for s in final.convs
+               if s.reuse_factor != st.reuse_factors.get(s.name)}
+    if changed or [s.key for s in final.fifos()] != [s.key for s in st.pipeline.fifos()]:
+        raise UserError(f"hls4ml did not build the planned design (reuse factor planned -> kept: {changed})")
+    for key, depth in st.depths.items():  # the STREAM pragmas hls4ml's writer emits
+        st.hls_model.output_vars[key].pragma = ("stream", int(depth))
+    st.report["hls_config"] = {"part": st.device.part, "clock_mhz": st.cfg.clock_mhz, "strategy": "Resource",
                                "io_type": st.cfg.io_type,
                                "input_precision": hc["LayerName"][model.graph.input[0].name]["Precision"]["result"]}
 
 
+def _fifo_bindings(st: BuildState) -> dict[str, str]:
+    est = estimate(st.pipeline, st.reuse_factors, st.device, depths=st.depths)
+    return {f.name: f.impl for f in est.fifos if f.impl in ("srl", "bram")}
+
+
 def _project_key(st: BuildState) -> str:
-    key = {"onnx": sha256_of(st.hls_onnx), "part": st.cfg.part, "clock": st.cfg.clock_mhz,
-           "rf": st.cfg.reuse_factor, "strategy": st.cfg.strategy, "io": st.cfg.io_type}
+    key = {"onnx": sha256_of(st.hls_onnx), "part": st.device.part, "clock": st.cfg.clock_mhz,
+           "plan": st.reuse_factors, "depths": st.depths, "io": st.cfg.io_type, "prepare": PREPARE_VERSION}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -190,15 +290,80 @@ def step_compile(st: BuildState) -> None:
         return
     shutil.rmtree(project, ignore_errors=True)
     with _quiet():
-        st.hls_model.compile()  # writes the project, then g++ builds the C simulation library
+        st.hls_model.write()
+        bound = bind_fifo_storage(project, _fifo_bindings(st))
+        st.hls_model._compile()  # hls4ml's compile() is write() + _compile(): g++ builds the C simulation
     if _library(project) is None:
         raise UserError(f"hls4ml did not produce a C simulation library in {project}/firmware")
     stamp.write_text(key)
     st.report["compile_cached"] = False
+    st.report["fifo_storage_bound"] = bound
+
+
+def step_estimate(st: BuildState) -> None:
+    cfg, out = st.cfg, st.out
+    final = pipeline_from_hls_model(st.hls_model, name="squeezenet")
+    est = estimate(final, {s.name: s.reuse_factor for s in final.convs}, st.device, depths=st.depths,
+                   share=cfg.resource_share, clock_mhz=cfg.clock_mhz)
+    project = out / "hls_project"
+    if (project / "firmware" / "parameters.h").is_file():
+        written = read_dense_configs(project)
+        for layer in est.layers:
+            if layer.kind != "conv":
+                continue
+            w = written.get(layer.name)
+            if w is None or (w["reuse_factor"], w["block_factor"]) != (layer.reuse_factor, layer.block_factor):
+                raise UserError(f"{layer.name}: parameters.h says {w}, the estimate used RF {layer.reuse_factor}, "
+                                f"block factor {layer.block_factor}")
+        st.report["estimate_matches_parameters_h"] = True
+    st.estimate = est
+    labels = module_labels(final, st.quant.config if st.quant else None)
+    sim = st.report.get("dataflow_sim", {})
+    ii = max(est.ii_cycles, sim.get("cycles_per_image") or 0)  # the simulation includes FIFO effects
+    st.report.update({
+        "strategy": "Resource",
+        "device": est.device.to_dict(),
+        "resource_share": est.share,
+        "target_fps": cfg.target_fps,
+        "reuse_factors": {layer.name: layer.reuse_factor for layer in est.layers if layer.kind == "conv"},
+        "resources": est.resources(),
+        "fits_device": est.fits and st.report.get("plan_error") is None,
+        "over": {n: {"estimate": v, "allowed": round(a)} for n, (v, a) in est.over().items()},
+        "ii_cycles": ii, "ii_cycles_slowest_stage": est.ii_cycles, "bottleneck": est.bottleneck,
+        "latency_cycles": sim.get("latency_cycles") or est.latency_cycles,
+        "throughput_fps_estimate": round(cfg.clock_mhz * 1e6 / ii, 1),
+        "multipliers": sum(layer.block_factor for layer in est.layers),
+        "max_multipliers_in_a_layer": max(layer.block_factor for layer in est.layers),
+        "weight_bits": est.weight_bits, "fifo_bits": est.fifo_bits, "line_buffer_bits": est.line_buffer_bits,
+        "onchip_memory_bits": est.onchip_memory_bits,
+        "fifo_depths": {f.name: {"depth": f.depth, "width": f.width, "impl": f.impl} for f in est.fifos},
+        "layers": [{**layer.to_dict(), "module": labels.get(layer.name)} for layer in est.layers],
+        "estimate_source": "analytic, fpga/estimate.py (hls4ml 1.3.0 templates, FINN-R, UG473/UG474/UG479/"
+                           "UG901/UG1399); not a synthesis result",
+    })
+    table = format_estimate(est, sim, labels)
+    (out / "estimate.txt").write_text(table + "\n")
+    plot_estimate(est, out / "layers.png", labels)
+    print(table)
+
+
+def module_labels(pipeline, config) -> dict[str, str]:
+    """hls4ml names convs after their ONNX nodes (Conv2D_Conv_7); name them after the model's modules
+    too (fire3.squeeze). The ONNX node order is the model's forward order, which the config-built pipeline
+    follows as well; the shapes must agree, or no labels are given."""
+    if config is None:
+        return {}
+    by_index = sorted(pipeline.convs, key=lambda s: int(s.config_key.rsplit("_", 1)[-1])
+                      if s.config_key.rsplit("_", 1)[-1].isdigit() else -1)
+    reference = pipeline_from_config(config).convs
+    if len(by_index) != len(reference) or any((a.n_in, a.n_out) != (b.n_in, b.n_out)
+                                              for a, b in zip(by_index, reference)):
+        return {}
+    return {a.name: b.name for a, b in zip(by_index, reference)}
 
 
 def step_storage(st: BuildState) -> None:
-    table = hls_storage_table(st.hls_model, st.cfg.budget_bytes, PARTS_BRAM18K.get(st.cfg.part))
+    table = hls_storage_table(st.hls_model, st.cfg.budget_bytes)
     quant_table = storage_table(st.quant.model, st.cfg.budget_bytes)
     st.report.update(table.to_dict())
     st.report["quantize_storage_bytes"] = quant_table.total_bytes
@@ -239,8 +404,9 @@ def step_csim(st: BuildState) -> None:
     np.save(st.out / "csim_outputs.npy", got)
 
 
-STEPS = [("export_qonnx", step_export_qonnx), ("prepare", step_prepare), ("convert", step_convert),
-         ("compile", step_compile), ("storage", step_storage), ("csim", step_csim)]
+STEPS = [("export_qonnx", step_export_qonnx), ("prepare", step_prepare), ("probe", step_probe),
+         ("plan", step_plan), ("fifo_sizing", step_fifo_sizing), ("convert", step_convert),
+         ("compile", step_compile), ("estimate", step_estimate), ("storage", step_storage), ("csim", step_csim)]
 
 
 def build(cfg: FpgaConfig, skip: tuple[str, ...] = ()) -> dict:
@@ -272,21 +438,34 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default=d.checkpoint, help=f"quantized checkpoint (default {d.checkpoint})")
     p.add_argument("--out", default=d.out, help=f"output directory (default {d.out})")
-    p.add_argument("--part", default=os.environ.get("FPGA_PART", d.part), help="FPGA part ($FPGA_PART)")
+    p.add_argument("--part", default=os.environ.get("FPGA_PART", d.part),
+                   help=f"FPGA part ($FPGA_PART; known: {', '.join(DEVICES)})")
+    p.add_argument("--resources", default=None, metavar="dsp=N,lut=N,ff=N,bram18k=N[,lutram=N]",
+                   help="the part's resources, for a part not in the table")
     p.add_argument("--clock-mhz", type=float, default=d.clock_mhz)
-    p.add_argument("--reuse-factor", type=int, default=d.reuse_factor)
-    p.add_argument("--strategy", choices=("Latency", "Resource"), default=d.strategy)
+    p.add_argument("--resource-share", type=float, default=d.resource_share,
+                   help="share of each resource the plan may use (default 0.8)")
+    p.add_argument("--target-fps", type=float, default=None,
+                   help="plan the cheapest folding for this many images/s (default: the fastest that fits)")
     p.add_argument("--budget-bytes", type=int, default=int(os.environ.get("BUDGET_BYTES", d.budget_bytes)))
     p.add_argument("--samples", default=str(d.samples), help="test images for the C simulation, or 'all'")
     p.add_argument("--dataset", choices=DATASETS, default=d.dataset)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--workers", type=int, default=0, help="C simulation processes (0: one per core)")
-    p.add_argument("--no-csim", action="store_true", help="generate and check storage only")
+    p.add_argument("--no-csim", action="store_true", help="generate, estimate and check storage only")
+    p.add_argument("--preset", default=None,
+                   help="estimate a model.squeezenet preset (e.g. squeezenet1_1) from its config alone: no "
+                        "checkpoint, no HLS project, no C simulation")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.preset:
+        from .design import estimate_preset
+
+        return estimate_preset(args.preset, args.part, args.resources, args.resource_share, args.target_fps,
+                               args.clock_mhz, Path(args.out))
     if args.samples == "all":
         samples = 0
     else:
@@ -294,9 +473,11 @@ def main(argv: list[str] | None = None) -> int:
             samples = int(args.samples)
         except ValueError:
             raise UserError(f"--samples must be a number or 'all', got {args.samples!r}") from None
-    cfg = FpgaConfig(checkpoint=args.checkpoint, out=args.out, part=args.part, clock_mhz=args.clock_mhz,
-                     reuse_factor=args.reuse_factor, strategy=args.strategy, budget_bytes=args.budget_bytes,
-                     samples=samples, dataset=args.dataset, data_dir=args.data_dir, workers=args.workers)
+    target = args.target_fps if args.target_fps else None
+    cfg = FpgaConfig(checkpoint=args.checkpoint, out=args.out, part=args.part, resources=args.resources,
+                     clock_mhz=args.clock_mhz, resource_share=args.resource_share, target_fps=target,
+                     budget_bytes=args.budget_bytes, samples=samples, dataset=args.dataset, data_dir=args.data_dir,
+                     workers=args.workers)
     report = build(cfg, skip=("csim",) if args.no_csim else ())
     if "csim_samples" in report:
         print(f"C simulation on {report['csim_samples']:,} images: top-1 agreement "

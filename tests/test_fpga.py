@@ -4,7 +4,11 @@ import subprocess
 import numpy as np
 import pytest
 
+from fpga.pipeline import pipeline_from_config
+from fpga.project import read_dense_configs, stream_depths
 from model import small_image_config
+from model.artifacts import load_checkpoint
+from model.squeezenet import SqueezeNetConfig
 from quantize.qat import DEFAULT_QUANT
 
 from .conftest import ROOT, needs_fashion, run_module
@@ -15,20 +19,48 @@ from .helpers import tiny_quant_checkpoint
 SMALL = dict(base_e=16, incr_e=16, freq=2, num_fire=3, pool_after=(0, 2), stem_channels=16)
 
 
-@pytest.mark.parametrize("bypass", ["simple", "complex"])
-def test_fire_network_is_bit_exact_in_csim(bypass, tiny_idx_dir, tmp_path):
-    """The whole route on a small Fire network: QONNX, layout pass, hls4ml write + g++ compile, C-sim."""
+# The fastest plan that fits (small reuse factors), and a slow one (reuse factors above n_in: hls4ml's
+# other Resource kernel, DenseResource_rf_gt_nin_rem0).
+@pytest.mark.parametrize("bypass,target_fps", [("simple", None), ("complex", "3000")])
+def test_fire_network_is_bit_exact_in_csim(bypass, target_fps, tiny_idx_dir, tmp_path):
+    """The whole route on a small Fire network: QONNX, layout pass, folding plan (Strategy Resource, reuse
+    factors > 1), FIFO sizing, hls4ml write + g++ compile, C-sim."""
     ckpt = tmp_path / "q.pt"
     tiny_quant_checkpoint(ckpt, tiny_idx_dir, small_image_config(bypass=bypass, **SMALL))
     out = tmp_path / "fpga"
+    fps = ["--target-fps", target_fps] if target_fps else []
     r = run_module("fpga", "--checkpoint", str(ckpt), "--data-dir", str(tiny_idx_dir), "--samples", "200",
-                   "--out", str(out))
+                   "--out", str(out), *fps)
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert report["csim_samples"] == 200
     assert report["csim_top1_agreement"] == 1.0
     assert report["csim_max_abs_diff"] == 0.0
     assert report["storage_agrees_with_quantize"] and report["within_budget"]
+    assert report["strategy"] == "Resource" and report["fits_device"] and report["plan_error"] is None
+    assert report["dataflow_sim"]["deadlock"] is False and report["dataflow_sim"]["cycles_per_image"] > 0
+    config = small_image_config(bypass=bypass, **SMALL)
+    assert pipeline_from_config(config).signature() == report["pipeline"]["signature"]
+
+    # The estimator used the reuse and block factors hls4ml wrote into parameters.h, for every conv.
+    written = read_dense_configs(out / "hls_project")
+    convs = [layer for layer in report["layers"] if layer["kind"] == "conv"]
+    assert len(convs) == len(written) == len(report["reuse_factors"])
+    for layer in convs:
+        w = written[layer["name"]]
+        assert (w["reuse_factor"], w["block_factor"], w["strategy"]) == \
+            (layer["reuse_factor"], layer["block_factor"], "resource")
+        assert w["reuse_factor"] > 1
+    if target_fps:
+        assert any(w["reuse_factor"] > w["n_in"] for w in written.values())
+    # The sized FIFO depths are the ones in the project, bound to the storage the estimate counted.
+    depths = stream_depths(out / "hls_project")
+    assert {name: d["depth"] for name, d in report["fifo_depths"].items()} == depths
+    assert max(depths.values()) > 2 and min(depths.values()) == 1
+    cpp = (out / "hls_project" / "firmware" / "myproject.cpp").read_text()
+    bound = [name for name, d in report["fifo_depths"].items() if d["impl"] in ("srl", "bram")]
+    assert cpp.count("BIND_STORAGE") == len(bound) > 0
+    assert (out / "layers.png").stat().st_size > 10_000 and "images/s" in (out / "estimate.txt").read_text()
     assert (out / "hls_project" / "build_prj.tcl").is_file()
     assert (out / "hls_project" / "firmware" / "myproject.cpp").is_file()
     assert len((out / "hls_project" / "tb_data" / "tb_input_features.dat").read_text().splitlines()) == 10
@@ -37,7 +69,7 @@ def test_fire_network_is_bit_exact_in_csim(bypass, tiny_idx_dir, tmp_path):
 
     # A second build of the same checkpoint reuses the compiled project.
     r = run_module("fpga", "--checkpoint", str(ckpt), "--data-dir", str(tiny_idx_dir), "--samples", "20",
-                   "--out", str(out))
+                   "--out", str(out), *fps)
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads((out / "report.json").read_text())["compile_cached"] is True
 
@@ -53,6 +85,15 @@ def test_fire_network_is_bit_exact_in_csim(bypass, tiny_idx_dir, tmp_path):
     r = run_module("fpga.budget", "--checkpoint", str(ckpt), "--fpga-report", str(out / "report.json"),
                    "--work-dir", str(tmp_path / "budget"))
     assert r.returncode == 0, r.stderr
+    assert "the FPGA design fits xc7z020clg400-1" in r.stdout
+
+    # The device gate: the same design on a tiny part fails, naming each resource and by how much.
+    r = run_module("fpga.budget", "--checkpoint", str(ckpt), "--fpga-report", str(out / "report.json"),
+                   "--work-dir", str(tmp_path / "budget"), "--resources", "dsp=0,lut=2000,ff=4000,bram18k=2")
+    assert r.returncode == 2
+    lut = report["resources"]["lut"]["estimate"]
+    assert f"FPGA LUT estimate {lut:,} exceeds 80% of custom's 2,000 by {lut - 1600:,}" in r.stderr
+    assert "OVER by" in r.stdout and "BRAM18K" in r.stderr
 
 
 def test_csim_crash_becomes_a_clear_error(tmp_path):
@@ -73,14 +114,34 @@ def test_missing_checkpoint_is_one_line(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
-def test_budget_gate_passes_for_the_committed_default(tmp_path):
-    """CI's guard: a change that inflates the default model past 0.5 MiB fails here."""
+def test_budget_gate_on_the_committed_default(tmp_path):
+    """CI's guard: a change that inflates the default model past 0.5 MiB fails here. The device check of the
+    same run says whether the default's FPGA design fits the PYNQ-Z2: the gate fails exactly when the
+    estimate is over, naming every resource that is."""
+    work = tmp_path / "b"
     r = run_module("fpga.budget", "--checkpoint", str(ROOT / DEFAULT_QUANT),
-                   "--fpga-report", str(tmp_path / "none.json"), "--work-dir", str(tmp_path / "b"))
-    assert r.returncode == 0, r.stdout + r.stderr
-    report = json.loads((tmp_path / "b" / "report.json").read_text())
-    assert report["budget_bytes"] == 524_288
-    assert all(row["within_budget"] for row in report["artifacts"])
+                   "--fpga-report", str(tmp_path / "none.json"), "--work-dir", str(work))
+    gate = json.loads((work / "report.json").read_text())
+    assert gate["budget_bytes"] == 524_288
+    assert all(row["within_budget"] for row in gate["artifacts"]), r.stdout
+    assert gate["device"]["part"] == "xc7z020clg400-1"
+    over = [row for row in gate["device_check"] if row["over_by"]]
+    assert gate["fits_device"] == (not over) == (r.returncode == 0), r.stdout + r.stderr
+    for row in over:
+        assert f"FPGA {row['resource'].upper()} estimate {row['estimate']:,}" in r.stderr
+    design = json.loads((work / "fpga" / "report.json").read_text())
+    assert design["fits_device"] == gate["fits_device"]
+    # The fast path (a SqueezeNetConfig alone, for design-space exploration) describes the same pipeline as
+    # the hls4ml model of the committed checkpoint: stages, shapes, weight and output widths, FIFO widths.
+    config = load_checkpoint(ROOT / DEFAULT_QUANT)["config"]
+    assert pipeline_from_config(SqueezeNetConfig.from_dict(config)).signature() == design["pipeline"]["signature"]
+    # the same design against a part large enough passes; the bytes alone (what `make rpi` checks) pass
+    big = "dsp=2000,lut=400000,ff=800000,bram18k=2000,lutram=200000"
+    for extra in (["--resources", big], ["--no-device"]):
+        r = run_module("fpga.budget", "--checkpoint", str(ROOT / DEFAULT_QUANT), *extra,
+                       "--fpga-report", str(work / "fpga" / "report.json"), "--work-dir", str(work))
+        assert r.returncode == 0, r.stdout + r.stderr
+    assert "FPGA xc7z020" not in r.stdout
 
 
 @pytest.mark.slow
@@ -94,3 +155,5 @@ def test_default_model_csim_is_bit_exact_on_the_test_set(tmp_path):
     assert report["csim_samples"] == 1000
     assert report["csim_top1_agreement"] == 1.0 and report["csim_max_abs_diff"] == 0.0
     assert report["storage_agrees_with_quantize"] and report["within_budget"]
+    assert report["strategy"] == "Resource" and report["max_multipliers_in_a_layer"] <= 4096
+    assert report["estimate_matches_parameters_h"] and report["dataflow_sim"]["deadlock"] is False

@@ -1,0 +1,176 @@
+"""One call from a network to its FPGA design point: plan, estimate, fit and images/s.
+
+``design_point`` is the plain function a design-space exploration calls for each candidate network: it
+takes a ``SqueezeNetConfig`` (or a ``Pipeline`` already built), needs no checkpoint, hls4ml or C
+simulation, and returns in milliseconds (seconds with ``simulate=True``, which also sizes the FIFOs
+with the dataflow simulation instead of assuming depth 1).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from model.squeezenet import SqueezeNetConfig
+
+from .dataflow import size_fifos
+from .devices import Device, resolve_device
+from .estimate import estimate
+from .pipeline import BitWidths, Pipeline, pipeline_from_config
+from .plan import MAX_MULTIPLIERS, PlanError, _Folding, describe_over, plan_folding
+
+
+SIZING_ROUNDS = 5
+
+
+def fold_and_size(pipeline: Pipeline, device: Device, *, share: float = 0.8, target_fps: float | None = None,
+                  clock_mhz: float = 100.0, simulate: bool = True, fallback_fps: float | None = None):
+    """Plan the folding, size the FIFOs for it by simulation, and plan again with the sized FIFOs: the
+    FIFOs' cost depends on the plan and the plan on their cost. Of the rounds, the fastest plan that fits
+    with its own sized FIFOs wins.
+
+    Returns (reuse factors, FIFO depths, FifoSizing or None, why nothing fits or None). When no plan fits,
+    the plan is the cheapest for ``fallback_fps`` (if given) or the smallest one."""
+    depths = {s.key: 1 for s in pipeline.fifos()}
+    seen, best, last = set(), None, None
+    for _ in range(SIZING_ROUNDS if simulate else 1):
+        try:
+            reuse = plan_folding(pipeline, device, share=share, target_fps=target_fps, clock_mhz=clock_mhz,
+                                 depths=depths).reuse_factors
+            error = None
+        except PlanError as exc:
+            error = str(exc)
+            reuse = (cheapest_plan(pipeline, device, fallback_fps, clock_mhz) if fallback_fps
+                     else smallest_plan(pipeline))
+        if not simulate:
+            return reuse, depths, None, error
+        key = tuple(sorted(reuse.items()))
+        if key in seen:
+            break
+        seen.add(key)
+        sizing = size_fifos(pipeline, reuse)
+        est = estimate(pipeline, reuse, device, depths=sizing.depths, share=share, clock_mhz=clock_mhz)
+        interval = max(est.ii_cycles, sizing.check.cycles_per_image or 0)
+        if error is None and est.fits and (best is None or interval < best[0]):
+            best = (interval, reuse, sizing)
+        last = (reuse, sizing, error or "no plan fits once its FIFOs are sized by simulation: " + describe_over(est))
+        depths = sizing.depths
+    if best:
+        return best[1], best[2].depths, best[2], None
+    reuse, sizing, error = last
+    return reuse, sizing.depths, sizing, error
+
+
+def design_point(network: SqueezeNetConfig | Pipeline, part: str = "xc7z020clg400-1", *,
+                 resources: str | None = None, device: Device | None = None, share: float = 0.8,
+                 target_fps: float | None = None, clock_mhz: float = 100.0, bits: BitWidths | None = None,
+                 simulate: bool = False) -> dict:
+    """Fold ``network`` for the part and estimate it. Always returns a dict:
+
+    ``fits`` (bool), ``images_per_second`` (float, 0 when nothing fits), ``ii_cycles``, ``latency_cycles``,
+    ``reuse_factors``, ``resources`` {name: {estimate, available, share}}, ``macs_per_image``, ``error``
+    (why nothing fits, else None). Without a fitting plan the figures describe the smallest plan (every
+    conv at its largest reuse factor), so an optimizer can see how far off a candidate is. Without
+    ``simulate`` the FIFOs are assumed one deep (a lower bound: the branches of a Fire module need more).
+    """
+    pipeline = network if isinstance(network, Pipeline) else pipeline_from_config(network, bits)
+    device = device or resolve_device(part, resources)
+    reuse, depths, sizing, error = fold_and_size(pipeline, device, share=share, target_fps=target_fps,
+                                                 clock_mhz=clock_mhz, simulate=simulate)
+    est = estimate(pipeline, reuse, device, depths=depths, share=share, clock_mhz=clock_mhz)
+    fits = error is None and est.fits
+    if error is None and not fits:
+        error = "no plan fits once the FIFOs are sized by simulation: " + describe_over(est)
+    ii = max(est.ii_cycles, sizing.check.cycles_per_image or 0) if sizing else est.ii_cycles
+    return {
+        "network": pipeline.name, "part": device.part, "share": share, "clock_mhz": clock_mhz,
+        "fits": fits, "images_per_second": round(clock_mhz * 1e6 / ii, 1) if fits else 0.0,
+        "ii_cycles": ii, "latency_cycles": sizing.check.latency_cycles if sizing else est.latency_cycles,
+        "bottleneck": est.bottleneck, "reuse_factors": reuse, "resources": est.resources(),
+        "macs_per_image": pipeline.macs_per_image(), "fifo_bits": est.fifo_bits,
+        "onchip_memory_bits": est.onchip_memory_bits, "fifos_sized_by_simulation": bool(sizing), "error": error,
+    }
+
+
+def cheapest_plan(pipeline: Pipeline, device: Device, fps: float, clock_mhz: float) -> dict[str, int]:
+    """The cheapest plan reaching ``fps`` (or the fastest plan, if none does), fit or not."""
+    folding = _Folding(pipeline, device, MAX_MULTIPLIERS)
+    return folding.plan_for(max(int(clock_mhz * 1e6 / fps), folding.fastest_budget()))
+
+
+def smallest_plan(pipeline: Pipeline) -> dict[str, int]:
+    """Every conv at its largest valid reuse factor with at least one multiplier: the fewest resources."""
+    from .plan import candidate_reuse_factors
+
+    return {s.name: max(candidate_reuse_factors(s)) for s in pipeline.convs}
+
+
+def estimate_preset(name: str, part: str, resources: str | None, share: float, target_fps: float | None,
+                    clock_mhz: float, out: Path) -> int:
+    """``python -m fpga --preset NAME``: plan and estimate a model.squeezenet preset from its config (the
+    quantize stage's default bit widths), print the table, write ``<out>/preset-NAME/``. Estimate only."""
+    from model.artifacts import UserError, write_json
+    from model.squeezenet import PRESETS
+
+    from .report import format_estimate, plot_estimate
+
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+    device = resolve_device(part, resources)
+    pipeline = pipeline_from_config(PRESETS[name](), name=name)
+    point = design_point(pipeline, device=device, share=share, target_fps=target_fps, clock_mhz=clock_mhz)
+    est = estimate(pipeline, point["reuse_factors"], device, depths={s.key: 1 for s in pipeline.fifos()},
+                   share=share, clock_mhz=clock_mhz)
+    table = format_estimate(est)
+    target = out / f"preset-{name}"
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "estimate.txt").write_text(table + "\n")
+    plot_estimate(est, target / "layers.png")
+    write_json(target / "report.json", {
+        **point, "source": pipeline.source, "fifo_depths": "1 (not sized: no dataflow simulation for presets)",
+        "layers": [layer.to_dict() for layer in est.layers], "plan_note": point["error"]})
+    print(table)
+    if point["error"]:
+        print(f"no folding fits: {point['error']}")
+    print(f"report: {target / 'report.json'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m fpga.design``: design points of the default network at several widths, on several parts."""
+    import argparse
+
+    from model.artifacts import UserError
+    from model.squeezenet import small_image_config
+
+    from .devices import DEVICES
+
+    p = argparse.ArgumentParser(prog="python -m fpga.design", description=main.__doc__ + "\n\n" + __doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--widths", default="16,32,48,64",
+                   help="base_e = incr_e values of small_image_config() (the committed default is 64)")
+    p.add_argument("--parts", default=",".join(DEVICES), help="comma-separated parts")
+    p.add_argument("--resource-share", type=float, default=0.8)
+    p.add_argument("--clock-mhz", type=float, default=100.0)
+    p.add_argument("--simulate", action="store_true", help="size the FIFOs by dataflow simulation (slower)")
+    args = p.parse_args(argv)
+    try:
+        widths = [int(w) for w in args.widths.split(",")]
+    except ValueError:
+        raise UserError(f"--widths must be comma-separated whole numbers, got {args.widths!r}") from None
+    print(f"{'width':>5}  {'part':<22}{'fits':>5}{'images/s':>10}{'LUT':>9}{'FF':>9}{'BRAM18K':>8}{'DSP':>6}  "
+          f"(estimates; LUT/FF/BRAM of the plan, or of the smallest plan when nothing fits)")
+    for width in widths:
+        cfg = small_image_config(base_e=width, incr_e=width)
+        for part in args.parts.split(","):
+            d = design_point(cfg, part.strip(), share=args.resource_share, clock_mhz=args.clock_mhz,
+                             simulate=args.simulate)
+            r = d["resources"]
+            print(f"{width:>5}  {d['part']:<22}{'yes' if d['fits'] else 'no':>5}{d['images_per_second']:>10,.0f}"
+                  f"{r['lut']['estimate']:>9,}{r['ff']['estimate']:>9,}{r['bram18k']['estimate']:>8,}"
+                  f"{r['dsp']['estimate']:>6,}")
+    return 0
+
+
+if __name__ == "__main__":
+    from model.artifacts import run_cli
+
+    run_cli(main)

@@ -1,0 +1,358 @@
+"""The streaming pipeline hls4ml generates, described without hls4ml: stages joined by FIFOs.
+
+In ``io_stream`` every hls4ml layer is a dataflow process; each stream between two of them is a FIFO
+whose element is one pixel with all its channels (``nnet::array<T, C>``). The folding planner, the
+resource estimator and the dataflow simulation all work on this description, which comes from either
+
+- ``pipeline_from_hls_model``: the converted hls4ml ``ModelGraph`` itself (shapes, precisions, reuse
+  factors as hls4ml will write them), used by ``make fpga``; or
+- ``pipeline_from_config``: a ``SqueezeNetConfig`` and bit widths, mirroring what the fpga stage builds
+  from such a model, without a checkpoint or hls4ml (fast: for design-space exploration and for
+  networks no checkpoint exists for, such as SqueezeNet 1.1). A test checks that both agree on the
+  committed default.
+"""
+from __future__ import annotations
+
+import fnmatch
+import math
+from dataclasses import dataclass, field
+
+from model.artifacts import UserError
+from model.squeezenet import SqueezeNetConfig, bypass_plan, fire_specs
+
+# Stage kinds and the hls4ml functions they stand for (templates/vivado/nnet_utils unless noted).
+KINDS = {
+    "input": "top-level input port",
+    "cast": "nnet::linear / nnet::relu (nnet_activation_stream.h)",
+    "pad": "nnet::zeropad2d_cl (nnet_padding_stream.h)",
+    "conv": "nnet::conv_2d_cl, Resource strategy (vitis/nnet_conv2d_stream.h + nnet_dense_resource.h)",
+    "maxpool": "nnet::pooling2d_cl (vitis/nnet_pooling_stream.h)",
+    "global_avgpool": "nnet::global_pooling2d_cl (nnet_pooling_stream.h)",
+    "clone": "nnet::clone_stream (nnet_stream.h)",
+    "concat": "nnet::concatenate3d, channel axis (nnet_merge_stream.h)",
+    "add": "nnet::add (nnet_merge_stream.h)",
+}
+
+
+@dataclass
+class Stream:
+    """One FIFO (or a top-level port): ``tokens`` elements per image, each ``channels`` x ``element_bits``."""
+
+    key: str
+    name: str  # the C++ variable in firmware/myproject.cpp
+    channels: int
+    element_bits: int
+    tokens: int
+    producer: str = ""
+    consumer: str = ""
+    interface: bool = False  # the top-level input/output: an AXI-stream port, not a FIFO
+
+    @property
+    def width(self) -> int:
+        return self.channels * self.element_bits
+
+
+@dataclass
+class Stage:
+    name: str
+    kind: str
+    inputs: list[str]
+    outputs: list[str]
+    in_shape: tuple[int, int, int]  # (H, W, C) of the first input stream
+    out_shape: tuple[int, int, int]
+    in_bits: int
+    out_bits: int
+    kernel: int = 1
+    stride: int = 1
+    n_in: int = 0  # conv: dense kernel inputs (C * K * K) and outputs (filters)
+    n_out: int = 0
+    weight_bits: int = 0
+    bias_bits: int = 0
+    accum_bits: int = 0
+    zero_weights: int = 0
+    reuse_factor: int = 1  # as hls4ml holds it for this layer
+    config_key: str = ""  # where the hls4ml config takes this layer's settings (the ONNX node name)
+
+    @property
+    def in_tokens(self) -> int:
+        return self.in_shape[0] * self.in_shape[1]
+
+    @property
+    def out_tokens(self) -> int:
+        return self.out_shape[0] * self.out_shape[1]
+
+    @property
+    def weights(self) -> int:
+        return self.n_in * self.n_out
+
+
+@dataclass
+class Pipeline:
+    name: str
+    stages: list[Stage]
+    streams: dict[str, Stream] = field(default_factory=dict)
+    source: str = ""  # description of where the figures came from
+
+    def stage(self, name: str) -> Stage:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    @property
+    def convs(self) -> list[Stage]:
+        return [s for s in self.stages if s.kind == "conv"]
+
+    def fifos(self) -> list[Stream]:
+        return [s for s in self.streams.values() if not s.interface]
+
+    def signature(self) -> list[list]:
+        """Every stage as [kind, in_shape, out_shape, kernel, stride, n_in, n_out, weight_bits, out_bits], and
+        every FIFO as ["fifo", width], sorted: two descriptions of the same design have the same signature
+        whatever their names and stage order."""
+        rows = [[s.kind, list(s.in_shape), list(s.out_shape), s.kernel, s.stride, s.n_in, s.n_out, s.weight_bits,
+                 s.out_bits] for s in self.stages]
+        rows += [["fifo", f.width] for f in self.fifos()]
+        return sorted(rows, key=repr)
+
+    def macs_per_image(self) -> int:
+        return sum(s.weights * s.out_tokens for s in self.convs)
+
+    def check(self) -> None:
+        """Every stream has exactly one producer and one consumer (ports excepted): what hls4ml's Clone
+        pass guarantees, and what the dataflow simulation relies on."""
+        for stream in self.streams.values():
+            if not stream.producer or (not stream.consumer and not stream.interface):
+                raise UserError(f"pipeline {self.name}: stream {stream.key} is not connected at both ends")
+
+
+# --- from the hls4ml model ---------------------------------------------------------------------------
+
+def _shape3(shape) -> tuple[int, int, int]:
+    shape = [int(x) for x in shape]
+    if len(shape) == 1:
+        return (1, 1, shape[0])
+    if len(shape) == 3:
+        return (shape[0], shape[1], shape[2])
+    raise UserError(f"cannot stream a tensor of shape {shape}")
+
+
+def pipeline_from_hls_model(hls_model, name: str = "model") -> Pipeline:
+    """The stages and FIFOs of a converted hls4ml ``io_stream`` model, with the precisions, shapes and
+    reuse factors hls4ml holds for each layer (what its writer puts into ``parameters.h``)."""
+    from hls4ml.backends.fpga.passes.clone import Clone
+    from hls4ml.model.layers import (Activation, Concatenate, Conv2D, GlobalPooling2D, Input, Merge, Pooling2D,
+                                     Reshape, ZeroPadding2D)
+
+    alias: dict[str, str] = {}  # in-place reshapes (Flatten): their output is their input's stream
+    streams: dict[str, Stream] = {}
+    stages: list[Stage] = []
+    outputs = set(hls_model.outputs)
+
+    def source_of(key: str) -> str:
+        while key in alias:
+            key = alias[key]
+        return key
+
+    for layer in hls_model.get_layers():
+        if isinstance(layer, Reshape):
+            alias[layer.outputs[0]] = layer.inputs[0]
+            continue
+        ins = [] if isinstance(layer, Input) else [source_of(k) for k in layer.inputs if k]
+        for key in layer.outputs:
+            var = hls_model.output_vars[key]
+            h, w, c = _shape3(var.shape)
+            streams[key] = Stream(key, var.name, c, int(var.type.precision.width), h * w, producer=layer.name,
+                                  interface=isinstance(layer, Input) or key in outputs)
+        for key in ins:
+            streams[key].consumer = layer.name
+        out_var = layer.get_output_variable()
+        out_shape = _shape3(out_var.shape)
+        if isinstance(layer, Input):
+            in_shape, in_bits = out_shape, int(out_var.type.precision.width)
+        else:
+            in_var = hls_model.output_vars[ins[0]]
+            in_shape, in_bits = _shape3(in_var.shape), int(in_var.type.precision.width)
+        stage = Stage(layer.name, "", ins, list(layer.outputs), in_shape, out_shape, in_bits,
+                      int(out_var.type.precision.width), reuse_factor=int(layer.get_attr("reuse_factor", 1) or 1))
+        if isinstance(layer, Input):
+            stage.kind = "input"
+        elif isinstance(layer, Conv2D):  # PointwiseConv2D is a subclass
+            if layer.get_attr("filt_height") != layer.get_attr("filt_width"):
+                raise UserError(f"{layer.name}: only square kernels are estimated")
+            weight, bias = layer.get_weights("weight"), layer.get_weights("bias")
+            stage.kind = "conv"
+            stage.kernel = int(layer.get_attr("filt_height"))
+            stage.stride = int(layer.get_attr("stride_height"))
+            stage.n_in = int(layer.get_attr("n_chan")) * stage.kernel * stage.kernel
+            stage.n_out = int(layer.get_attr("n_filt"))
+            stage.weight_bits = int(weight.type.precision.width)
+            stage.bias_bits = int(bias.type.precision.width)
+            stage.accum_bits = int(layer.types["accum_t"].precision.width)
+            stage.zero_weights = int(weight.nzeros) if hasattr(weight, "nzeros") else 0
+            stage.config_key = layer.name[len("Conv2D_"):] if layer.name.startswith("Conv2D_") else layer.name
+            if layer.get_attr("pad_top", 0) or layer.get_attr("pad_left", 0):
+                raise UserError(f"{layer.name}: io_stream convs take their padding from a ZeroPadding2D layer")
+        elif isinstance(layer, ZeroPadding2D):
+            stage.kind = "pad"
+        elif isinstance(layer, Pooling2D):
+            if "max" not in str(layer.get_attr("pool_op", "max")).lower():
+                raise UserError(f"{layer.name}: only max pooling is estimated")
+            stage.kind, stage.kernel = "maxpool", int(layer.get_attr("pool_height"))
+            stage.stride = int(layer.get_attr("stride_height"))
+        elif isinstance(layer, GlobalPooling2D):
+            stage.kind = "global_avgpool"
+            stage.accum_bits = int(layer.types["accum_t"].precision.width)
+        elif isinstance(layer, Clone):
+            stage.kind = "clone"
+        elif isinstance(layer, Concatenate):
+            stage.kind = "concat"
+        elif isinstance(layer, Merge) and layer.get_attr("op") == "add":
+            stage.kind = "add"
+        elif isinstance(layer, Activation):
+            stage.kind = "cast"
+        else:
+            raise UserError(f"{layer.name}: the estimator does not know hls4ml layer {layer.class_name}")
+        stages.append(stage)
+    pipeline = Pipeline(name, stages, streams, source="hls4ml ModelGraph")
+    pipeline.check()
+    return pipeline
+
+
+# --- from a SqueezeNetConfig ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BitWidths:
+    """What the quantize stage gives a model (its defaults): weight bits per layer (fnmatch overrides on
+    the module name), 8-bit activations and input, 16-bit biases."""
+
+    weight_bits: int = 4
+    overrides: tuple[tuple[str, int], ...] = (("features.0", 8), ("classifier.1", 8))
+    act_bits: int = 8
+    input_bits: int = 8
+    bias_bits: int = 16
+
+    def weight(self, module: str) -> int:
+        for pattern, bits in self.overrides:
+            if fnmatch.fnmatch(module, pattern):
+                return bits
+        return self.weight_bits
+
+
+def _accum_bits(in_bits: int, weight_bits: int, n_in: int) -> int:
+    # hls4ml's precision inference for a dense/conv accumulator (model/optimizer/passes/infer_precision.py,
+    # _infer_common_precision): input + weight + ceil(log2(n_in)) bits, one more for the bias add.
+    return in_bits + weight_bits + math.ceil(math.log2(max(n_in, 2))) + 1
+
+
+class _Builder:
+    def __init__(self, name: str):
+        self.pipeline = Pipeline(name, [], {}, source="SqueezeNetConfig (no checkpoint, assumed bit widths)")
+        self.count = 0
+
+    def stream(self, shape, bits, producer, interface=False) -> str:
+        self.count += 1
+        key = f"s{self.count}"
+        h, w, c = shape
+        self.pipeline.streams[key] = Stream(key, key, c, bits, h * w, producer=producer, interface=interface)
+        return key
+
+    def stage(self, name, kind, inputs, out_shape, out_bits, n_outputs=1, interface=False, **params) -> list[str]:
+        first = self.pipeline.streams[inputs[0]] if inputs else None
+        in_shape = params.pop("in_shape", None) or (self._shape(first) if first else out_shape)
+        outs = [self.stream(out_shape, out_bits, name, interface) for _ in range(n_outputs)]
+        for key in inputs:
+            self.pipeline.streams[key].consumer = name
+        self.pipeline.stages.append(Stage(name, kind, list(inputs), outs, in_shape, out_shape,
+                                          first.element_bits if first else out_bits, out_bits, **params))
+        return outs
+
+    def _shape(self, stream: Stream) -> tuple[int, int, int]:
+        for s in self.pipeline.stages:
+            if stream.key in s.outputs:
+                return s.out_shape
+        raise KeyError(stream.key)
+
+    def conv(self, name, src, cin, cout, k, stride, pad, bits: BitWidths, out_bits) -> str:
+        h, w, _ = self._shape(self.pipeline.streams[src])
+        if pad:
+            src = self.stage(f"{name}.pad", "pad", [src], (h + 2 * pad, w + 2 * pad, cin),
+                             self.pipeline.streams[src].element_bits)[0]
+            h, w = h + 2 * pad, w + 2 * pad
+        oh, ow = (h - k) // stride + 1, (w - k) // stride + 1
+        in_bits = self.pipeline.streams[src].element_bits
+        wb = bits.weight(name)
+        return self.stage(name, "conv", [src], (oh, ow, cout), out_bits, kernel=k, stride=stride,
+                          n_in=cin * k * k, n_out=cout, weight_bits=wb, bias_bits=bits.bias_bits,
+                          accum_bits=_accum_bits(in_bits, wb, cin * k * k), config_key=name)[0]
+
+    def fork(self, src: str, name: str) -> tuple[str, str]:
+        shape = self._shape(self.pipeline.streams[src])
+        a, b = self.stage(f"clone.{name}", "clone", [src], shape, self.pipeline.streams[src].element_bits,
+                          n_outputs=2)
+        return a, b
+
+
+def _pooled(size: int, k: int, s: int, ceil_mode: bool) -> int:
+    # PyTorch's pooling arithmetic, as SqueezeNetConfig.feature_map_size applies it
+    steps = math.ceil((size - k) / s) if ceil_mode else (size - k) // s
+    if ceil_mode and steps * s >= size:
+        steps -= 1
+    return steps + 1
+
+
+def pipeline_from_config(cfg: SqueezeNetConfig, bits: BitWidths | None = None, name: str = "squeezenet") -> Pipeline:
+    """The pipeline the fpga stage builds for a quantized SqueezeNet of this config: the input quantizer,
+    a padded stem conv, max pools, Fire modules (squeeze, clone, 1x1 and padded 3x3 expand, concat,
+    bypass add with its quantizer folded in), the classifier conv, the global average pool and the
+    output quantizer; every ReLU folded into its conv's unsigned output quantizer."""
+    bits = bits or BitWidths()
+    b = _Builder(name)
+    act = bits.act_bits
+    size, ch = cfg.input_size, cfg.in_channels
+    (src,) = b.stage("input", "input", [], (size, size, ch), bits.input_bits, interface=True)
+    (src,) = b.stage("input_quant", "cast", [src], (size, size, ch), bits.input_bits)
+    src = b.conv("features.0", src, ch, cfg.stem_channels, cfg.stem_kernel, cfg.stem_stride, cfg.stem_padding,
+                 bits, act)
+
+    def pool(src: str, name: str) -> str:
+        h, w, c = b._shape(b.pipeline.streams[src])
+        k, s = cfg.pool_kernel, cfg.pool_stride
+        return b.stage(name, "maxpool", [src], (_pooled(h, k, s, cfg.pool_ceil_mode),
+                                                _pooled(w, k, s, cfg.pool_ceil_mode), c), act, kernel=k, stride=s)[0]
+
+    if 0 in cfg.pool_after:
+        src = pool(src, "features.pool0")
+    for i, (spec, bypass) in enumerate(zip(fire_specs(cfg), bypass_plan(cfg)), start=1):
+        fire = f"fire{i}"
+        main = src
+        if bypass:
+            main, skip = b.fork(src, fire)
+        sq = b.conv(f"{fire}.squeeze", main, spec.in_channels, spec.squeeze, 1, 1, 0, bits, act)
+        to_e1, to_e3 = b.fork(sq, f"{fire}.squeeze")
+        e1 = b.conv(f"{fire}.expand1x1", to_e1, spec.squeeze, spec.expand1x1, 1, 1, 0, bits, act)
+        e3 = b.conv(f"{fire}.expand3x3", to_e3, spec.squeeze, spec.expand3x3, 3, 1, 1, bits, act)
+        h, w, _ = b._shape(b.pipeline.streams[e1])
+        (src,) = b.stage(f"{fire}.concat", "concat", [e1, e3], (h, w, spec.out_channels), act)
+        if bypass == "complex":
+            in_bits = b.pipeline.streams[skip].element_bits
+            wb = bits.weight(f"{fire}.bypass")
+            n_in = spec.in_channels
+            # the complex bypass adds the bypass conv's accumulator itself (see quantize/, export/)
+            skip = b.stage(f"{fire}.bypass", "conv", [skip], (h, w, spec.out_channels),
+                           _accum_bits(in_bits, wb, n_in), n_in=n_in, n_out=spec.out_channels,
+                           weight_bits=wb, bias_bits=bits.bias_bits,
+                           accum_bits=_accum_bits(in_bits, wb, n_in), config_key=f"{fire}.bypass")[0]
+        if bypass:
+            (src,) = b.stage(f"{fire}.add", "add", [src, skip], (h, w, spec.out_channels), act)
+        if i in cfg.pool_after:
+            src = pool(src, f"{fire}.pool")
+    last = fire_specs(cfg)[-1].out_channels
+    logits = b.conv("classifier.1", src, last, cfg.num_classes, 1, 1, 0, bits, act)
+    n = cfg.feature_map_size() ** 2
+    gap_bits = act + 2 * math.ceil(math.log2(max(n, 2))) + 4  # the widened average of fpga.build.hls_config
+    (avg,) = b.stage("classifier.3", "global_avgpool", [logits], (1, 1, cfg.num_classes), gap_bits,
+                     accum_bits=gap_bits)
+    b.stage("output_quant", "cast", [avg], (1, 1, cfg.num_classes), act, interface=True)
+    b.pipeline.check()
+    return b.pipeline

@@ -1,0 +1,179 @@
+"""Folding planner: a reuse factor per conv, the counterpart of FINN's SetFolding / ``target_fps``.
+
+Every conv runs hls4ml's Resource kernel (weights in block RAM). A conv at reuse factor RF costs
+``stage_cycles(RF)`` cycles per image and ``block_factor(RF)`` multipliers; the pipeline runs at the pace
+of its slowest stage. For a bottleneck budget of T cycles per image the cheapest plan gives every conv
+the largest valid RF that meets T; the planner finds the smallest T whose plan keeps every resource
+estimate within ``share`` of the part (or, given ``target_fps``, the plan for that T alone).
+
+Only reuse factors hls4ml accepts are used (``valid_reuse_factors``, the rule of hls4ml 1.3.0's
+``FPGABackend._validate_reuse_factor``), never RF 1 (no BRAM ROM pragma: the weights would become
+registers) and never more than MAX_MULTIPLIERS parallel multipliers in one layer (hls4ml's maintainers
+put the practical unroll limit of the HLS tools at ~4,096, hls4ml issue #1013).
+"""
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+from model.artifacts import UserError
+
+from .devices import RESOURCES, Device
+from .estimate import Cost, Estimate, block_factor, conv_cost, estimate, stage_cycles
+from .pipeline import Pipeline, Stage
+
+MAX_MULTIPLIERS = 4096
+
+
+class PlanError(UserError):
+    """No folding meets the request; the message says which resource or target is out of reach."""
+
+
+def valid_reuse_factors(n_in: int, n_out: int) -> list[int]:
+    """Reuse factors hls4ml 1.3.0 keeps for a dense kernel n_in x n_out (``fpga_backend.py``,
+    ``_validate_reuse_factor``): RF divides n_in * n_out and either RF < n_in with the multiplier count a
+    multiple of n_out, or RF a multiple of n_in."""
+    total = n_in * n_out
+    valid = []
+    for rf in _divisors(total):
+        multipliers = -(-total // min(n_in, rf))
+        if (multipliers % n_out == 0 or rf >= n_in) and (rf % n_in == 0 or rf < n_in):
+            valid.append(rf)
+    return valid
+
+
+def _divisors(n: int) -> list[int]:
+    small, large = [], []
+    i = 1
+    while i * i <= n:
+        if n % i == 0:
+            small.append(i)
+            if i * i != n:
+                large.append(n // i)
+        i += 1
+    return small + large[::-1]
+
+
+def candidate_reuse_factors(stage: Stage, max_multipliers: int = MAX_MULTIPLIERS) -> list[int]:
+    return [rf for rf in valid_reuse_factors(stage.n_in, stage.n_out)
+            if rf > 1 and block_factor(stage.n_in, stage.n_out, rf) <= max_multipliers]
+
+
+@dataclass
+class Plan:
+    reuse_factors: dict[str, int]  # conv stage name -> RF
+    estimate: Estimate
+    target_cycles: int | None  # the bottleneck budget the plan was made for
+    searched: int  # bottleneck budgets tried
+
+    def to_dict(self) -> dict:
+        return {"reuse_factors": dict(self.reuse_factors), "target_cycles": self.target_cycles,
+                "budgets_tried": self.searched}
+
+
+class _Folding:
+    """Per-conv costs for every candidate RF, computed once, so that a plan's totals are sums."""
+
+    def __init__(self, pipeline: Pipeline, device: Device, max_multipliers: int):
+        self.convs = pipeline.convs
+        self.options: dict[str, list[tuple[int, int, Cost]]] = {}  # name -> [(cycles, rf, cost)] by cycles
+        for stage in self.convs:
+            rfs = candidate_reuse_factors(stage, max_multipliers)
+            if not rfs:
+                raise PlanError(f"{stage.name} ({stage.n_in}x{stage.n_out}) has no reuse factor hls4ml accepts "
+                                f"with at most {max_multipliers} multipliers")
+            opts = sorted((stage_cycles(stage, rf), rf, conv_cost(stage, rf, device)[0]) for rf in rfs)
+            self.options[stage.name] = opts
+        self.floor = max((stage_cycles(s) for s in pipeline.stages if s.kind != "conv"), default=1)
+
+    def budgets(self) -> list[int]:
+        """Every bottleneck value a plan can have, fastest first."""
+        values = {c for opts in self.options.values() for c, _, _ in opts}
+        return sorted(v for v in values | {self.floor} if v >= self.floor)
+
+    def fastest_budget(self) -> int:
+        """The smallest bottleneck any plan reaches: every conv at its fastest RF, or a non-conv stage."""
+        return max([self.floor] + [opts[0][0] for opts in self.options.values()])
+
+    def plan_for(self, budget: int) -> dict[str, int] | None:
+        """Largest RF per conv with at most ``budget`` cycles; None if some conv cannot meet it."""
+        plan = {}
+        for name, opts in self.options.items():
+            i = bisect.bisect_right([c for c, _, _ in opts], budget) - 1
+            if i < 0:
+                return None
+            plan[name] = max(rf for c, rf, _ in opts[: i + 1] if c <= budget)
+        return plan
+
+    def conv_totals(self, plan: dict[str, int]) -> Cost:
+        total = Cost()
+        for name, rf in plan.items():
+            total = total + next(cost for _, r, cost in self.options[name] if r == rf)
+        return total
+
+
+def plan_folding(pipeline: Pipeline, device: Device, *, share: float = 0.8, target_fps: float | None = None,
+                 clock_mhz: float = 100.0, depths: dict[str, int] | None = None,
+                 max_multipliers: int = MAX_MULTIPLIERS) -> Plan:
+    """The folding plan: with ``target_fps``, the cheapest plan that reaches it; without, the fastest plan
+    whose every resource estimate stays within ``share`` of ``device``. Raises PlanError naming what does
+    not fit."""
+    if not 0 < share <= 1:
+        raise UserError(f"the resource share must be in (0, 1], got {share}")
+    folding = _Folding(pipeline, device, max_multipliers)
+    if not folding.options:
+        raise PlanError(f"{pipeline.name} has no conv layer to fold")
+    # Everything but the convs' own cost is fixed by the pipeline and the FIFO depths.
+    base = estimate(pipeline, {s.name: folding.options[s.name][-1][1] for s in folding.convs}, device,
+                    depths=depths, share=share, clock_mhz=clock_mhz)
+    fixed = base.totals
+    for layer in base.layers:
+        if layer.kind == "conv":
+            fixed = _minus(fixed, layer.cost)
+    limits = {name: share * value for name, value in device.available().items()}
+
+    def fits(plan: dict[str, int]) -> bool:
+        total = fixed + folding.conv_totals(plan)
+        return all(getattr(total, name) <= limits[name] for name in RESOURCES)
+
+    budgets = folding.budgets()
+    if target_fps is not None:
+        if target_fps <= 0:
+            raise UserError(f"the target frame rate must be positive, got {target_fps}")
+        budget = int(clock_mhz * 1e6 / target_fps)
+        plan = folding.plan_for(budget)
+        if plan is None:
+            fastest = folding.fastest_budget()
+            raise PlanError(f"{target_fps:,.0f} images/s at {clock_mhz:g} MHz needs {budget:,} cycles per image; "
+                            f"the fastest plan hls4ml allows needs {fastest:,} ({clock_mhz * 1e6 / fastest:,.0f} "
+                            f"images/s)")
+        result = estimate(pipeline, plan, device, depths=depths, share=share, clock_mhz=clock_mhz)
+        if not result.fits:
+            raise PlanError(f"{target_fps:,.0f} images/s does not fit {device.part} within {share:.0%}: "
+                            + describe_over(result))
+        return Plan(plan, result, budget, 1)
+    tried = 0
+    for budget in budgets:
+        plan = folding.plan_for(budget)
+        if plan is None:
+            continue
+        tried += 1
+        if fits(plan):
+            return Plan(plan, estimate(pipeline, plan, device, depths=depths, share=share, clock_mhz=clock_mhz),
+                        budget, tried)
+    slowest = folding.plan_for(budgets[-1])
+    result = estimate(pipeline, slowest, device, depths=depths, share=share, clock_mhz=clock_mhz)
+    raise PlanError(f"no folding of {pipeline.name} fits {device.part} within {share:.0%}: even the slowest "
+                    f"plan ({result.images_per_second:,.0f} images/s) needs " + describe_over(result))
+
+
+def describe_over(result: Estimate) -> str:
+    """'LUT 61,200 of 42,560 allowed (+18,640), ...' for every resource over the estimate's share."""
+    parts = []
+    for name, (value, allowed) in result.over().items():
+        parts.append(f"{name.upper()} {value:,} of {allowed:,.0f} allowed (+{value - allowed:,.0f})")
+    return "; ".join(parts) or "nothing (it fits)"
+
+
+def _minus(a: Cost, b: Cost) -> Cost:
+    return Cost(*(getattr(a, n) - getattr(b, n) for n in RESOURCES))

@@ -1,0 +1,176 @@
+"""The FPGA planner, estimator and dataflow simulation on pipelines built from SqueezeNet configs (fast: no
+hls4ml compile, no C simulation). The tests that check them against a generated HLS project are in
+test_fpga.py."""
+import math
+
+import pytest
+
+from fpga.dataflow import simulate, size_fifos
+from fpga.design import design_point, smallest_plan
+from fpga.devices import DEVICES, Device, lookup_device, parse_resources
+from fpga.estimate import bram18k, estimate, fifo_cost, stage_cycles
+from fpga.pipeline import pipeline_from_config
+from fpga.plan import MAX_MULTIPLIERS, PlanError, _Folding, plan_folding, valid_reuse_factors
+from model import small_image_config
+from model.artifacts import UserError
+from model.squeezenet import squeezenet1_1_config
+
+from .helpers import SMALL
+
+PYNQ = lookup_device("xc7z020clg400-1")
+
+
+@pytest.fixture(scope="module")
+def small_pipeline():
+    return pipeline_from_config(small_image_config(bypass="simple", **SMALL), name="small")
+
+
+def tiny_part(**counts) -> Device:
+    base = dict(dsp=0, lut=0, ff=0, bram18k=0, lutram=0)
+    base.update(counts)
+    return Device("tiny-test-part", "test", **base)
+
+
+# --- devices ------------------------------------------------------------------------------------------
+
+def test_devices_table_holds_the_issue_parts_with_datasheet_figures():
+    assert set(DEVICES) >= {"xc7z020clg400-1", "xc7z010clg400-1", "xczu3eg-sbva484-1-i", "xck26-sfvc784-2LV-c"}
+    assert (PYNQ.dsp, PYNQ.lut, PYNQ.ff, PYNQ.bram18k) == (220, 53_200, 106_400, 280)
+    assert lookup_device("XCK26-SFVC784-2LV-C").dsp == 1_248  # part names are case-insensitive
+
+
+def test_unknown_part_is_one_line_listing_the_known_ones():
+    with pytest.raises(UserError) as err:
+        lookup_device("xc7a35t")
+    message = str(err.value)
+    assert "\n" not in message and all(part in message for part in DEVICES)
+
+
+def test_explicit_resources_describe_a_part():
+    dev = parse_resources("dsp=10, lut=2000,ff=4000,bram18k=6")
+    assert (dev.dsp, dev.lut, dev.ff, dev.bram18k, dev.lutram) == (10, 2000, 4000, 6, 500)
+    for bad in ("dsp=10,lut=2000", "dsp=ten,lut=1,ff=1,bram18k=1", "dsp=1,lut=1,ff=1,bram18k=1,uram=3"):
+        with pytest.raises(UserError):
+            parse_resources(bad)
+
+
+# --- reuse factors ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n_in,n_out", [(9, 64), (288, 128), (64, 8), (8, 32), (72, 32), (256, 10)])
+def test_valid_reuse_factors_are_the_ones_hls4ml_keeps(n_in, n_out):
+    from hls4ml.backends import get_backend
+
+    assert valid_reuse_factors(n_in, n_out) == get_backend("Vitis").get_valid_reuse_factors(n_in, n_out)
+
+
+def test_bram_geometry_takes_the_cheapest_ramb18_shape():
+    assert bram18k(512, 36) == 1 and bram18k(513, 36) == 2  # 512 x 36
+    assert bram18k(2048, 9) == 1 and bram18k(16, 2048) == 57  # a wide shallow ROM costs width / 36 blocks
+    assert bram18k(16384, 1) == 1 and bram18k(0, 8) == 0
+
+
+def test_a_two_deep_fifo_is_registers_and_a_deeper_one_shift_registers():
+    impl, cost = fifo_cost(512, 1)
+    assert impl == "reg" and cost.ff >= 512 and cost.lutram == 0
+    impl, cost = fifo_cost(512, 20)
+    assert impl == "srl" and cost.lutram == 512 and cost.ff < 512
+    impl, cost = fifo_cost(512, 1000)
+    assert impl == "bram" and cost.bram18k == bram18k(1000, 512)
+
+
+# --- planner ------------------------------------------------------------------------------------------
+
+def test_plan_uses_only_valid_reuse_factors_and_the_multiplier_limit(small_pipeline):
+    plan = plan_folding(small_pipeline, PYNQ)
+    for stage in small_pipeline.convs:
+        rf = plan.reuse_factors[stage.name]
+        assert rf > 1 and rf in valid_reuse_factors(stage.n_in, stage.n_out)
+        assert math.ceil(stage.n_in * stage.n_out / rf) <= MAX_MULTIPLIERS
+    assert plan.estimate.fits
+    # the slowest stage is the plan's bottleneck budget
+    assert plan.estimate.ii_cycles == max(stage_cycles(s, plan.reuse_factors.get(s.name, 1))
+                                          for s in small_pipeline.stages)
+
+
+def test_planner_raises_reuse_factors_until_a_tiny_part_fits(small_pipeline):
+    fastest = plan_folding(small_pipeline, Device("big", "test", 10**6, 10**6, 10**4, 10**4, 10**6))
+    smallest = estimate(small_pipeline, smallest_plan(small_pipeline), PYNQ)
+    # a part whose LUTs sit between the smallest and the fastest plan
+    lut = (smallest.totals.lut + fastest.estimate.totals.lut) // 2
+    part = tiny_part(lut=math.ceil(lut / 0.8), ff=10**6, bram18k=10**4, lutram=10**6)
+    plan = plan_folding(small_pipeline, part)
+    assert plan.estimate.totals.lut <= 0.8 * part.lut
+    assert plan.estimate.ii_cycles > fastest.estimate.ii_cycles  # slower than unconstrained ...
+    assert any(plan.reuse_factors[n] > fastest.reuse_factors[n] for n in plan.reuse_factors)  # ... by folding more
+    # and the fastest that fits: the next faster bottleneck budget does not
+    folding = _Folding(small_pipeline, part, MAX_MULTIPLIERS)
+    faster = [b for b in folding.budgets() if b < plan.target_cycles and folding.plan_for(b)]
+    if faster:
+        assert not estimate(small_pipeline, folding.plan_for(faster[-1]), part).fits
+
+
+def test_planner_names_what_does_not_fit_on_a_part_too_small_for_anything(small_pipeline):
+    part = tiny_part(dsp=0, lut=500, ff=100_000, bram18k=1, lutram=1_000)
+    with pytest.raises(PlanError) as err:
+        plan_folding(small_pipeline, part)
+    message = str(err.value)
+    assert "no folding of small fits tiny-test-part within 80%" in message
+    assert "LUT" in message and "allowed (+" in message and "BRAM18K" in message
+
+
+def test_target_fps_gives_the_cheapest_plan_that_reaches_it(small_pipeline):
+    fast = plan_folding(small_pipeline, PYNQ)
+    slow = plan_folding(small_pipeline, PYNQ, target_fps=fast.estimate.images_per_second / 4)
+    assert slow.estimate.images_per_second >= fast.estimate.images_per_second / 4
+    assert slow.estimate.totals.lut < fast.estimate.totals.lut
+    with pytest.raises(PlanError, match="the fastest plan hls4ml allows"):
+        plan_folding(small_pipeline, PYNQ, target_fps=1e9)
+
+
+# --- dataflow simulation --------------------------------------------------------------------------------
+
+def test_sized_fifos_hold_the_planned_rate_without_deadlock(small_pipeline):
+    plan = plan_folding(small_pipeline, PYNQ).reuse_factors
+    sizing = size_fifos(small_pipeline, plan)
+    check = sizing.check
+    assert not check.deadlock and check.completed == check.images == 3
+    bottleneck = max(stage_cycles(s, plan.get(s.name, 1)) for s in small_pipeline.stages)
+    assert bottleneck <= check.cycles_per_image <= 1.02 * sizing.reference_interval
+    assert all(sizing.depths[k] >= 1 for k in sizing.depths)
+
+
+def test_a_too_shallow_bypass_fifo_deadlocks(small_pipeline):
+    plan = plan_folding(small_pipeline, PYNQ).reuse_factors
+    depths = size_fifos(small_pipeline, plan).depths
+    adds = [s for s in small_pipeline.stages if s.kind == "add"]
+    bypass = adds[0].inputs[1]  # the identity branch of the first Fire with a bypass
+    assert depths[bypass] > 4  # it has to hold about a row while the 3x3 branch fills its line buffer
+    shallow = {**depths, bypass: 2}
+    result = simulate(small_pipeline, plan, shallow)
+    assert result.deadlock and result.completed == 0
+    assert any(bypass in line for line in result.blocked)
+    assert any(line.startswith(adds[0].name) for line in result.blocked)
+
+
+def test_unbalanced_branches_deadlock_with_depth_one_everywhere(small_pipeline):
+    plan = plan_folding(small_pipeline, PYNQ).reuse_factors
+    result = simulate(small_pipeline, plan, {s.key: 1 for s in small_pipeline.fifos()})
+    assert result.deadlock  # the 1x1 expand branch cannot wait for the 3x3 branch with no buffer
+
+
+# --- design points ----------------------------------------------------------------------------------------
+
+def test_design_point_is_a_plain_function_of_a_config():
+    point = design_point(small_image_config(base_e=16, incr_e=16), "xc7z020clg400-1")
+    assert point["fits"] and point["error"] is None and point["images_per_second"] > 0
+    assert set(point["resources"]) == {"dsp", "lut", "ff", "bram18k", "lutram"}
+    assert point["macs_per_image"] > 0 and point["reuse_factors"]
+    simulated = design_point(small_image_config(base_e=16, incr_e=16), "xc7z020clg400-1", simulate=True)
+    assert simulated["fifo_bits"] > point["fifo_bits"]  # the sized FIFOs hold the branch lag
+
+
+def test_squeezenet_1_1_is_far_from_the_pynq_z2():
+    point = design_point(squeezenet1_1_config(), "xc7z020clg400-1")
+    assert not point["fits"] and point["images_per_second"] == 0
+    assert "no folding of squeezenet fits xc7z020clg400-1" in point["error"]
+    assert point["resources"]["lut"]["estimate"] > point["resources"]["lut"]["available"]
