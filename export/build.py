@@ -47,7 +47,7 @@ TFLITE_NAME = "squeezenet_int8.tflite"
 METADATA_NAME = "squeezenet_int8.json"
 METADATA_FORMAT = "squeezenet-tflite/1"
 DEFAULT_TFLITE_RUNTIME_PYTHON = ".venv-tflite-runtime/bin/python"
-KNOWN_ANSWERS = 8  # test images recorded in the metadata for the Pi's known-answer health check
+KNOWN_ANSWERS = 10  # test images recorded in the metadata for the Pi's known-answer health check
 
 
 @dataclass
@@ -101,15 +101,22 @@ def tflite_inputs(images_u8: np.ndarray, lut: np.ndarray) -> np.ndarray:
 def known_answers(images_u8: np.ndarray, raw: np.ndarray, labels: np.ndarray, classes: list,
                   count: int = KNOWN_ANSWERS) -> dict:
     """A few test images (model-sized uint8 pixels, HWC, RGB order) and the label the exported TFLite model
-    gives each. Chosen among the correctly classified images (all images when too few are) by the widest
-    gap between the top two int8 outputs, so a runtime that rounds a tie one step differently
-    (tflite-runtime) still gives the same labels; the Pi's health check (rpi/health.py) replays them."""
+    gives each, for the Pi's health check (rpi/health.py replays them). One image per predicted label first
+    (a model stuck on one label must fail), each the one with the widest gap between the top two int8
+    outputs (a runtime that rounds a tie one step differently, tflite-runtime, still agrees), among the
+    correctly classified images when there are enough."""
     ranked = np.sort(raw.astype(np.int32), axis=1)
     margin = ranked[:, -1] - ranked[:, -2]
     predicted = raw.argmax(1)
     pool = np.flatnonzero(predicted == labels)
     pool = pool if len(pool) >= count else np.arange(len(raw))
-    chosen = np.sort(pool[np.argsort(-margin[pool], kind="stable")[:count]])
+    by_margin = pool[np.argsort(-margin[pool], kind="stable")]
+    first_per_label = {}
+    for i in by_margin:
+        first_per_label.setdefault(int(predicted[i]), int(i))
+    picks = list(first_per_label.values())[:count]
+    picks += [int(i) for i in by_margin if int(i) not in picks][:count - len(picks)]
+    chosen = np.sort(np.asarray(picks, dtype=np.int64))
     return {"layout": "HWC", "order": "rgb", "dtype": "uint8", "chosen_by": "widest top-2 output gap",
             "images": [{"test_index": int(i), "label": classes[int(predicted[i])], "index": int(predicted[i]),
                         "true_label": classes[int(labels[i])], "margin_steps": int(margin[i]),

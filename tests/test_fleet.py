@@ -153,7 +153,7 @@ def no_numpy_python(directory: Path) -> Path:
 def test_the_export_records_known_answers_that_the_model_gives(tiny_model):
     meta = json.loads(tiny_model.read_text())
     answers = meta["known_answers"]
-    assert answers["layout"] == "HWC" and len(answers["images"]) == 8
+    assert answers["layout"] == "HWC" and len(answers["images"]) == 10
     height, width, channels = (meta["input"][k] for k in ("height", "width", "channels"))
     frames = []
     for entry in answers["images"]:
@@ -168,14 +168,14 @@ def test_the_known_answer_test_passes_and_catches_a_wrong_label(tiny_model, tmp_
     ok = subprocess.run([sys.executable, "-m", "rpi.health", "--model", tiny_model], cwd=ROOT, capture_output=True,
                         text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
-    assert re.match(r"known answers ok: 8/8 images get their recorded label with \S+ \([0-9.]+ ms per image\)",
+    assert re.match(r"known answers ok: 10/10 images get their recorded label with \S+ \([0-9.]+ ms per image\)",
                     ok.stdout)
     wrong = wrong_known_answers(tiny_model, tmp_path / "wrong")
     bad = subprocess.run([sys.executable, "-m", "rpi.health", "--model", wrong], cwd=ROOT, capture_output=True,
                          text=True, timeout=120)
-    assert bad.returncode == 1 and bad.stdout.startswith("known answers FAILED: 7/8 images")
+    assert bad.returncode == 1 and bad.stdout.startswith("known answers FAILED: 9/10 images")
     outcome = json.loads(bad.stdout.splitlines()[-1].removeprefix("RPI-JSON "))
-    assert outcome["passed"] == 7 and len(outcome["wrong"]) == 1
+    assert outcome["passed"] == 9 and len(outcome["wrong"]) == 1
 
 
 def test_health_is_a_pi_module_without_host_imports():
@@ -237,7 +237,7 @@ def test_a_full_rollout_puts_every_pi_on_one_release_and_the_services_follow(fle
     assert [pi.current() for pi in fleet] == [first] * PIS
     assert [r["host"] for r in report["hosts"]] == [pi.name for pi in fleet]  # the canary first, inventory order
     assert {r["outcome"] for r in report["hosts"]} == {"updated"} and report["ok"]
-    assert all(r["health"].startswith("ok (known answers 8/8, service not installed)") for r in report["hosts"])
+    assert all(r["health"].startswith("ok (known answers 10/10, service not installed)") for r in report["hosts"])
     assert all(r["check_ms"] > 0 for r in report["hosts"])
     assert re.search(rf"rollout of release {first}: done: 5 updated in [0-9.]+ s", result.stdout)
     assert re.search(rf"^pi1 +\| - +\| {first} \| updated +\| ok ", result.stdout, re.M)  # the table
@@ -257,7 +257,7 @@ def test_a_full_rollout_puts_every_pi_on_one_release_and_the_services_follow(fle
     by_host = rows(report)
     for name in ("pi1", "pi3"):
         assert by_host[name]["before"] == first and by_host[name]["after"] == second
-        assert by_host[name]["health"] == f"ok (known answers 8/8, service active on {second})"
+        assert by_host[name]["health"] == f"ok (known answers 10/10, service active on {second})"
         assert re.match(r"frame \d+: ", by_host[name]["service"]["prediction"])
     assert service_release(fleet[0]) == service_release(fleet[2]) == second
 
@@ -341,8 +341,8 @@ def test_a_release_that_fails_its_known_answers_stops_at_the_canary(fleet, ansib
     assert result.returncode == 1, result.stdout[-3000:]
     canary = rows(report)["pi1"]
     assert canary["outcome"] == "failed" and canary["after"] == first
-    assert canary["reason"] == f"health check: known answers 7/8; rolled back to {first}"
-    assert canary["health"].startswith("FAILED: known answers 7/8")
+    assert canary["reason"] == f"health check: known answers 9/10; rolled back to {first}"
+    assert canary["health"].startswith("FAILED: known answers 9/10")
     assert [pi.current() for pi in fleet] == [first] * PIS
     assert [r["outcome"] for r in report["hosts"][1:]] == ["skipped"] * 4
 
