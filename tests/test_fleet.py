@@ -250,9 +250,10 @@ def test_a_full_rollout_puts_every_pi_on_one_release_and_the_services_follow(fle
         assert installed.returncode == 0, installed.stderr
         assert service_release(pi) == first
     second_model = model_variant(tiny_model, tmp_path / "v2", "v2")
-    result, report = rollout(second_model, inventory, ansible_env, tmp_path)
+    result, report = rollout(second_model, inventory, {**ansible_env, "FLEET_SERIAL": "1,50%"}, tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     second = report["release"]
+    assert report["serial"] == ["1", "50%"] and "batches 1, 50%" in result.stdout
     assert second != first and [pi.current() for pi in fleet] == [second] * PIS
     by_host = rows(report)
     for name in ("pi1", "pi3"):

@@ -162,6 +162,10 @@ def short(release: str | None) -> str:
     return release or "-"
 
 
+def clip(text: str, width: int = 90) -> str:
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
 def table(report: dict) -> str:
     kind = report["kind"]
     if kind == "status":
@@ -175,6 +179,7 @@ def table(report: dict) -> str:
                   r["outcome"] + (f": {r['reason']}" if r["reason"] and r["outcome"] != "updated" else ""),
                   r["health"], f"{r['check_ms']:.0f}" if r.get("check_ms") is not None else "-")
                  for r in report["hosts"]]
+    lines = [tuple(clip(str(cell)) for cell in row) for row in lines]  # report.json keeps the whole reason
     widths = [max(len(str(row[i])) for row in [header, *lines]) for i in range(len(header))]
     widths[-1] = 0  # the last column is not padded
     text = [" | ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *lines]]
