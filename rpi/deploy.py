@@ -122,7 +122,7 @@ def checked_bundle(bundle: Path, budget: int) -> tuple[Path, str]:
             raise RpiError(f"{bundle} is not a {BUNDLE_FORMAT} bundle named after its release")
         sha = sha256_file(manifest_path)
         remote.verify_release(bundle, sha)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, AttributeError, KeyError, TypeError) as exc:
         raise RpiError(f"cannot read the bundle {bundle}: {exc}") from None
     except remote.RemoteError as exc:
         raise RpiError(f"the bundle {bundle} is damaged: {exc}") from None

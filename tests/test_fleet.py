@@ -348,6 +348,22 @@ def test_a_release_that_fails_its_known_answers_stops_at_the_canary(fleet, ansib
     assert [r["outcome"] for r in report["hosts"][1:]] == ["skipped"] * 4
 
 
+def test_the_playbook_runs_from_a_users_own_playbook(one_pi, ansible_env, tiny_model, tmp_path):
+    """import_playbook from elsewhere, plain ansible-playbook, no rpi.fleet: the playbook finds the repository,
+    deploys, and writes the same report."""
+    site = tmp_path / "site" / "site.yml"
+    site.parent.mkdir()
+    site.write_text(f"- name: the user's own play\n  hosts: localhost\n  gather_facts: false\n  tasks: []\n"
+                    f"- ansible.builtin.import_playbook: {ROOT / 'rpi/fleet/rollout.yml'}\n")
+    extra = {"fleet_model": str(tiny_model), "fleet_out": str(tmp_path / "fleet"), "fleet_work_dir": str(tmp_path / "work")}
+    result = subprocess.run([Path(sys.executable).parent / "ansible-playbook", "-i",
+                             write_inventory(tmp_path / "pis.ini", one_pi), site, "-e", json.dumps(extra)],
+                            cwd=site.parent, env=ansible_env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:]
+    report = json.loads((tmp_path / "fleet" / "report.json").read_text())
+    assert report["hosts"][0]["outcome"] == "updated" and one_pi[0].current() == report["release"]
+
+
 def test_an_over_budget_model_is_refused_before_any_pi(fleet, ansible_env, tiny_model, tmp_path):
     inventory = write_inventory(tmp_path / "pis.ini", fleet)
     result, _ = rollout(tiny_model, inventory, {**ansible_env, "BUDGET_BYTES": "1000"}, tmp_path)
