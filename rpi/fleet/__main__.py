@@ -76,7 +76,11 @@ def run_playbook(kind: str, args, extra: dict) -> int:
                        ("ANSIBLE_RETRY_FILES_ENABLED", "False")):
         env.setdefault(key, value)
     print(f"ansible-playbook -i {args.inventory} rpi/fleet/{PLAYBOOKS[kind]}", flush=True)
-    return subprocess.run(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL).returncode
+    process = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:  # Ctrl-C reached ansible-playbook too: let it stop, then report what was done
+        return process.wait()
 
 
 def finish(kind: str, out: Path, playbook_status: int) -> int:
