@@ -206,3 +206,35 @@ rpi-test-tools: ## install Debian's openssh-server and rsync when missing (the r
 	  (apt-get install -y -qq $$missing >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq $$missing >/dev/null)) \
 	  || { echo "error: could not install$$missing" >&2; exit 1; }; \
 	else echo "error: the rpi tests need$$missing: sudo apt-get install$$missing" >&2; exit 1; fi
+
+# --- fleet ------------------------------------------------------------------------------------------
+# `make fleet INVENTORY=pis.ini`: one release to every Pi of an Ansible inventory (rpi/fleet/rollout.yml):
+# budget check, the bundle built once, then the canary, then batches (FLEET_SERIAL), a health check after
+# every switch, a stop at the first failure. Report: FLEET_OUT/report.json. `python -m rpi.fleet --help`.
+INVENTORY                 ?=
+FLEET_SERIAL              ?= 1,25%
+FLEET_MAX_FAIL_PERCENTAGE ?= 0
+FLEET_ROLLBACK_ON_FAILURE ?= 0
+FLEET_HEALTH_WAIT         ?= 30
+FLEET_RELEASE             ?=
+FLEET_OUT                 ?= artifacts/fleet
+FLEET_ARGS                ?=
+export INVENTORY FLEET_SERIAL FLEET_MAX_FAIL_PERCENTAGE FLEET_ROLLBACK_ON_FAILURE FLEET_HEALTH_WAIT FLEET_RELEASE
+
+.PHONY: fleet fleet-status fleet-rollback
+
+ifneq ($(filter fleet fleet-status fleet-rollback,$(MAKECMDGOALS)),)
+ifeq ($(strip $(INVENTORY)),)
+$(error INVENTORY is not set: make $(firstword $(filter fleet fleet-status fleet-rollback,$(MAKECMDGOALS))) INVENTORY=pis.ini (an Ansible inventory of the Pis; per Pi ansible_host, ansible_port, ansible_user, ansible_ssh_private_key_file, pi_dir, pi_python))
+endif
+endif
+
+fleet: setup $(RPI_TFLITE) $(RPI_MODEL) ## one release to every Pi in INVENTORY: canary, batches, health check, stop at a failure
+	$(MAKE) --no-print-directory budget
+	$(PY) -m rpi.fleet rollout --model $(RPI_MODEL) --out $(FLEET_OUT) $(if $(BUDGET_BYTES),--budget-bytes "$(BUDGET_BYTES)") $(FLEET_ARGS)
+
+fleet-status: setup ## every Pi's current release, the one before it and its service (INVENTORY=...)
+	$(PY) -m rpi.fleet status --out $(FLEET_OUT)
+
+fleet-rollback: setup ## the Pis on the last rollout's release (or FLEET_RELEASE) back to the one before it
+	$(PY) -m rpi.fleet rollback --out $(FLEET_OUT)

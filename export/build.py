@@ -6,7 +6,8 @@ Writes under --out (default artifacts/export):
   squeezenet.qonnx.onnx   QONNX (Quant nodes), the fpga stage's input        parent: Brevitas model
   squeezenet_int8.tflite  full-integer int8 TFLite for the Raspberry Pi      parent: Brevitas model
   squeezenet_int8.json    what the Pi needs to feed it: input size, channels, normalisation and the
-                          pixel -> int8 code table, output quantization, labels
+                          pixel -> int8 code table, output quantization, labels; and a few test images
+                          with the label this model gives each (the Pi's known-answer health check)
   report.json             per artifact: path, bytes, sha256, top-1, top-1 agreement with its parent and
                           max |output difference| on the test images
 
@@ -16,6 +17,7 @@ needs numpy < 2, so it runs in its own venv, --tflite-runtime-python).
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import subprocess
@@ -45,6 +47,7 @@ TFLITE_NAME = "squeezenet_int8.tflite"
 METADATA_NAME = "squeezenet_int8.json"
 METADATA_FORMAT = "squeezenet-tflite/1"
 DEFAULT_TFLITE_RUNTIME_PYTHON = ".venv-tflite-runtime/bin/python"
+KNOWN_ANSWERS = 10  # test images recorded in the metadata for the Pi's known-answer health check
 
 
 @dataclass
@@ -95,7 +98,33 @@ def tflite_inputs(images_u8: np.ndarray, lut: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(codes, dtype=np.int8)
 
 
-def tflite_metadata(tflite_path: Path, qm, lut: np.ndarray) -> dict:
+def known_answers(images_u8: np.ndarray, raw: np.ndarray, labels: np.ndarray, classes: list,
+                  count: int = KNOWN_ANSWERS) -> dict:
+    """A few test images (model-sized uint8 pixels, HWC, RGB order) and the label the exported TFLite model
+    gives each, for the Pi's health check (rpi/health.py replays them). One image per predicted label first
+    (a model stuck on one label must fail), each the one with the widest gap between the top two int8
+    outputs (a runtime that rounds a tie one step differently, tflite-runtime, still agrees), among the
+    correctly classified images when there are enough."""
+    ranked = np.sort(raw.astype(np.int32), axis=1)
+    margin = ranked[:, -1] - ranked[:, -2]
+    predicted = raw.argmax(1)
+    pool = np.flatnonzero(predicted == labels)
+    pool = pool if len(pool) >= count else np.arange(len(raw))
+    by_margin = pool[np.argsort(-margin[pool], kind="stable")]
+    first_per_label = {}
+    for i in by_margin:
+        first_per_label.setdefault(int(predicted[i]), int(i))
+    picks = list(first_per_label.values())[:count]
+    picks += [int(i) for i in by_margin if int(i) not in picks][:count - len(picks)]
+    chosen = np.sort(np.asarray(picks, dtype=np.int64))
+    return {"layout": "HWC", "order": "rgb", "dtype": "uint8", "chosen_by": "widest top-2 output gap",
+            "images": [{"test_index": int(i), "label": classes[int(predicted[i])], "index": int(predicted[i]),
+                        "true_label": classes[int(labels[i])], "margin_steps": int(margin[i]),
+                        "pixels": base64.b64encode(images_u8[i].transpose(1, 2, 0).tobytes()).decode()}
+                       for i in chosen]}
+
+
+def tflite_metadata(tflite_path: Path, qm, lut: np.ndarray, answers: dict) -> dict:
     interp = tflite_run.load(tflite_path)
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     _, h, w, c = (int(v) for v in inp["shape"])
@@ -112,6 +141,7 @@ def tflite_metadata(tflite_path: Path, qm, lut: np.ndarray) -> dict:
                   "mean": list(norm.mean), "std": list(norm.std), "lut": lut.astype(int).tolist()},
         "output": {"dtype": np.dtype(out["dtype"]).name, "scale": float(out["quantization"][0]),
                    "zero_point": int(out["quantization"][1]), "kind": "logits"},
+        "known_answers": answers,
     }
 
 
@@ -221,7 +251,8 @@ def tflite_step(cfg: ExportConfig, qm, test, brevitas_out: np.ndarray, out: Path
                       "max_abs_diff_tflite_runtime": other["max_abs_diff"],
                       "tflite_runtime_rows_equal_to_ai_edge_litert": round(float((raw_rt == raw).all(1).mean()), 6)})
     with atomic_path(out / METADATA_NAME) as tmp:
-        tmp.write_text(json.dumps(tflite_metadata(tflite, qm, lut), indent=1) + "\n")
+        answers = known_answers(test.images, raw, test.labels, list(qm.classes))
+        tmp.write_text(json.dumps(tflite_metadata(tflite, qm, lut, answers), indent=1) + "\n")
     return entry
 
 

@@ -109,3 +109,13 @@ def assert_log_matches(log: list, expected: list) -> None:
         assert {"frame", "label", "score", "latency_ms"} <= set(record)
         assert record["label"] == label, record
         assert abs(record["score"] - score) <= 1e-6, (record, score)
+
+
+def model_variant(model_json: Path, directory: Path, tag: str) -> Path:
+    """A copy of an exported model whose metadata JSON differs by one inert field: the same network, but
+    another bundle and so another release name (release names are content digests)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    meta = json.loads(Path(model_json).read_text())
+    (directory / meta["model_file"]).write_bytes((Path(model_json).parent / meta["model_file"]).read_bytes())
+    (directory / Path(model_json).name).write_text(json.dumps({**meta, "variant": tag}, indent=1) + "\n")
+    return directory / Path(model_json).name

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.rpi_helpers import (ROOT, assert_log_matches, fashion_frames, read_log, read_video,
+from tests.rpi_helpers import (ROOT, assert_log_matches, fashion_frames, model_variant, read_log, read_video,
                                reference_predictions, write_video)
 from tests.sshd import closed_port, keygen
 
@@ -66,13 +66,16 @@ def test_deploy_runs_the_app_on_the_pi_with_the_local_predictions(loopback_pi, t
                     "--source", video, "--frames", 25, "--app-args", "--every 5", env=pi_env(loopback_pi, pi_dir))
     assert result.returncode == 0, result.stderr
     assert re.search(r"^summary: frames=25 fps=[0-9.]+ ", result.stdout, re.M), result.stdout
-    assert "uploaded 10 files" in result.stdout and "with rsync" in result.stdout
+    assert "uploaded 11 files" in result.stdout and "with rsync" in result.stdout
     assert f"sent the local source {video} with rsync to {loopback_pi.host}:{pi_dir}/media/camera.avi" in result.stdout
+    # the service follows the release; where there is none, one line says why it was not restarted
+    assert ("pi: no systemd on this machine: no squeezenet.service to restart" in result.stdout
+            or "pi: squeezenet.service is not installed and enabled: nothing to restart" in result.stdout)
     release = release_of(result.stdout)
     assert current(pi_dir) == f"releases/{release}" and releases(pi_dir) == [release]
     manifest = json.loads((pi_dir / "current" / "manifest.json").read_text())
     assert {"rpi/app.py", "requirements-pi.txt", f"model/{tiny_model.name}"} <= set(manifest["files"])
-    assert not any(name.startswith(("rpi/deploy", "rpi/sample")) for name in manifest["files"])  # host side stays here
+    assert not any(name.startswith(("rpi/deploy", "rpi/sample", "rpi/fleet")) for name in manifest["files"])  # host side stays here
     expected = reference_predictions(tiny_model, read_video(video)[:25])
     assert_log_matches(read_log(pi_dir / "predictions.jsonl"), expected)
 
@@ -81,9 +84,10 @@ def test_second_deploy_then_make_rpi_rollback(loopback_pi, tiny_model, tmp_path)
     pi_dir = tmp_path / "pi"
     env = pi_env(loopback_pi, pi_dir)
     first = quick_deploy(tiny_model, tmp_path, env)
-    second = quick_deploy(tiny_model, tmp_path, env)
-    assert first < second and current(pi_dir) == f"releases/{second}"
-    assert releases(pi_dir) == [first, second]
+    second = quick_deploy(model_variant(tiny_model, tmp_path / "v2", "v2"), tmp_path, env)
+    assert first != second and current(pi_dir) == f"releases/{second}"
+    assert releases(pi_dir) == sorted([first, second])
+    assert (pi_dir / "history").read_text().split() == [first, second]
 
     result = make("rpi-rollback", f"PI_HOST={loopback_pi.host}", f"PI_PORT={loopback_pi.port}",
                   f"PI_SSH_OPTS={loopback_pi.ssh_opts}", f"PI_DIR={pi_dir}", env=os.environ)
@@ -95,7 +99,24 @@ def test_second_deploy_then_make_rpi_rollback(loopback_pi, tiny_model, tmp_path)
 
     again = deploy("rollback", env=env)
     assert again.returncode == 2
-    assert "no release older than" in one_error_line(again.stderr)
+    assert f"no release before {first}" in one_error_line(again.stderr)
+
+
+def test_the_same_model_is_the_same_release_and_a_redeploy_changes_nothing(loopback_pi, tiny_model, tmp_path):
+    """Release names are content digests: two builds of the same files give one name, and deploying the
+    current release again verifies and smoke-tests it without switching anything."""
+    pi_dir = tmp_path / "pi"
+    env = pi_env(loopback_pi, pi_dir)
+    first = quick_deploy(tiny_model, tmp_path, env)
+    result = deploy("deploy", "--model", tiny_model, "--work-dir", tmp_path / "other-work", "--python",
+                    sys.executable, "--no-run", "--json-out", tmp_path / "again.json", env=env)
+    assert result.returncode == 0, result.stderr
+    assert release_of(result.stdout) == first and re.fullmatch(r"[0-9a-f]{12}", first)
+    assert f"pi: release {first} is already on this Pi (verified again); reusing it" in result.stdout, result.stdout
+    assert f"current is already releases/{first}: nothing to switch" in result.stdout
+    outcome = json.loads((tmp_path / "again.json").read_text())
+    assert outcome["ok"] and not outcome["changed"] and outcome["before"] == outcome["after"] == first
+    assert releases(pi_dir) == [first] and not list((pi_dir / "incoming").iterdir())
 
 
 @pytest.mark.parametrize("damage", ["flip-a-byte", "truncate", "delete", "add"])
@@ -140,7 +161,7 @@ def test_scp_when_rsync_is_not_wanted_with_an_image_directory_as_the_camera(loop
         result = deploy("deploy", "--model", tiny_model, "--work-dir", tmp_path / "work", "--python", sys.executable,
                         "--transfer", "scp", "--source", images, env=pi_env(loopback_pi, pi_dir))
         assert result.returncode == 0, result.stderr
-        assert "uploaded 10 files" in result.stdout and "with scp" in result.stdout
+        assert "uploaded 11 files" in result.stdout and "with scp" in result.stdout
         assert current(pi_dir) == f"releases/{release_of(result.stdout)}"
         assert "summary: frames=4 " in result.stdout
     assert sorted(p.name for p in (pi_dir / "media" / "shots").iterdir()) == ["000.png", "001.png", "002.png", "003.png"]
@@ -215,7 +236,7 @@ def test_local_runs_the_same_bundle_here(tiny_model, tmp_path):
 
 def test_deploy_help_names_every_command():
     text = deploy("--help", env=os.environ).stdout
-    for command in ("deploy", "upload", "activate", "rollback", "service", "local"):
+    for command in ("bundle", "deploy", "upload", "activate", "health", "status", "rollback", "service", "local"):
         assert command in text
 
 
@@ -237,13 +258,14 @@ def test_make_rpi_prepares_the_venv_once_and_matches_local_predictions(loopback_
     meta_json = ROOT / "artifacts/export/squeezenet_int8.json"
     assert_log_matches(read_log(pi_dir / "predictions.jsonl"), reference_predictions(meta_json, read_video(video)[:100]))
 
-    again = make("rpi", *args[:-1], "FRAMES=5", env=env)  # the second deploy reuses the venv
+    again = make("rpi", *args[:-1], "FRAMES=5", env=env)  # the same release again: the venv is reused
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "prepared by an earlier deploy" in again.stdout and len(releases(pi_dir)) == 2
+    assert "prepared by an earlier deploy" in again.stdout and "nothing to switch" in again.stdout
+    assert len(releases(pi_dir)) == 1
 
     refused = make("rpi", *args, "BUDGET_BYTES=1000", env=env)
     assert refused.returncode != 0 and "over" in refused.stdout + refused.stderr
-    assert len(releases(pi_dir)) == 2 and not list((pi_dir / "incoming").iterdir())
+    assert len(releases(pi_dir)) == 1 and not list((pi_dir / "incoming").iterdir())
 
 
 @pytest.mark.slow
