@@ -238,3 +238,20 @@ fleet-status: setup ## every Pi's current release, the one before it and its ser
 
 fleet-rollback: setup ## the Pis on the last rollout's release (or FLEET_RELEASE) back to the one before it
 	$(PY) -m rpi.fleet rollback --out $(FLEET_OUT)
+
+# --- explore ----------------------------------------------------------------------------------------
+# `make explore STUDY=paper|budget|smoke [TRIALS=N]`: design points trained by the model and quantize stages
+# with a short proxy schedule, measured (on-chip bytes, FPGA estimate, int8 TFLite latency), kept in an
+# Optuna study (EXPLORE_STORAGE, default SQLite in EXPLORE_OUT/explore.db). A rerun continues the study;
+# other machines join with the same EXPLORE_STORAGE (a database server URL). `python -m explore --help`.
+STUDY           ?= paper
+TRIALS          ?= 24
+EXPLORE_OUT     ?= artifacts/explore
+EXPLORE_STORAGE ?=
+EXPLORE_ARGS    ?=
+
+.PHONY: explore
+
+explore: setup ## design-space exploration with Optuna (STUDY=paper|budget|smoke, TRIALS=N, EXPLORE_STORAGE=URL)
+	$(PY) -m explore --study $(STUDY) --trials $(TRIALS) --out $(EXPLORE_OUT) --device $(DEVICE) --part $(FPGA_PART) \
+	  --resource-share $(RESOURCE_SHARE) $(if $(EXPLORE_STORAGE),--storage "$(EXPLORE_STORAGE)") $(EXPLORE_ARGS)
