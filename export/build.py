@@ -6,7 +6,10 @@ Writes under --out (default artifacts/export):
   squeezenet.qonnx.onnx   QONNX (Quant nodes), the fpga stage's input        parent: Brevitas model
   squeezenet_int8.tflite  full-integer int8 TFLite for the Raspberry Pi      parent: Brevitas model
   squeezenet_int8.json    what the Pi needs to feed it: input size, channels, normalisation and the
-                          pixel -> int8 code table, output quantization, labels
+                          pixel -> int8 code table, output quantization, labels; and ``exactness``: how
+                          the TFLite model compared with the Brevitas model here, under which runtime,
+                          on which machine and with which kernels (XNNPACK or built-in, per operator),
+                          which the Pi's app compares with its own (rpi.model.Kernels, one definition)
   report.json             per artifact: path, bytes, sha256, top-1, top-1 agreement with its parent and
                           max |output difference| on the test images
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -36,6 +40,7 @@ from model.squeezenet import plain
 from model.training import to_input
 from quantize.qat import load_quant_model
 from quantize.storage import BUDGET_BYTES
+from rpi.model import Kernels
 
 from . import tflite_run
 from .onnx_export import export_float_onnx, export_qcdq_onnx, ort_session, run_ort
@@ -95,7 +100,7 @@ def tflite_inputs(images_u8: np.ndarray, lut: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(codes, dtype=np.int8)
 
 
-def tflite_metadata(tflite_path: Path, qm, lut: np.ndarray) -> dict:
+def tflite_metadata(tflite_path: Path, qm, lut: np.ndarray, exactness: dict) -> dict:
     interp = tflite_run.load(tflite_path)
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     _, h, w, c = (int(v) for v in inp["shape"])
@@ -112,6 +117,7 @@ def tflite_metadata(tflite_path: Path, qm, lut: np.ndarray) -> dict:
                   "mean": list(norm.mean), "std": list(norm.std), "lut": lut.astype(int).tolist()},
         "output": {"dtype": np.dtype(out["dtype"]).name, "scale": float(out["quantization"][0]),
                    "zero_point": int(out["quantization"][1]), "kind": "logits"},
+        "exactness": exactness,
     }
 
 
@@ -205,9 +211,14 @@ def tflite_step(cfg: ExportConfig, qm, test, brevitas_out: np.ndarray, out: Path
     x_int8 = tflite_inputs(test.images, lut)
     raw = tflite_run.run(interp, x_int8)
     out_details = interp.get_output_details()[0]
+    kernels = Kernels.of(interp, "ai_edge_litert")
     entry = {**file_facts(tflite), "parent": "brevitas", "runtime": "ai_edge_litert",
              **compare(tflite_run.dequantize(raw, out_details), brevitas_out, test.labels),
+             "kernels": kernels.describe(), "machine": platform.machine(),
              "ops": facts["ops"], "tensor_types": facts["tensor_types"], "budget_bytes": cfg.budget_bytes}
+    # What the Pi checks its own kernels against: the comparison above, and the kernels that made it.
+    exactness = {key: entry[key] for key in ("parent", "samples", "top1_agreement", "max_abs_diff", "machine")}
+    exactness["kernels"] = kernels.to_json()
     entry["within_budget"] = entry["bytes"] <= cfg.budget_bytes
     entry["top1_agreement_tflite_runtime"] = None
     if cfg.tflite_runtime_python:
@@ -221,7 +232,7 @@ def tflite_step(cfg: ExportConfig, qm, test, brevitas_out: np.ndarray, out: Path
                       "max_abs_diff_tflite_runtime": other["max_abs_diff"],
                       "tflite_runtime_rows_equal_to_ai_edge_litert": round(float((raw_rt == raw).all(1).mean()), 6)})
     with atomic_path(out / METADATA_NAME) as tmp:
-        tmp.write_text(json.dumps(tflite_metadata(tflite, qm, lut), indent=1) + "\n")
+        tmp.write_text(json.dumps(tflite_metadata(tflite, qm, lut, exactness), indent=1) + "\n")
     return entry
 
 
