@@ -47,7 +47,7 @@ def keygen(path: Path) -> None:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
 
 
-def write_config(directory: Path, port: int) -> Path:
+def write_config(directory: Path, port: int, extra: str = "") -> Path:
     config = directory / "sshd_config"
     config.write_text(f"""Port {port}
 ListenAddress 127.0.0.1
@@ -62,7 +62,7 @@ UsePAM no
 StrictModes no
 LogLevel ERROR
 Subsystem sftp {SFTP_SERVER}
-""")
+{extra}""")
     return config
 
 
@@ -79,7 +79,8 @@ def wait_listening(port: int, process: subprocess.Popen, timeout: float = 10.0) 
     raise RuntimeError(f"sshd did not listen on 127.0.0.1:{port} within {timeout} s")
 
 
-def start_sshd(directory: Path) -> tuple[subprocess.Popen, LoopbackPi]:
+def start_sshd(directory: Path, extra_config: str = "") -> tuple[subprocess.Popen, LoopbackPi]:
+    """``extra_config``: more sshd_config lines (the emulated Pi's ForceCommand)."""
     if not os.path.exists(SSHD):
         pytest.fail("sshd is not installed: make setup installs Debian's openssh-server (the rpi tests need it)")
     directory.mkdir(parents=True, exist_ok=True)
@@ -89,7 +90,7 @@ def start_sshd(directory: Path) -> tuple[subprocess.Popen, LoopbackPi]:
     if os.geteuid() == 0:
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation directory
     port = free_port()
-    config = write_config(directory, port)
+    config = write_config(directory, port, extra_config)
     process = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdin=subprocess.DEVNULL,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wait_listening(port, process)
