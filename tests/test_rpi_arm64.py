@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from tests.arm64_pi import BOARDS, PiRootError, stand_ins, unavailable
-from tests.rpi_helpers import ROOT
+from tests.rpi_helpers import ROOT, fashion_frames, write_video
 from tests.sshd import start_sshd, stop_sshd
 
 pytestmark = [pytest.mark.slow, pytest.mark.arm64]
@@ -131,6 +131,42 @@ def test_without_sys_xnnpack_cannot_start_and_the_app_warns_or_with_strict_refus
     strict = pi.run(check + " --strict", without_sys=True)
     lines = [ln for ln in strict.stderr.splitlines() if ln.strip()]
     assert strict.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: this machine runs"), strict.stderr
+
+
+FRAME_HASHES = """
+import hashlib, json, sys, threading
+import cv2
+from rpi.sources import frames, make_source
+source = make_source(sys.argv[1])
+source.open()
+app = [hashlib.sha256(f.tobytes()).hexdigest() for f in frames(source, threading.Event())]
+capture, ffmpeg = cv2.VideoCapture(sys.argv[1]), []
+while True:
+    ok, frame = capture.read()
+    if not ok:
+        break
+    ffmpeg.append(hashlib.sha256(frame.tobytes()).hexdigest())
+print(json.dumps({"packets": source.jpeg_packets, "app": app, "ffmpeg": ffmpeg}))
+"""
+
+
+def test_mjpg_frames_decode_to_the_hosts_pixels_on_the_pi(emulated):
+    """The app reads MJPG as JPEG packets decoded by cv2.imdecode: the same pixels on aarch64 as here.
+    (OpenCV's FFmpeg decoding of the same file is only reported: it differs between the two.)"""
+    pi, login = emulated["pi5"]
+    ensure_deployed(pi, login)
+    video = write_video(pi.root / "root/mjpg.avi", fashion_frames(200), fourcc="MJPG")
+    here = json.loads(subprocess.run([sys.executable, "-c", FRAME_HASHES, str(video)], cwd=ROOT, capture_output=True,
+                                     text=True, timeout=300, check=True).stdout)
+    (pi.root / "root/frame_hashes.py").write_text(FRAME_HASHES)
+    inside = pi.run("PYTHONPATH=squeezenet/current squeezenet/venvs/*/bin/python frame_hashes.py mjpg.avi")
+    assert inside.returncode == 0, inside.stderr[-2000:]
+    there = json.loads(inside.stdout)
+    assert here["packets"] and there["packets"] and len(here["app"]) == len(there["app"]) == 200
+    same = sum(a == b for a, b in zip(here["app"], there["app"]))
+    assert same == 200, f"{same} of 200 MJPG frames decode to the same pixels"
+    print(f"MJPG, 200 frames: cv2.imdecode of the packets {same}/200 identical to x86; OpenCV's FFmpeg decoding "
+          f"{sum(a == b for a, b in zip(here['ffmpeg'], there['ffmpeg']))}/200")
 
 
 def test_make_rpi_bench_prints_the_bench_table_per_thread_count(emulated):
