@@ -22,7 +22,9 @@ from aarch64, and without /sys it cannot start and the interpreter falls back to
 Needs root (binfmt_misc, mount namespaces, chroot) and Debian's debootstrap, qemu-user-static and
 binfmt-support (``make rpi-arm64-tools``). Where qemu-user cannot run at all, ``unavailable()`` says why in
 one line and the tests skip with it. ``python -m tests.arm64_pi serve`` starts both stand-ins and prints
-the ``make rpi`` settings for them, for trying things by hand.
+the ``make rpi`` settings for them, for trying things by hand; ``python -m tests.arm64_pi outputs`` compares
+the exported model's raw int8 outputs here and on both emulated cores, with XNNPACK and with the built-in
+kernels (docs/RESULTS.md).
 """
 from __future__ import annotations
 
@@ -274,6 +276,71 @@ def stand_ins(directory: Path, names=tuple(BOARDS), log=print) -> dict:
     return {name: board_stand_in(root, BOARDS[name], directory / name) for name in names}
 
 
+# --- raw outputs, x86 against the emulated cores -----------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+KERNEL_MODES = {"xnnpack": [], "builtin": ["--no-xnnpack"]}
+
+
+def compare_outputs(directory: Path, images: int, log=print) -> list[str]:
+    """The exported model's raw int8 outputs on the first ``images`` test images, with XNNPACK and with the
+    built-in kernels, on this host and on each emulated core (export/tflite_run.py on both sides, one
+    thread); returns the comparison, one line per pair."""
+    import numpy as np
+
+    from export import tflite_run
+    from export.build import TFLITE_NAME, pixel_lookup_table, tflite_inputs
+    from model.artifacts import read_json
+    from model.data import load_dataset
+    from quantize.qat import load_quant_model
+
+    export_dir = ROOT / "artifacts/export"
+    if not (export_dir / "report.json").is_file():
+        raise PiRootError(f"{export_dir / 'report.json'} is missing: run make export first")
+    report = read_json(export_dir / "report.json")
+    qm = load_quant_model(report["checkpoint"])
+    test = load_dataset(report["dataset"], "test", None, qm.normalization.input_size, qm.normalization.channels)
+    x = tflite_inputs(test.images[:images], pixel_lookup_table(qm.model, qm.normalization))
+    host = {mode: tflite_run.run(tflite_run.load(export_dir / TFLITE_NAME, threads=1, delegates=mode == "xnnpack"), x)
+            for mode in KERNEL_MODES}
+    pis = stand_ins(directory, log=log)
+    work = next(iter(pis.values())).root / "root/compare"
+    work.mkdir()
+    for source in (export_dir / TFLITE_NAME, ROOT / "export/tflite_run.py", ROOT / "rpi/requirements-pi.txt"):
+        shutil.copyfile(source, work / source.name)
+    np.save(work / "x.npy", x)
+    log("installing rpi/requirements-pi.txt in the emulated root")
+    setup = next(iter(pis.values())).run("python3 -m venv venv && venv/bin/pip install -q -r compare/requirements-pi.txt",
+                                         timeout=3600)
+    if setup.returncode != 0:
+        raise PiRootError(f"pip failed in the emulated root: {(setup.stderr.strip().splitlines() or ['?'])[-1]}")
+    lines = [f"x86 built-in vs x86 XNNPACK: {differences(host['builtin'], host['xnnpack'])}"]
+    for name, pi in pis.items():
+        outputs = {}
+        for mode, flags in KERNEL_MODES.items():
+            started = time.monotonic()
+            result = pi.run(shlex.join(["venv/bin/python", "compare/tflite_run.py", f"compare/{TFLITE_NAME}",
+                                        "compare/x.npy", f"compare/{name}-{mode}.npy", *flags]), timeout=7200)
+            if result.returncode != 0:
+                raise PiRootError(f"tflite_run.py failed on the emulated {name}: {result.stderr.strip()[-300:]}")
+            outputs[mode] = np.load(work / f"{name}-{mode}.npy")
+            log(f"{name} {mode}: {images} images in {time.monotonic() - started:.0f} s under emulation")
+        where = f"{name} ({pi.board.qemu_cpu})"
+        lines += [f"{where} XNNPACK vs x86 XNNPACK: {differences(outputs['xnnpack'], host['xnnpack'])}",
+                  f"{where} built-in vs x86 built-in: {differences(outputs['builtin'], host['builtin'])}",
+                  f"{where} built-in vs {name} XNNPACK: {differences(outputs['builtin'], outputs['xnnpack'])}"]
+    return lines
+
+
+def differences(a, b) -> str:
+    import numpy as np
+
+    steps = np.abs(a.astype(np.int32) - b.astype(np.int32))
+    return (f"{int((steps == 0).all(1).sum()):,}/{len(a):,} images identical, {100 * float((steps > 0).mean()):.1f}% "
+            f"of output values differ (max {int(steps.max())} steps), top-1 equal on "
+            f"{int((a.argmax(1) == b.argmax(1)).sum()):,}")
+
+
 # --- command line ----------------------------------------------------------------------------------------
 
 def serve(directory: Path) -> None:
@@ -300,9 +367,11 @@ def serve(directory: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tests.arm64_pi", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=("build", "serve", "check"),
+    p.add_argument("command", choices=("build", "serve", "check", "outputs"),
                    help="build: the cached root tarball; serve: both stand-ins behind loopback sshds until "
-                        "Ctrl-C; check: say whether this machine can run them")
+                        "Ctrl-C; check: say whether this machine can run them; outputs: compare the exported "
+                        "model's raw outputs here and on both emulated cores, with XNNPACK and built-in kernels")
+    p.add_argument("--images", type=int, default=2000, help="test images for 'outputs' (default 2000)")
     args = p.parse_args(argv)
     try:
         reason = unavailable()
@@ -314,6 +383,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "serve":
             with tempfile.TemporaryDirectory(prefix="emulated-pi-") as tmp:
                 serve(Path(tmp))
+        elif args.command == "outputs":
+            with tempfile.TemporaryDirectory(prefix="emulated-pi-") as tmp:
+                print("\n".join(compare_outputs(Path(tmp), args.images,
+                                                log=lambda m: print(m, file=sys.stderr, flush=True))))
         else:
             print(f"ok: qemu-user can run the emulated Pi here; root tarball {tarball_path()}"
                   f"{'' if tarball_path().is_file() else ' (not built yet)'}")

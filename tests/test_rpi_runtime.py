@@ -4,6 +4,7 @@ import http.server
 import importlib.util
 import json
 import os
+import platform
 import re
 import shutil
 import signal
@@ -394,7 +395,7 @@ def test_kernels_say_which_ops_xnnpack_runs_and_the_export_records_them(tiny_mod
     assert default.tag() == "xnnpack:19/20" and plain.tag() == "builtin" and not any(plain.delegated)
     assert default.describe() == "XNNPACK for 19 of 20 ops (AVERAGE_POOL_2D on built-in kernels)"
     exactness = json.loads(tiny_model.read_text())["exactness"]
-    assert exactness["kernels"] == default.to_json() and exactness["machine"] == "x86_64"
+    assert exactness["kernels"] == default.to_json() and exactness["machine"] == platform.machine()
     assert exactness["max_abs_diff"] == 0 and exactness["samples"] == 200 and exactness["parent"] == "brevitas"
     assert default.differs_from(exactness) is None
     assert "built-in kernels for all 20 ops" in plain.differs_from(exactness)
@@ -421,8 +422,8 @@ def test_without_xnnpack_the_app_warns_once_and_strict_refuses(tiny_model, tmp_p
     assert lines == [  # once, before the first frame, not per frame
         "warning: this machine runs ai_edge_litert 2.3.0 with built-in kernels for all 20 ops (XNNPACK turned off), "
         "but the export's check (bit-exact with the quantized model on 200 images) ran under ai_edge_litert 2.3.0 "
-        "with XNNPACK for 19 of 20 ops (AVERAGE_POOL_2D on built-in kernels) on x86_64; predictions may differ from "
-        "the quantized model's (--strict makes this an error)"]
+        f"with XNNPACK for 19 of 20 ops (AVERAGE_POOL_2D on built-in kernels) on {platform.machine()}; predictions "
+        "may differ from the quantized model's (--strict makes this an error)"]
     assert "kernels=builtin" in result.stdout.splitlines()[-1]
     check = run_app("--model", tiny_model, "--check", "--no-xnnpack")
     assert check.returncode == 0 and "NOT the kernels of the export's check" in check.stdout
