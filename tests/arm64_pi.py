@@ -343,9 +343,17 @@ def differences(a, b) -> str:
 
 # --- command line ----------------------------------------------------------------------------------------
 
+def _interrupt(signum, _frame):
+    raise KeyboardInterrupt
+
+
 def serve(directory: Path) -> None:
+    """Both stand-ins until Ctrl-C or SIGTERM, then their sshds are stopped and the root removed."""
+    import signal
+
     from tests.sshd import start_sshd, stop_sshd
 
+    signal.signal(signal.SIGTERM, _interrupt)
     pis = stand_ins(directory)
     processes = []
     try:
@@ -354,7 +362,7 @@ def serve(directory: Path) -> None:
             processes.append(process)
             print(f"{name} ({pi.board.model}, QEMU_CPU={pi.board.qemu_cpu}): make rpi PI_HOST={login.host} "
                   f"PI_PORT={login.port} PI_SSH_OPTS='{login.ssh_opts}'", flush=True)
-        print("Ctrl-C stops them", flush=True)
+        print("Ctrl-C (or SIGTERM) stops them", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
