@@ -119,9 +119,9 @@ FPGA_ARGS = --checkpoint $(QUANT_CKPT) --samples $(SAMPLES) --part $(FPGA_PART) 
             --resource-share $(RESOURCE_SHARE) $(if $(TARGET_FPS),--target-fps $(TARGET_FPS)) \
             $(if $(FPGA_RESOURCES),--resources "$(FPGA_RESOURCES)")
 # The budget gate checks the FPGA design's fit too (DEVICE_CHECK=0: bytes only). A Pi deploy or an export
-# does not depend on the FPGA design, so those targets check the bytes only.
+# or a fleet rollout does not depend on the FPGA design, so those targets check the bytes only.
 DEVICE_CHECK ?= 1
-rpi export: export DEVICE_CHECK := 0
+rpi export fleet: export DEVICE_CHECK := 0
 
 fpga: setup quantize ## folded HLS project for FPGA_PART, estimates, bit-exact C simulation (SAMPLES=N|all), budget + fit check
 	$(PY) -m fpga $(FPGA_ARGS)
