@@ -25,10 +25,10 @@ RESOURCE_SHARE ?= 0.8
 FPGA_RESOURCES ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train eval quantize qat qat-sweep export bench fpga fpga-estimate fpga-synth budget test test-fast clean
+.PHONY: help setup data train eval quantize qat qat-sweep export bench fpga fpga-estimate fpga-synth budget test test-fast test-pi-arm64 clean
 
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 # --- setup ------------------------------------------------------------------------------------------
 setup: $(SETUP_STAMP) $(TFLRT_STAMP) data ## create .venv (and the tflite-runtime venv) with pinned dependencies; check the data set
@@ -119,9 +119,9 @@ FPGA_ARGS = --checkpoint $(QUANT_CKPT) --samples $(SAMPLES) --part $(FPGA_PART) 
             --resource-share $(RESOURCE_SHARE) $(if $(TARGET_FPS),--target-fps $(TARGET_FPS)) \
             $(if $(FPGA_RESOURCES),--resources "$(FPGA_RESOURCES)")
 # The budget gate checks the FPGA design's fit too (DEVICE_CHECK=0: bytes only). A Pi deploy or an export
-# does not depend on the FPGA design, so those targets check the bytes only.
+# or a fleet rollout does not depend on the FPGA design, so those targets check the bytes only.
 DEVICE_CHECK ?= 1
-rpi export: export DEVICE_CHECK := 0
+rpi export fleet: export DEVICE_CHECK := 0
 
 fpga: setup quantize ## folded HLS project for FPGA_PART, estimates, bit-exact C simulation (SAMPLES=N|all), budget + fit check
 	$(PY) -m fpga $(FPGA_ARGS)
@@ -141,12 +141,15 @@ budget: setup ## check every built artifact against the 0.5 MiB budget and the F
 # --- tests ------------------------------------------------------------------------------------------
 PYTEST_ARGS ?=
 
-test: setup rpi-test-tools ## run the whole test suite (fails when no test ran)
+test: setup rpi-test-tools rpi-arm64-tools ## run the whole test suite (fails when no test ran)
 	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 test-fast: setup ## the suite without the slow end-to-end tests
 	$(MAKE) test PYTEST_ARGS="-m 'not slow'"
+
+test-pi-arm64: setup ## only the emulated Raspberry Pi tests (arm64 Pi OS under qemu-user; PYTEST_ARGS="-m 'not arm64'" skips them)
+	$(MAKE) test PYTEST_ARGS="-m arm64"
 
 clean: ## remove build outputs (keeps .venv and the committed checkpoints)
 	rm -rf artifacts
@@ -171,12 +174,12 @@ export PI_HOST PI_PORT PI_SSH_OPTS PI_DIR PI_PYTHON
 RPI_APP_ARGS = $(if $(FRAMES),--frames "$(FRAMES)") $(if $(RPI_ARGS),--app-args "$(RPI_ARGS)") \
                $(if $(BUDGET_BYTES),--budget-bytes "$(BUDGET_BYTES)")
 
-.PHONY: rpi rpi-local rpi-rollback rpi-service rpi-sample rpi-test-tools
+.PHONY: rpi rpi-local rpi-rollback rpi-service rpi-bench rpi-sample rpi-test-tools rpi-arm64-tools rpi-arm64-root
 
 # Checked when the Makefile is read, so nothing is built first and the user reads one line.
-ifneq ($(filter rpi rpi-rollback rpi-service,$(MAKECMDGOALS)),)
+ifneq ($(filter rpi rpi-rollback rpi-service rpi-bench,$(MAKECMDGOALS)),)
 ifeq ($(strip $(PI_HOST)),)
-$(error PI_HOST is not set: make $(firstword $(filter rpi rpi-rollback rpi-service,$(MAKECMDGOALS))) PI_HOST=pi@raspberrypi.local (the Pi's ssh login; also PI_PORT, PI_SSH_OPTS='-i KEY', PI_DIR, SOURCE, FRAMES))
+$(error PI_HOST is not set: make $(firstword $(filter rpi rpi-rollback rpi-service rpi-bench,$(MAKECMDGOALS))) PI_HOST=pi@raspberrypi.local (the Pi's ssh login; also PI_PORT, PI_SSH_OPTS='-i KEY', PI_DIR, SOURCE, FRAMES))
 endif
 endif
 
@@ -193,7 +196,13 @@ rpi-rollback: ## switch the Pi back to its previous release
 rpi-service: ## install a systemd unit on the Pi that classifies from PI_DIR/current at boot
 	$(PY) -m rpi.deploy service $(if $(SOURCE),--source "$(SOURCE)") $(if $(RPI_ARGS),--app-args "$(RPI_ARGS)")
 
-rpi-sample: $(RPI_SAMPLE) ## the sample video (1,000 Fashion-MNIST test images) that rpi-local classifies
+# The same deploy, then rpi.app --bench on the Pi: the table of `make bench`, per thread count, XNNPACK and
+# built-in kernels, on FRAMES frames (default 300) of SOURCE (default: the sample video). No log on the Pi.
+rpi-bench: setup $(RPI_TFLITE) $(RPI_MODEL) $(if $(SOURCE),,$(RPI_SAMPLE)) ## on the Pi: latency and FPS per thread count (PI_HOST=user@host FRAMES=300)
+	$(PY) -m rpi.deploy deploy --model $(RPI_MODEL) --source "$(or $(SOURCE),$(RPI_SAMPLE))" --log '' \
+	  --app-args "--bench $(RPI_ARGS)" $(if $(FRAMES),--frames "$(FRAMES)") $(if $(BUDGET_BYTES),--budget-bytes "$(BUDGET_BYTES)")
+
+rpi-sample: $(RPI_SAMPLE) ## the sample video (1,000 Fashion-MNIST test images, lossless FFV1) that rpi-local classifies
 
 $(RPI_SAMPLE): | setup
 	$(PY) -m rpi.sample --out $@
@@ -238,6 +247,25 @@ fleet-status: setup ## every Pi's current release, the one before it and its ser
 
 fleet-rollback: setup ## the Pis on the last rollout's release (or FLEET_RELEASE) back to the one before it
 	$(PY) -m rpi.fleet rollback --out $(FLEET_OUT)
+
+# The emulated Pi of the tests (tests/arm64_pi.py): arm64 Debian under qemu-user through binfmt_misc, as root.
+# Without root the emulated-Pi tests skip (they say so); as root, a failed install is an error.
+RPI_ARM64_PACKAGES := debootstrap qemu-user-static binfmt-support
+
+rpi-arm64-tools: ## install Debian's debootstrap, qemu-user-static and binfmt-support when missing (the emulated-Pi tests)
+	@missing=""; command -v debootstrap >/dev/null || missing="debootstrap"; \
+	command -v qemu-aarch64-static >/dev/null || missing="$$missing qemu-user-static"; \
+	command -v update-binfmts >/dev/null || missing="$$missing binfmt-support"; \
+	if [ -z "$$missing" ]; then true; \
+	elif [ "$$(id -u)" != 0 ]; then echo "note: the emulated-Pi tests need root and$$missing; they will skip"; \
+	elif command -v apt-get >/dev/null; then \
+	  echo "installing$$missing"; \
+	  (apt-get install -y -qq $$missing >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq $$missing >/dev/null)) \
+	  || { echo "error: could not install$$missing" >&2; exit 1; }; \
+	else echo "error: the emulated-Pi tests need$$missing: install them with your package manager" >&2; exit 1; fi
+
+rpi-arm64-root: setup rpi-arm64-tools ## build the emulated Pi's arm64 root once (~3-6 min; cached in ~/.cache/squeezenet-edge)
+	$(PY) -m tests.arm64_pi build
 
 # --- explore ----------------------------------------------------------------------------------------
 # `make explore STUDY=paper|budget|smoke [TRIALS=N]`: design points trained by the model and quantize stages

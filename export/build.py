@@ -6,8 +6,12 @@ Writes under --out (default artifacts/export):
   squeezenet.qonnx.onnx   QONNX (Quant nodes), the fpga stage's input        parent: Brevitas model
   squeezenet_int8.tflite  full-integer int8 TFLite for the Raspberry Pi      parent: Brevitas model
   squeezenet_int8.json    what the Pi needs to feed it: input size, channels, normalisation and the
-                          pixel -> int8 code table, output quantization, labels; and a few test images
-                          with the label this model gives each (the Pi's known-answer health check)
+                          pixel -> int8 code table, output quantization, labels; a few test images
+                          with the label this model gives each (the Pi's known-answer health check);
+                          and ``exactness``: how the TFLite model compared with the Brevitas model
+                          here, under which runtime, on which machine and with which kernels (XNNPACK
+                          or built-in, per operator), which the Pi's app compares with its own
+                          (rpi.model.Kernels, one definition)
   report.json             per artifact: path, bytes, sha256, top-1, top-1 agreement with its parent and
                           max |output difference| on the test images
 
@@ -20,6 +24,7 @@ import argparse
 import base64
 import json
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -38,6 +43,7 @@ from model.squeezenet import plain
 from model.training import to_input
 from quantize.qat import load_quant_model
 from quantize.storage import BUDGET_BYTES
+from rpi.model import Kernels
 
 from . import tflite_run
 from .onnx_export import export_float_onnx, export_qcdq_onnx, ort_session, run_ort
@@ -124,7 +130,7 @@ def known_answers(images_u8: np.ndarray, raw: np.ndarray, labels: np.ndarray, cl
                        for i in chosen]}
 
 
-def tflite_metadata(tflite_path: Path, qm, lut: np.ndarray, answers: dict) -> dict:
+def tflite_metadata(tflite_path: Path, qm, lut: np.ndarray, answers: dict, exactness: dict) -> dict:
     interp = tflite_run.load(tflite_path)
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     _, h, w, c = (int(v) for v in inp["shape"])
@@ -142,6 +148,7 @@ def tflite_metadata(tflite_path: Path, qm, lut: np.ndarray, answers: dict) -> di
         "output": {"dtype": np.dtype(out["dtype"]).name, "scale": float(out["quantization"][0]),
                    "zero_point": int(out["quantization"][1]), "kind": "logits"},
         "known_answers": answers,
+        "exactness": exactness,
     }
 
 
@@ -235,9 +242,14 @@ def tflite_step(cfg: ExportConfig, qm, test, brevitas_out: np.ndarray, out: Path
     x_int8 = tflite_inputs(test.images, lut)
     raw = tflite_run.run(interp, x_int8)
     out_details = interp.get_output_details()[0]
+    kernels = Kernels.of(interp, "ai_edge_litert")
     entry = {**file_facts(tflite), "parent": "brevitas", "runtime": "ai_edge_litert",
              **compare(tflite_run.dequantize(raw, out_details), brevitas_out, test.labels),
+             "kernels": kernels.describe(), "machine": platform.machine(),
              "ops": facts["ops"], "tensor_types": facts["tensor_types"], "budget_bytes": cfg.budget_bytes}
+    # What the Pi checks its own kernels against: the comparison above, and the kernels that made it.
+    exactness = {key: entry[key] for key in ("parent", "samples", "top1_agreement", "max_abs_diff", "machine")}
+    exactness["kernels"] = kernels.to_json()
     entry["within_budget"] = entry["bytes"] <= cfg.budget_bytes
     entry["top1_agreement_tflite_runtime"] = None
     if cfg.tflite_runtime_python:
@@ -252,7 +264,7 @@ def tflite_step(cfg: ExportConfig, qm, test, brevitas_out: np.ndarray, out: Path
                       "tflite_runtime_rows_equal_to_ai_edge_litert": round(float((raw_rt == raw).all(1).mean()), 6)})
     with atomic_path(out / METADATA_NAME) as tmp:
         answers = known_answers(test.images, raw, test.labels, list(qm.classes))
-        tmp.write_text(json.dumps(tflite_metadata(tflite, qm, lut, answers), indent=1) + "\n")
+        tmp.write_text(json.dumps(tflite_metadata(tflite, qm, lut, answers, exactness), indent=1) + "\n")
     return entry
 
 

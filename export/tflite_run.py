@@ -125,9 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runtime", choices=RUNTIMES, help="default: the first installed of " + ", ".join(RUNTIMES))
     parser.add_argument("--time", action="store_true", help="write seconds per image instead of the outputs")
+    parser.add_argument("--no-xnnpack", action="store_true",
+                        help="keep the interpreter from applying XNNPACK (its built-in kernels run every op)")
     args = parser.parse_args(argv)
     try:
-        interp = load(args.model, args.threads, args.runtime)
+        interp = load(args.model, args.threads, args.runtime, delegates=not args.no_xnnpack)
         x = np.load(args.inputs)
         raw = np.asarray(time_invocations(interp, x)) if args.time else run(interp, x)
     except (TFLiteError, OSError, ValueError) as exc:

@@ -4,12 +4,15 @@ Reads frames from a source (the Pi camera, a webcam, a stream, a video file or a
 prepares each one exactly as training prepared its images (size, colour, normalisation and input
 quantization all come from the model's metadata JSON), runs the TFLite interpreter and reports the top-k
 labels, the per-frame latency (preprocessing + inference) and a rolling FPS (frames per second of wall
-time, capture included).
+time, capture included). It says which interpreter and which kernels run the model (XNNPACK, or the
+interpreter's built-in kernels), and warns once when they are not the kernels the export measured its
+bit-exactness with (--strict makes that an error).
 
 Headless by default (a line per frame on stdout, or every N frames); --log appends one JSON object per
 frame; --preview opens a window when a display and a GUI build of OpenCV exist. Ctrl-C or SIGTERM stops
 cleanly. The last line is always the summary:
-``summary: frames=N fps=F mean_latency_ms=M p90_latency_ms=P source=S stopped=REASON``.
+``summary: frames=N fps=F mean_latency_ms=M p90_latency_ms=P interpreter=I kernels=K source=S stopped=REASON``
+(K: ``xnnpack:USED/OPS`` or ``builtin``). --bench times the model instead, per thread count (make rpi-bench).
 
 Exit status: 0 after the requested frames, the end of the source or a signal; 1 when a live camera was
 lost for good; 2 for bad input (model, source, options), with one ``error:`` line on stderr.
@@ -29,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import RpiError, run_cli
-from .model import RUNTIMES, Classifier, Prediction, load_classifier
+from .model import RUNTIMES, Classifier, Prediction, load_classifier, measured_exactness
 from .sources import CameraLost, frames, make_source, parse_size
 
 
@@ -57,8 +60,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--retries", type=int, default=5,
                    help="times a live camera that stops is reopened, with back-off, before giving up (default 5)")
     p.add_argument("--capture-size", default="640x480", help="frame size asked of a camera (default 640x480)")
+    p.add_argument("--no-xnnpack", action="store_true",
+                   help="keep the interpreter from applying XNNPACK: its built-in kernels run every op (for "
+                        "comparison; not the kernels the export measured bit-exact, so the app warns)")
+    p.add_argument("--strict", action="store_true",
+                   help="exit with an error instead of a warning when this machine runs other kernels than those "
+                        "the export measured its bit-exactness with (the model metadata records them)")
     p.add_argument("--check", action="store_true",
-                   help="load the model, classify one blank frame, print one line and exit (the deploy's smoke test)")
+                   help="load the model, classify one blank frame, print one line naming the interpreter and "
+                        "its kernels, and exit (the deploy's smoke test)")
+    p.add_argument("--bench", action="store_true",
+                   help="instead of classifying, time preprocessing + inference on --frames frames of --source "
+                        "(default 300) for each thread count (--threads, default 1 to the CPU count), with XNNPACK "
+                        "and with the built-in kernels, and print a table (make rpi-bench)")
     args = p.parse_args(argv)
     for name in ("frames", "every", "retries"):
         if getattr(args, name) < 0:
@@ -104,12 +118,13 @@ class Stats:
             return 0.0
         return (len(self.recent) - 1) / max(self.recent[-1] - self.recent[0], 1e-9)
 
-    def summary(self, source: str, stopped: str) -> str:
+    def summary(self, classifier: Classifier, source: str, stopped: str) -> str:
         n = len(self.latencies_ms)
         elapsed = max(time.perf_counter() - self.started, 1e-9)
         lat = np.asarray(self.latencies_ms) if n else np.zeros(1)
         return (f"summary: frames={n} fps={n / elapsed:.1f} mean_latency_ms={lat.mean():.3f} "
-                f"p90_latency_ms={np.percentile(lat, 90):.3f} source={source} stopped={stopped}")
+                f"p90_latency_ms={np.percentile(lat, 90):.3f} interpreter={classifier.backend} "
+                f"kernels={classifier.kernels.tag()} source={source} stopped={stopped}")
 
 
 class JsonLog:
@@ -179,13 +194,37 @@ def format_line(index: int, prediction: Prediction, labels: list, top_k: int, la
     return f"frame {index}: {ranked}  latency {latency_ms:.2f} ms  fps {fps:.1f}"
 
 
-def check_model(classifier: Classifier) -> int:
+def check_kernels(classifier: Classifier, strict: bool) -> bool:
+    """True when the interpreter runs the kernels the export measured exactness with; otherwise warn once,
+    or with --strict stop with an error."""
+    problem = classifier.kernel_mismatch()
+    if problem is None:
+        return True
+    message = f"{problem}; predictions may differ from the quantized model's"
+    if strict:
+        raise RpiError(message + " (--strict)")
+    warn(message + " (--strict makes this an error)")
+    return False
+
+
+def kernels_line(classifier: Classifier, as_measured: bool) -> str:
+    kernels = classifier.kernels
+    line = f"{kernels.runtime} {kernels.version}, {kernels.describe()}"
+    if classifier.meta.exactness is None:
+        return f"{line} (the metadata records no kernels to compare with)"
+    if as_measured:
+        return f"{line}: the kernels of the export's check ({measured_exactness(classifier.meta.exactness)})"
+    return f"{line}: NOT the kernels of the export's check"
+
+
+def check_model(classifier: Classifier, as_measured: bool) -> int:
     meta = classifier.meta
     blank = np.zeros((meta.height, meta.width, 3), np.uint8)
     prediction = classifier.classify(blank)
     print(f"ok: {meta.tflite_path.name} ({meta.tflite_path.stat().st_size:,} bytes, input "
           f"{meta.height}x{meta.width}x{meta.channels} {meta.color}, {len(meta.labels)} labels) runs with "
-          f"{classifier.backend}; a blank frame gives {prediction.label} {prediction.score:.3f}", flush=True)
+          f"{kernels_line(classifier, as_measured)}; a blank frame gives {prediction.label} {prediction.score:.3f}",
+          flush=True)
     return 0
 
 
@@ -195,8 +234,8 @@ def run(args: argparse.Namespace, classifier: Classifier) -> int:
     stop.install()
     log, preview = JsonLog(args.log), Preview(args.preview)
     source.open()
-    print(f"classifying {source.name} with {classifier.meta.tflite_path.name} ({classifier.backend}); "
-          f"Ctrl-C stops", flush=True)
+    print(f"classifying {source.name} with {classifier.meta.tflite_path.name} ({classifier.backend}, "
+          f"{classifier.kernels.describe()}); Ctrl-C stops", flush=True)
     stats, labels, exit_code = Stats(), classifier.meta.labels, 0
     try:
         for index, frame in enumerate(frames(source, stop.event, args.retries), start=1):
@@ -222,15 +261,20 @@ def run(args: argparse.Namespace, classifier: Classifier) -> int:
         source.close()
         log.close()
         preview.close()
-    print(stats.summary(source.name, stop.reason or "end"), flush=True)
+    print(stats.summary(classifier, source.name, stop.reason or "end"), flush=True)
     return exit_code
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    classifier = load_classifier(args.model, args.threads, args.runtime)
+    classifier = load_classifier(args.model, args.threads, args.runtime, xnnpack=not args.no_xnnpack)
+    as_measured = check_kernels(classifier, args.strict)
     if args.check:
-        return check_model(classifier)
+        return check_model(classifier, as_measured)
+    if args.bench:
+        from .bench import bench
+
+        return bench(args, classifier)
     return run(args, classifier)
 
 

@@ -44,7 +44,8 @@ from .errors import RpiError, run_cli
 from .model import read_metadata, sha256_file
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-PI_MODULES = ("__init__.py", "errors.py", "preprocess.py", "model.py", "sources.py", "app.py", "health.py")
+PI_MODULES = ("__init__.py", "errors.py", "preprocess.py", "model.py", "sources.py", "app.py", "health.py",
+              "bench.py")
 REQUIREMENTS = "requirements-pi.txt"
 BUNDLE_FORMAT = "squeezenet-rpi-bundle/1"
 DEFAULT_BUDGET_BYTES = 512 * 1024  # the project's 0.5 MiB budget (quantize/storage.py), without importing torch

@@ -39,6 +39,7 @@ class ModelMetadata:
     lut: np.ndarray  # (channels, 256) int8
     output_scale: float
     output_zero_point: int
+    exactness: dict | None = None  # how the export measured the model against its parent, and with which kernels
 
 
 def find_metadata(path: str | Path) -> Path:
@@ -106,10 +107,22 @@ def read_metadata(path: str | Path) -> ModelMetadata:
         input_zero_point=_field(inp, "zero_point", int, where + " input"),
         lut=np.asarray(_field(inp, "lut", list, where + " input")),
         output_scale=_field(out, "scale", float, where + " output"),
-        output_zero_point=_field(out, "zero_point", int, where + " output"))
+        output_zero_point=_field(out, "zero_point", int, where + " output"),
+        exactness=_exactness(data, where))
     _check_metadata(meta, inp, out)
     _check_model_file(meta)
     return meta
+
+
+def _exactness(data: dict, where: str) -> dict | None:
+    """The optional ``exactness`` record (exports before it was added lack it)."""
+    if "exactness" not in data:
+        return None
+    record = _field(data, "exactness", dict, where)
+    kernels = _field(record, "kernels", dict, where + " exactness")
+    for key in ("ops", "delegated"):
+        _field(kernels, key, list, where + " exactness kernels")
+    return record
 
 
 def _check_metadata(meta: ModelMetadata, inp: dict, out: dict) -> None:
@@ -141,8 +154,9 @@ RUNTIMES = ("auto", "tflite_runtime", "ai_edge_litert")
 
 def interpreter_class(runtime: str = "auto"):
     """``auto``: ``tflite_runtime`` when installed (the small Pi wheel), else ``ai_edge_litert``.
-    ai-edge-litert's XNNPACK kernels reproduce the quantized model exactly (x86, measured); tflite-runtime
-    2.14's reference kernels round some ties differently (see the export report): ``--runtime`` picks."""
+    ai-edge-litert's XNNPACK kernels reproduce the quantized model exactly (measured on x86, and on aarch64
+    under emulation); tflite-runtime 2.14's built-in kernels round some ties differently (see the export
+    report): ``--runtime`` picks. ``Kernels`` says which kernels actually run."""
     if runtime not in RUNTIMES:
         raise RpiError(f"unknown TFLite runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
     if runtime in ("auto", "tflite_runtime"):
@@ -161,25 +175,128 @@ def interpreter_class(runtime: str = "auto"):
 
 
 @contextmanager
-def quiet_native_info():
-    """The interpreter's C++ code prints "INFO: Created TensorFlow Lite XNNPACK delegate" on stderr with no
-    switch to turn it off; hold back the C-level stderr while it loads and pass on everything but INFO
-    lines (an error is raised as an exception and reported by the caller)."""
+def native_stderr(lines: list):
+    """Hold back the C-level stderr while the interpreter loads and collect its lines into ``lines``: its C++
+    code prints "INFO: Created TensorFlow Lite XNNPACK delegate" (or cpuinfo's errors when XNNPACK cannot
+    start) with no switch to turn it off. The caller decides what to pass on; an error is raised as an
+    exception and reported by the caller."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
-        failed = True
         try:
-            yield
-            failed = False
+            yield lines
         finally:
             os.dup2(saved, 2)
             os.close(saved)
             captured.seek(0)
-            lines = captured.read().decode(errors="replace").splitlines()
-            if not failed:
-                sys.stderr.writelines(ln + "\n" for ln in lines if ln.strip() and not ln.startswith("INFO: "))
+            lines.extend(ln for ln in captured.read().decode(errors="replace").splitlines() if ln.strip())
+
+
+# --- which kernels run the model --------------------------------------------------------------------------
+
+XNNPACK = "XNNPACK"
+CPUINFO_ERROR = "Error in cpuinfo:"
+
+
+def runtime_version(runtime: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(runtime.replace("_", "-"))
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def delegated_ops(interpreter) -> tuple[list, list]:
+    """(operator names in graph order, whether a delegate runs each one), read from an interpreter after
+    allocate_tensors().
+
+    The Python API does not expose the execution plan. But a delegate that takes over a run of operators
+    adds one DELEGATE node whose inputs are the tensors entering the run and whose outputs leave it, and the
+    operators it replaced stay in the node list. Walking back from each DELEGATE output through the
+    operators that produce it, stopping at that node's inputs, finds the operators it runs; the rest run on
+    the interpreter's built-in kernels."""
+    nodes = interpreter._get_ops_details()  # the public API has no operator list
+    ops = [n for n in nodes if n["op_name"] != "DELEGATE"]
+    producer = {int(t): int(n["index"]) for n in ops for t in n["outputs"]}
+    by_index = {int(n["index"]): n for n in ops}
+    delegated = set()
+    for node in nodes:
+        if node["op_name"] != "DELEGATE":
+            continue
+        boundary = {int(t) for t in node["inputs"]}
+        pending = [int(t) for t in node["outputs"]]
+        while pending:
+            tensor = pending.pop()
+            index = producer.get(tensor)
+            if tensor in boundary or index is None or index in delegated:
+                continue
+            delegated.add(index)
+            pending.extend(int(t) for t in by_index[index]["inputs"] if int(t) >= 0)
+    return [n["op_name"] for n in ops], [int(n["index"]) in delegated for n in ops]
+
+
+@dataclass(frozen=True)
+class Kernels:
+    """Which kernels run the model: for each operator, XNNPACK (the interpreter's default delegate; the only
+    delegate this runtime ever applies) or the interpreter's built-in kernels. The export records the same
+    description for the run that measured its exactness (metadata field ``exactness``), so the Pi can tell
+    when it computes with other kernels."""
+    runtime: str
+    version: str
+    ops: tuple
+    delegated: tuple  # one bool per op
+    notes: tuple = ()  # why XNNPACK is not running, where known (turned off, or cpuinfo's errors)
+
+    @classmethod
+    def of(cls, interpreter, runtime: str, notes: tuple = ()) -> "Kernels":
+        ops, delegated = delegated_ops(interpreter)
+        return cls(runtime, runtime_version(runtime), tuple(ops), tuple(delegated), tuple(notes))
+
+    @property
+    def xnnpack_ops(self) -> int:
+        return sum(self.delegated)
+
+    @property
+    def xnnpack(self) -> bool:
+        return self.xnnpack_ops > 0
+
+    def tag(self) -> str:
+        """One word for a key=value line: ``xnnpack:19/20`` or ``builtin``."""
+        return f"xnnpack:{self.xnnpack_ops}/{len(self.ops)}" if self.xnnpack else "builtin"
+
+    def describe(self) -> str:
+        if not self.xnnpack:
+            return f"built-in kernels for all {len(self.ops)} ops ({self.notes[0] if self.notes else 'XNNPACK not applied'})"
+        rest = sorted({op for op, d in zip(self.ops, self.delegated) if not d})
+        return (f"{XNNPACK} for {self.xnnpack_ops} of {len(self.ops)} ops"
+                + (f" ({', '.join(rest)} on built-in kernels)" if rest else ""))
+
+    def to_json(self) -> dict:
+        return {"runtime": self.runtime, "runtime_version": self.version, "delegate": XNNPACK if self.xnnpack else None,
+                "ops": list(self.ops), "delegated": list(self.delegated), "summary": self.describe()}
+
+    def differs_from(self, exactness: dict) -> str | None:
+        """None when these are the kernels the export measured its exactness with (same runtime and
+        version, same operators, each on the same kind of kernel), else the difference in words."""
+        recorded = exactness["kernels"]
+        if ((recorded.get("runtime"), recorded.get("runtime_version"), list(recorded["ops"]),
+             list(recorded["delegated"])) == (self.runtime, self.version, list(self.ops), list(self.delegated))):
+            return None
+        return (f"this machine runs {self.runtime} {self.version} with {self.describe()}, but the export's check "
+                f"({measured_exactness(exactness)}) ran under {recorded.get('runtime')} "
+                f"{recorded.get('runtime_version')} with {recorded.get('summary', '?')} on "
+                f"{exactness.get('machine', '?')}")
+
+
+def measured_exactness(exactness: dict) -> str:
+    """``bit-exact with the quantized model on 10,000 images`` (or how far from it)."""
+    samples = exactness.get("samples")
+    on = f"on {samples:,} images" if isinstance(samples, int) else "on its test images"
+    if exactness.get("max_abs_diff") == 0:
+        return f"bit-exact with the quantized model {on}"
+    return f"max |difference| {exactness.get('max_abs_diff')} from the quantized model {on}"
 
 
 @dataclass(frozen=True)
@@ -195,20 +312,33 @@ class Prediction:
 
 
 class Classifier:
-    """The TFLite interpreter, checked against the metadata, plus the preprocessing it describes."""
+    """The TFLite interpreter, checked against the metadata, plus the preprocessing it describes.
+    ``xnnpack=False`` keeps the interpreter from applying XNNPACK (its built-in kernels run every op)."""
 
-    def __init__(self, meta: ModelMetadata, threads: int | None = None, runtime: str = "auto"):
+    def __init__(self, meta: ModelMetadata, threads: int | None = None, runtime: str = "auto", xnnpack: bool = True):
         self.meta = meta
         self.preprocess = Preprocessor(meta.height, meta.width, meta.channels, meta.color, meta.lut)
         interpreter, self.backend = interpreter_class(runtime)
+        options = {} if xnnpack else {"experimental_op_resolver_type": _resolver_without_xnnpack(self.backend)}
+        native = []
         try:
-            with quiet_native_info():
-                self.interpreter = interpreter(model_path=str(meta.tflite_path), num_threads=threads)
+            with native_stderr(native):
+                self.interpreter = interpreter(model_path=str(meta.tflite_path), num_threads=threads, **options)
                 self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise RpiError(f"cannot load {meta.tflite_path} with {self.backend}: "
                            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
+        _pass_on(native)  # on failure the exception says it all
         self.input, self.output = self._checked_tensors()
+        notes = [f"XNNPACK did not start: {ln.strip()}" for ln in native if ln.startswith(CPUINFO_ERROR)]
+        self.kernels = Kernels.of(self.interpreter, self.backend, notes if xnnpack else ["XNNPACK turned off"])
+
+    def kernel_mismatch(self) -> str | None:
+        """None when this interpreter runs the kernels the export measured exactness with, else why not."""
+        if self.meta.exactness is None:
+            return (f"{self.meta.json_path.name} does not record which kernels the export measured its exactness "
+                    f"with (an older export): re-export to check them")
+        return self.kernels.differs_from(self.meta.exactness)
 
     def _checked_tensors(self) -> tuple[dict, dict]:
         inputs, outputs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
@@ -247,5 +377,18 @@ def _check_quantization(name: str, which: str, detail: dict, scale: float, zero_
                        f"from its metadata (scale {scale:g}, zero point {zero_point}): re-export both together")
 
 
-def load_classifier(model_path: str | Path, threads: int | None = None, runtime: str = "auto") -> Classifier:
-    return Classifier(read_metadata(model_path), threads, runtime)
+def _resolver_without_xnnpack(backend: str):
+    module = __import__(f"{backend}.interpreter", fromlist=["OpResolverType"])
+    return module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+
+
+def _pass_on(native_lines: list) -> None:
+    """The interpreter's own stderr lines, less its INFO chatter and cpuinfo's errors (which Kernels keeps
+    as the reason XNNPACK did not start, and the app reports once)."""
+    sys.stderr.writelines(ln + "\n" for ln in native_lines
+                          if not ln.startswith(("INFO: ", CPUINFO_ERROR)))
+
+
+def load_classifier(model_path: str | Path, threads: int | None = None, runtime: str = "auto",
+                    xnnpack: bool = True) -> Classifier:
+    return Classifier(read_metadata(model_path), threads, runtime, xnnpack)

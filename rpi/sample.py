@@ -1,9 +1,12 @@
 """``python -m rpi.sample``: the sample video that ``make rpi-local`` classifies (no external media).
 
 The first N Fashion-MNIST test images, each one frame, scaled up (nearest neighbour) to look like a small
-camera frame and written as an MJPG .avi with OpenCV; the runtime crops, converts and resizes it back to
-the model's input like any camera frame. Beside it, ``<name>.json`` lists each frame's true label, so a
-test or a user can score the predictions in the --log file against it. Host side: imports model.data.
+camera frame and written with OpenCV as FFV1, a lossless codec: every machine that reads the file back (an
+x86 host, an aarch64 Pi) gets exactly these pixels, so their predictions can be compared frame by frame
+(a lossy MJPG decodes to different pixels on aarch64 and x86). The video is read back and compared before
+it is kept. The runtime crops, converts and resizes each frame to the model's input like any camera frame.
+Beside it, ``<name>.json`` lists each frame's true label, so a test or a user can score the predictions in
+the --log file against it. Host side: imports model.data.
 """
 from __future__ import annotations
 
@@ -17,23 +20,51 @@ import numpy as np
 from .errors import RpiError, run_cli
 
 
+CODEC = "FFV1"
+
+
+def frame_of(image: np.ndarray, scale: int) -> np.ndarray:
+    """One 28x28 gray image -> the BGR frame stored for it (scale*H x scale*W)."""
+    big = np.kron(image, np.ones((scale, scale), np.uint8))
+    return np.repeat(big[:, :, None], 3, axis=2)
+
+
 def write_video(path: Path, images: np.ndarray, scale: int, fps: float) -> None:
-    """(N, H, W) uint8 gray -> MJPG video of BGR frames (scale*H x scale*W), written atomically."""
+    """(N, H, W) uint8 gray -> lossless FFV1 video of BGR frames, checked by reading it back, written
+    atomically (a temporary name, renamed when complete and checked)."""
     from .sources import import_cv2
 
     cv2 = import_cv2()
     height, width = images.shape[1] * scale, images.shape[2] * scale
     temporary = path.with_name(f".{path.stem}.{os.getpid()}{path.suffix}")  # cv2 picks the container by suffix
-    writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter_fourcc(*CODEC), fps, (width, height))
     if not writer.isOpened():
-        raise RpiError(f"OpenCV cannot write an MJPG video to {temporary}")
+        raise RpiError(f"OpenCV cannot write an {CODEC} video to {temporary} (an OpenCV without FFmpeg?)")
     try:
         for image in images:
-            big = np.kron(image, np.ones((scale, scale), np.uint8))
-            writer.write(cv2.cvtColor(big, cv2.COLOR_GRAY2BGR))
+            writer.write(frame_of(image, scale))
     finally:
         writer.release()
+    try:
+        check_lossless(temporary, images, scale)
+    except RpiError:
+        temporary.unlink(missing_ok=True)
+        raise
     os.replace(temporary, path)
+
+
+def check_lossless(path: Path, images: np.ndarray, scale: int) -> None:
+    from .sources import import_cv2
+
+    capture = import_cv2().VideoCapture(str(path))
+    try:
+        for index, image in enumerate(images):
+            ok, frame = capture.read()
+            if not ok or not np.array_equal(frame, frame_of(image, scale)):
+                raise RpiError(f"OpenCV does not read back from {path.name} the pixels it wrote (frame {index + 1}): "
+                               f"its {CODEC} codec is not lossless here")
+    finally:
+        capture.release()
 
 
 def score(log_path: Path, labels_path: Path) -> str:

@@ -3,7 +3,10 @@
 - ``picamera2``: the Pi camera (Pi OS's apt package ``python3-picamera2``; the venv must see system
   site-packages). Frames are ``RGB888``, which picamera2 stores in B, G, R order.
 - OpenCV ``VideoCapture``: a webcam index (``0``), a stream URL (``rtsp://...``, ``http://...``) or a
-  video file. Frames are BGR.
+  video file. Frames are BGR. An MJPG file or stream is read as JPEG packets and decoded with
+  ``cv2.imdecode`` (libjpeg-turbo, whose integer decoding gives the same pixels on every architecture);
+  FFmpeg's own MJPG decoder gives different pixels on aarch64 and x86. A webcam's MJPG frames are decoded
+  by OpenCV's V4L2 backend, which uses the same libjpeg-turbo path.
 - a directory of images, read in name order with OpenCV (BGR, gray or BGRA as stored).
 
 Live sources (camera, webcam, stream) that stop delivering frames are reopened with back-off by
@@ -71,6 +74,15 @@ class Source:
         pass
 
 
+MJPEG_FOURCCS = {"MJPG", "mjpg"}
+SKIPPED_PACKETS_LIMIT = 30  # consecutive MJPG packets that do not decode before the source counts as unreadable
+
+
+def fourcc_of(capture) -> str:
+    code = int(capture.get(import_cv2().CAP_PROP_FOURCC)) & 0xFFFFFFFF
+    return code.to_bytes(4, "little").decode("latin-1")
+
+
 class CaptureSource(Source):
     """OpenCV VideoCapture: webcam index, stream URL or video file."""
 
@@ -79,6 +91,7 @@ class CaptureSource(Source):
         self.name = f"webcam {target}" if isinstance(target, int) else str(target)
         self._capture = None
         self._pending: np.ndarray | None = None
+        self.jpeg_packets = False  # MJPG read as packets, decoded by cv2.imdecode
 
     def open(self) -> None:
         cv2 = import_cv2()
@@ -86,7 +99,9 @@ class CaptureSource(Source):
         if isinstance(self.target, int) and self.size:
             capture.set(cv2.CAP_PROP_FRAME_WIDTH, self.size[0])
             capture.set(cv2.CAP_PROP_FRAME_HEIGHT, self.size[1])
-        ok, frame = capture.read() if capture.isOpened() else (False, None)
+        self.jpeg_packets = (capture.isOpened() and not isinstance(self.target, int)
+                             and fourcc_of(capture) in MJPEG_FOURCCS and self._raw_packets(capture))
+        ok, frame = self._read(capture) if capture.isOpened() else (False, None)
         if not ok or frame is None:
             capture.release()
             what = "camera" if isinstance(self.target, int) else "stream" if self.live else "video"
@@ -94,14 +109,32 @@ class CaptureSource(Source):
                            f"or nothing there)")
         self._capture, self._pending = capture, frame
 
+    @staticmethod
+    def _raw_packets(capture) -> bool:
+        """Ask the FFmpeg backend for the encoded packets instead of decoded frames (CAP_PROP_FORMAT -1)."""
+        cv2 = import_cv2()
+        return capture.getBackendName() == "FFMPEG" and bool(capture.set(cv2.CAP_PROP_FORMAT, -1))
+
+    def _read(self, capture) -> tuple[bool, np.ndarray | None]:
+        cv2 = import_cv2()
+        for _ in range(SKIPPED_PACKETS_LIMIT + 1):
+            ok, data = capture.read()
+            if not ok or not self.jpeg_packets:
+                return ok, data
+            frame = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
+            if frame is not None:
+                return True, frame
+        raise RpiError(f"{self.name}: {SKIPPED_PACKETS_LIMIT + 1} MJPG packets in a row are not JPEG images "
+                       f"that OpenCV can decode")
+
     def read(self) -> np.ndarray | None:
         if self._pending is not None:
             frame, self._pending = self._pending, None
             return frame
-        ok, frame = self._capture.read()
+        ok, frame = self._read(self._capture)
         if not ok and self.loop and not self.live:
             self._capture.set(import_cv2().CAP_PROP_POS_FRAMES, 0)
-            ok, frame = self._capture.read()
+            ok, frame = self._read(self._capture)
         return frame if ok else None
 
     def close(self) -> None:

@@ -21,11 +21,13 @@ def tiny_model(tiny_export) -> Path:
     return tiny_export[0] / "squeezenet_int8.json"
 
 
-def write_video(path: Path, frames: list, fps: float = 30.0) -> Path:
+def write_video(path: Path, frames: list, fps: float = 30.0, fourcc: str = "FFV1") -> Path:
+    """Lossless FFV1 by default, so every decoder (the app's, the reference's, an aarch64 Pi's) reads back
+    exactly these pixels; ``fourcc="MJPG"`` for the lossy camera codec."""
     import cv2
 
     height, width = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
     for frame in frames:
         writer.write(frame if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))
     writer.release()

@@ -81,7 +81,7 @@ def wait_listening(port: int, process: subprocess.Popen, timeout: float = 10.0) 
 
 def start_sshd(directory: Path, extra_config: str = "") -> tuple[subprocess.Popen, LoopbackPi]:
     """``extra_config``: more sshd_config lines, e.g. ``SetEnv PATH=...`` to give the stand-in Pi its own
-    programs (the fleet tests' init-system double)."""
+    programs (the fleet tests' init-system double), or the emulated Pi's ForceCommand."""
     if not os.path.exists(SSHD):
         pytest.fail("sshd is not installed: make setup installs Debian's openssh-server (the rpi tests need it)")
     directory.mkdir(parents=True, exist_ok=True)

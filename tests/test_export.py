@@ -72,6 +72,12 @@ def test_metadata_round_trips_into_the_interpreter_input(tiny_export):
     assert (meta["input"]["scale"], meta["input"]["zero_point"]) == tuple(inp["quantization"])
     assert meta["model_sha256"] == read_report(export_dir)["tflite"]["sha256"]
     assert len(meta["labels"]) == interp.get_output_details()[0]["shape"][-1]
+    # the Pi compares its kernels with the ones this comparison ran on (XNNPACK, by default, per operator)
+    report = read_report(export_dir)["tflite"]
+    exactness = meta["exactness"]
+    for key in ("samples", "top1_agreement", "max_abs_diff", "machine"):
+        assert exactness[key] == report[key]
+    assert exactness["kernels"]["summary"] == report["kernels"] and exactness["kernels"]["delegate"] == "XNNPACK"
 
     qm = load_quant_model(root / "quant.pt")
     test = load_dataset("fashion-mnist", "test", str(data_dir))
