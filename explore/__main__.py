@@ -32,6 +32,8 @@ from .space import STUDIES
 from .study import Worker, default_storage, load_or_create, open_storage, study_rows, write_points
 from .trial import Settings
 
+DEFAULT_SEARCH_TRIALS = 24
+
 
 def build_parser() -> argparse.ArgumentParser:
     from quantize.storage import BUDGET_BYTES
@@ -39,9 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m explore", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--study", choices=sorted(STUDIES), default="paper", help="which study to run (default paper)")
-    p.add_argument("--trials", type=int, default=24,
-                   help="budget study: evaluated trials in all (counted over every worker and rerun; points "
-                        "skipped as over budget before training do not count); grids run all their points")
+    p.add_argument("--trials", type=int, default=None,
+                   help="trials to evaluate in all, counted over every worker and rerun (points skipped as over "
+                        "budget before training do not count); default: 24 for the budget search, every point "
+                        "of a grid (a grid stopped early has run the first N points of its seeded order)")
     p.add_argument("--out", default="artifacts/explore", help="output directory (default artifacts/explore)")
     p.add_argument("--storage", default=None,
                    help="Optuna storage URL: sqlite:///PATH (default <out>/explore.db), journal:PATH, or a "
@@ -84,14 +87,16 @@ def progress_line(spec, rows: list[dict], total: int | None, started: float) -> 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     spec = STUDIES[args.study]
-    if args.trials < 1:
+    if args.trials is not None and args.trials < 1:
         raise UserError("--trials must be at least 1")
+    if args.trials is None and spec.kind == "search":
+        args.trials = DEFAULT_SEARCH_TRIALS
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     storage = open_storage(args.storage or default_storage(out.resolve()))
     settings = Settings(data_dir=args.data_dir, dataset=args.dataset, device=args.device, part=args.part,
                         resource_share=args.resource_share, budget_bytes=args.budget_bytes, threads=args.threads)
-    total = len(spec.points) if spec.kind == "grid" else args.trials
+    total = min(len(spec.points), args.trials or len(spec.points)) if spec.kind == "grid" else args.trials
     study = load_or_create(spec, storage)
     started = time.time()
 
@@ -110,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         print(f"[explore {spec.name}] {spec.description}; {total} trial(s); schedule: {spec.schedule.describe()}; "
               f"storage {storage.url}", flush=True)
-        worker = Worker(spec, storage, settings, out, target=args.trials if spec.kind == "search" else None)
+        worker = Worker(spec, storage, settings, out, target=args.trials)
         try:
             worker.run(study, after_trial)
         except KeyboardInterrupt:

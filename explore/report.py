@@ -121,6 +121,42 @@ def sweep_rows(rows: list[dict], field: str) -> list[dict]:
     return sorted(pick, key=lambda r: r[field])
 
 
+# What the paper found (Iandola et al. 2016, section 5; shared/REFERENCE.md): ImageNet top-5 rises with SR
+# and plateaus at 86.0% from SR 0.75 (19 MB), and with pct_3x3 up to 50%, flat beyond, while size grows.
+PAPER_TREND = {"sr": "top-5 rises with SR, plateaus at 86.0% from SR 0.75 (19 MB); size keeps growing",
+               "pct_3x3": "top-5 rises up to pct_3x3 50%, flat beyond; size keeps growing"}
+SATURATION_PP = 0.5  # a sweep has saturated at the first value within this many points of its best top-1
+
+
+def saturation(sweep: list[dict], field: str, tolerance_pp: float = SATURATION_PP) -> float | None:
+    """The smallest value of ``field`` whose top-1 is within ``tolerance_pp`` percentage points of the
+    sweep's best (where more of it stops buying accuracy), or None for an empty sweep."""
+    if not sweep:
+        return None
+    top = max(r["top1"] for r in sweep)
+    return min(r[field] for r in sweep if 100 * (top - r["top1"]) <= tolerance_pp)
+
+
+def trend_lines(rows: list[dict]) -> list[str]:
+    """The paper study's table: each sweep's top-1 and bytes at each value, where it saturates, and the
+    paper's finding beside it."""
+    lines = ["## The sweeps against the paper's", "",
+             f"Saturation: the smallest value within {SATURATION_PP} percentage points of the sweep's best "
+             "top-1 (proxy schedule, one seed: differences of a few tenths are noise).", "",
+             "| sweep | top-1 % (4-bit) at each value | on-chip KiB at each value | saturates at | paper (ImageNet) |",
+             "|---|---|---|---|---|"]
+    for field, values in (("sr", PAPER_SR), ("pct_3x3", PAPER_PCT)):
+        by_value = {r[field]: r for r in sweep_rows(rows, field)}
+        top1 = ", ".join(f"{v:g}: {100 * by_value[v]['top1']:.2f}" if v in by_value else f"{v:g}: not run"
+                         for v in values)
+        size = ", ".join(f"{by_value[v]['onchip_bytes'] / 1024:.0f}" if v in by_value else "-" for v in values)
+        sat = saturation(list(by_value.values()), field)
+        done = len(by_value) == len(values)
+        lines.append(f"| {field} | {top1} | {size} | "
+                     f"{'-' if sat is None else f'{sat:g}' + ('' if done else ' (so far)')} | {PAPER_TREND[field]} |")
+    return lines + [""]
+
+
 def plot_paper(rows: list[dict], path: Path, budget_bytes: int, schedule: str) -> None:
     """Two panels like the paper's figure 3: top-1 (quantized and float) against SR and against pct_3x3,
     on-chip bytes on the right axis, the budget as a line; each point labelled with its KiB."""
@@ -301,6 +337,8 @@ def write_report(rows: list[dict], spec, schedule_text: str, out_dir: Path, budg
     fps_front = sorted(pareto_front(rows, maximize=("top1", "fpga_images_per_second"), minimize=(),
                                     budget_bytes=budget_bytes, where=lambda r: r["fpga_fits"]),
                        key=lambda r: r["fpga_images_per_second"])
+    if spec.name == "paper":
+        lines += trend_lines(rows)
     lines += ["## Front: top-1 against on-chip bytes (within the budget)", "",
               "What each step up in size buys, from the smallest to the most accurate point.", "", TABLE_HEAD,
               *[_row_line(r) for r in front], "",

@@ -201,15 +201,17 @@ def requeue_interrupted(study: optuna.Study) -> list[int]:
 def work_left(study: optuna.Study, spec: StudySpec, target: int | None) -> bool:
     """Whether this worker should start another trial (call under the lock, after requeue_interrupted)."""
     trials = study.get_trials(deepcopy=False)
-    if spec.kind == "grid":
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    if target is not None and len(counted(trials)) + running >= target:
+        return False
+    if spec.kind == "grid":  # (a target stops a grid early: trial i is the i-th point of GridSampler's seeded order)
         if any(t.state == TrialState.WAITING for t in trials):  # re-queued points
             return True
         taken = {point_key(t) for t in trials if status_of(t) in ("complete", "failed", "running")}
         return any(key not in taken for key in spec.grid_keys)
     # Queued seeds and retries are asked first, but count toward the target like any trial.
-    running = sum(t.state == TrialState.RUNNING for t in trials)
     skipped = sum(status_of(t) == "skipped" for t in trials)
-    return len(counted(trials)) + running < target and skipped < SKIP_CAP * target
+    return skipped < SKIP_CAP * target
 
 
 # --- the objective ---------------------------------------------------------------------------------

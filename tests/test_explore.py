@@ -13,7 +13,7 @@ import optuna
 import pytest
 
 from explore.report import (evaluated, fpga_pick, full_recipe_commands, pareto_front, pi_pick, plot_paper,
-                            recorded_flags)
+                            recorded_flags, saturation, sweep_rows, trend_lines)
 from explore.space import SMOKE, SMOKE_POINTS, STUDIES, DesignPoint, StudySpec, paper_points
 from explore.study import Worker, load_or_create, open_storage, study_rows
 from explore.trial import Settings
@@ -136,6 +136,9 @@ def test_failing_trials_are_recorded(tmp_path):
     storage = open_storage(f"sqlite:///{tmp_path / 'explore.db'}")
     study = load_or_create(spec, storage)
     settings = Settings(data_dir=str(tmp_path / "no-such-data"))
+    # --trials 1 stops a grid after its first point; the next run does the rest.
+    assert Worker(spec, storage, settings, tmp_path, target=1, log=lambda line: None).run(study, lambda s: None) == 1
+    assert len(study_rows(storage, "failing")) == 1
     Worker(spec, storage, settings, tmp_path, log=lambda line: None).run(study, lambda s: None)
     rows = {r["key"]: r for r in study_rows(storage, "failing")}
     assert len(rows) == 2 and all(r["status"] == "failed" and r["state"] == "FAIL" for r in rows.values())
@@ -186,6 +189,14 @@ def test_paper_study_is_the_two_sweeps_and_its_plot(tmp_path):
     assert STUDIES["paper"].kind == "grid" and STUDIES["budget"].kind == "search"
     rows = [{**p.to_dict(), "key": p.key, "status": "complete", "top1": 0.9 + p.sr / 100 + p.pct_3x3 / 200,
              "float_top1": 0.91, "onchip_bytes": int(100_000 * (p.sr + p.pct_3x3))} for p in points]
+    sr_sweep = sweep_rows(rows, "sr")
+    assert [r["sr"] for r in sr_sweep] == [0.125, 0.25, 0.5, 0.75, 1.0]
+    rising = [{"sr": sr, "top1": top1} for sr, top1 in ((0.125, 0.80), (0.25, 0.85), (0.5, 0.894), (0.75, 0.898),
+                                                        (1.0, 0.90))]
+    assert saturation(rising, "sr") == 0.75  # 0.2 points below the best; 0.5 is 0.6 below
+    assert saturation([{"sr": 0.125, "top1": 0.95}, *rising[1:]], "sr") == 0.125
+    table = "\n".join(trend_lines(rows[:3]))
+    assert "0.75: not run" in table and "(so far)" in table and "plateaus at 86.0%" in table
     plot_paper(rows, tmp_path / "paper.png", BUDGET, "test")
     assert (tmp_path / "paper.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "paper.png").stat().st_size > 20_000
 
