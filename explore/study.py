@@ -140,9 +140,10 @@ def load_or_create(spec: StudySpec, storage: Storage) -> optuna.Study:
 
 def check_same_study(study: optuna.Study, spec: StudySpec) -> None:
     attrs = study.user_attrs
-    if attrs.get("schedule") != spec.schedule.name or (spec.kind == "grid" and attrs.get("grid") != spec.grid_keys):
+    other_grid = spec.kind == "grid" and attrs.get("grid") != spec.grid_keys
+    if attrs.get("schedule_text") != spec.schedule.describe() or other_grid:
         raise UserError(f"study {spec.name!r} in this storage was made with another schedule or grid "
-                        f"({attrs.get('schedule')}); use another --out / --storage, or --study-name")
+                        f"({attrs.get('schedule_text')}); use another --out or --storage")
 
 
 # --- trial bookkeeping -----------------------------------------------------------------------------

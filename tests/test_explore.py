@@ -14,7 +14,7 @@ import pytest
 
 from explore.report import (evaluated, fpga_pick, full_recipe_commands, pareto_front, pi_pick, plot_paper,
                             recorded_flags, saturation, sweep_rows, trend_lines)
-from explore.space import SMOKE, SMOKE_POINTS, STUDIES, DesignPoint, StudySpec, paper_points
+from explore.space import SMOKE, SMOKE_POINTS, STUDIES, DesignPoint, Schedule, StudySpec, paper_points
 from explore.study import Worker, load_or_create, open_storage, study_rows
 from explore.trial import Settings
 
@@ -216,3 +216,8 @@ def test_cli_errors_are_one_line(tmp_path):
     assert r.returncode == 2 and r.stderr.strip() == "error: --trials must be at least 1"
     r = run_module("explore", "--study", "smoke", "--storage", "nosuchdb://x", "--out", str(tmp_path))
     assert r.returncode == 2 and r.stderr.strip().startswith("error: cannot open Optuna storage")
+    # A study made with another proxy schedule is not mixed with this one.
+    other = StudySpec("smoke", "grid", Schedule("smoke", float_epochs=2, qat_epochs=1, limit=600), SMOKE_POINTS)
+    load_or_create(other, open_storage(f"sqlite:///{tmp_path / 'explore.db'}"))
+    r = run_module("explore", "--study", "smoke", "--out", str(tmp_path))
+    assert r.returncode == 2 and "made with another schedule or grid" in r.stderr, r.stderr
