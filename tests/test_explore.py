@@ -221,3 +221,16 @@ def test_cli_errors_are_one_line(tmp_path):
     load_or_create(other, open_storage(f"sqlite:///{tmp_path / 'explore.db'}"))
     r = run_module("explore", "--study", "smoke", "--out", str(tmp_path))
     assert r.returncode == 2 and "made with another schedule or grid" in r.stderr, r.stderr
+
+
+
+def test_cost_estimate_adds_up_the_schedule():
+    """explore.cost times real steps of a point and multiplies them out over the schedule."""
+    from explore.cost import point_cost
+
+    c = point_cost(SMOKE_POINTS[0], Schedule("a", float_epochs=2, qat_epochs=1, limit=1200), steps=1)
+    ms = {k[:-len("_ms_per_image")]: v / 1e3 for k, v in c.items() if k.endswith("_ms_per_image")}
+    assert all(v > 0 for v in ms.values()) and c["macs"] > 0
+    assert c["float_cpu_s"] == pytest.approx(2 * (1100 * ms["float_train"] + 100 * ms["float_eval"]))
+    assert c["qat_cpu_s"] == pytest.approx(1100 * ms["qat_train"] + 100 * ms["qat_eval"]
+                                           + 10_000 * (ms["float_eval"] + ms["qat_eval"]))
