@@ -277,12 +277,19 @@ class Worker:
         raise TrialFailed(reason)
 
     def same_point(self, trial: optuna.Trial, point: DesignPoint):
-        """An earlier trial of this point that finished (to copy), or one running elsewhere (skip this one)."""
-        for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
+        """An earlier trial of this point that finished (to copy), one running elsewhere (skip this one), or
+        one that failed for a reason of the point's own (fail again without retraining: counted, so a sampler
+        that keeps drawing it cannot loop)."""
+        states = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.FAIL)
+        for t in trial.study.get_trials(deepcopy=False, states=states):
             if t.number == trial.number or point_key(t) != point.key:
                 continue
             if t.state == TrialState.COMPLETE:
                 return t
+            if t.state == TrialState.FAIL:
+                if status_of(t) == "failed":
+                    self.fail(trial, f"the same point as trial {t.number}, which failed: {t.user_attrs.get('reason')}")
+                continue
             trial.set_user_attr("status", "duplicate")
             trial.set_user_attr("reason", f"trial {t.number} is evaluating the same point")
             raise optuna.TrialPruned(f"trial {t.number} is evaluating the same point")

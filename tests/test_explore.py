@@ -21,6 +21,9 @@ from explore.trial import Settings
 from .conftest import ROOT, run_module
 
 BUDGET = 524_288
+# A smoke study takes 2 to 5 minutes on an idle 2-core machine; under a load average of 10 (shared machine)
+# one trial's TFLite conversion alone took 6 minutes: the limits only catch a hang.
+STUDY_TIMEOUT = 2400
 
 
 def read_points(out: Path) -> list[dict]:
@@ -57,7 +60,7 @@ def test_smoke_study_end_to_end_and_rerun(tiny_idx_dir, tmp_path):
     out = tmp_path / "explore"
     r = subprocess.run(["make", "--no-print-directory", "explore", "STUDY=smoke", f"EXPLORE_OUT={out}",
                         f"DATA_DIR={tiny_idx_dir}"], cwd=ROOT, env=explore_env(tiny_idx_dir), capture_output=True,
-                       text=True, timeout=900)
+                       text=True, timeout=STUDY_TIMEOUT)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "2/2 done" in r.stdout and "best top-1" in r.stdout  # the progress line
     rows = read_points(out)
@@ -72,7 +75,8 @@ def test_smoke_study_end_to_end_and_rerun(tiny_idx_dir, tmp_path):
     logs = {p.name: (p / "log.txt").read_text() for p in (out / "smoke" / "trials").iterdir()}
     assert len(logs) == 2 and all(log.count("$ python -m model.train") == 1 for log in logs.values())
 
-    again = run_module("explore", "--study", "smoke", "--out", str(out), env={"DATA_DIR": str(tiny_idx_dir)})
+    again = run_module("explore", "--study", "smoke", "--out", str(out), env={"DATA_DIR": str(tiny_idx_dir)},
+                    timeout=STUDY_TIMEOUT)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "trial 0:" not in again.stdout and "2 complete" in again.stdout
     assert read_points(out) == rows
@@ -87,7 +91,7 @@ def test_resume_after_interrupt(tiny_idx_dir, tmp_path):
     out = tmp_path / "explore"
     first = start_explore(out, tiny_idx_dir, tmp_path / "first.log")
     trials = out / "smoke" / "trials"
-    deadline = time.time() + 600
+    deadline = time.time() + STUDY_TIMEOUT
     while time.time() < deadline and not any(trials.glob("*/float/model.pt")):
         assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
         time.sleep(0.5)
@@ -100,7 +104,8 @@ def test_resume_after_interrupt(tiny_idx_dir, tmp_path):
     (trial_dir,) = [p for p in trials.iterdir() if p.name.startswith(interrupted_key)]
     assert (trial_dir / "float" / "model.pt").is_file() and not (trial_dir / "quant" / "report.json").exists()
 
-    second = run_module("explore", "--study", "smoke", "--out", str(out), env={"DATA_DIR": str(tiny_idx_dir)})
+    second = run_module("explore", "--study", "smoke", "--out", str(out), env={"DATA_DIR": str(tiny_idx_dir)},
+                    timeout=STUDY_TIMEOUT)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "re-queued interrupted trial(s) [0]" in second.stdout
     rows = read_points(out)
@@ -118,7 +123,7 @@ def test_two_workers_share_one_sqlite_study(tiny_idx_dir, tmp_path):
     out = tmp_path / "explore"
     workers = [start_explore(out, tiny_idx_dir, tmp_path / f"worker{i}.log") for i in range(2)]
     for i, w in enumerate(workers):
-        assert w.wait(timeout=900) == 0, (tmp_path / f"worker{i}.log").read_text()[-3000:]
+        assert w.wait(timeout=STUDY_TIMEOUT) == 0, (tmp_path / f"worker{i}.log").read_text()[-3000:]
     storage = open_storage(f"sqlite:///{out / 'explore.db'}")
     trials = optuna.load_study(study_name="smoke", storage=storage.optuna).get_trials()
     assert len(trials) == len(SMOKE_POINTS)
@@ -234,3 +239,34 @@ def test_cost_estimate_adds_up_the_schedule():
     assert c["float_cpu_s"] == pytest.approx(2 * (1100 * ms["float_train"] + 100 * ms["float_eval"]))
     assert c["qat_cpu_s"] == pytest.approx(1100 * ms["qat_train"] + 100 * ms["qat_eval"]
                                            + 10_000 * (ms["float_eval"] + ms["qat_eval"]))
+
+
+def test_budget_search_skips_over_budget_points_and_stops_at_its_target(tmp_path):
+    """The NSGA-II search: its queued seeds are asked first, a point over the byte budget is skipped before
+    any training (not counted), and the worker stops once --trials points are counted. (The data directory
+    is missing, so each trained point fails fast in its float stage: the search machinery is what is tested.)"""
+    over = DesignPoint(128, 128, 1.0, 0.875, "simple", 8)  # megabytes of 8-bit weights
+    seeds = (over, *SMOKE_POINTS)
+    space = {"base_e": (8, 128), "incr_e": (4, 8, 128), "sr": (0.25, 0.5, 1.0), "pct_3x3": (0.25, 0.5, 0.875),
+             "bypass": ("none", "simple"), "weight_bits": (3, 4, 8)}
+    spec = StudySpec("search", "search", SMOKE, space=space, seeds=seeds, skip_over_budget=True)
+    storage = open_storage(f"sqlite:///{tmp_path / 'explore.db'}")
+    study = load_or_create(spec, storage)
+    settings = Settings(data_dir=str(tmp_path / "no-such-data"))
+    Worker(spec, storage, settings, tmp_path, target=2, log=lambda line: None).run(study, lambda s: None)
+    rows = study_rows(storage, "search")
+    assert [(r["key"], r["status"]) for r in rows] == [(over.key, "skipped"), (SMOKE_POINTS[0].key, "failed"),
+                                                       (SMOKE_POINTS[1].key, "failed")]
+    assert "over budget before training" in rows[0]["reason"] and rows[0]["precheck"]["onchip_bytes"] > BUDGET
+    assert not (tmp_path / "search" / "trials" / f"{over.key}-smoke").exists()
+    # A third counted trial: the sampler draws a new point (no seed left).
+    Worker(spec, storage, settings, tmp_path, target=3, log=lambda line: None).run(study, lambda s: None)
+    rows = study_rows(storage, "search")
+    assert sum(r["status"] in ("complete", "failed") for r in rows) == 3
+    assert all(r["status"] in ("failed", "skipped", "duplicate") for r in rows[3:])
+    # A point drawn again after it failed fails again at once, with the first failure's reason.
+    study.enqueue_trial(SMOKE_POINTS[0].to_dict())
+    Worker(spec, storage, settings, tmp_path, target=4, log=lambda line: None).run(study, lambda s: None)
+    again = study_rows(storage, "search")[-1]
+    assert again["status"] == "failed" and again["reason"].startswith("the same point as trial 1, which failed: ")
+    assert (tmp_path / "search" / "trials" / f"{SMOKE_POINTS[0].key}-smoke" / "log.txt").read_text().count("$ ") == 1
