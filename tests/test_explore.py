@@ -270,3 +270,10 @@ def test_budget_search_skips_over_budget_points_and_stops_at_its_target(tmp_path
     again = study_rows(storage, "search")[-1]
     assert again["status"] == "failed" and again["reason"].startswith("the same point as trial 1, which failed: ")
     assert (tmp_path / "search" / "trials" / f"{SMOKE_POINTS[0].key}-smoke" / "log.txt").read_text().count("$ ") == 1
+
+
+@pytest.mark.parametrize("module", ["explore", "explore.measure", "explore.cost"])
+def test_entry_points_explain_themselves(module):
+    r = run_module(module, "--help")
+    assert r.returncode == 0, r.stderr
+    assert "usage:" in r.stdout and len(r.stdout) > 500
