@@ -174,6 +174,7 @@ def plot_paper(rows: list[dict], path: Path, budget_bytes: int, schedule: str) -
             ax.annotate(f"{r['onchip_bytes'] / 1024:.0f} KiB", (r[field], 100 * r["top1"]), textcoords="offset points",
                         xytext=(0, 8), ha="center", fontsize=8)
         ax.set_xlabel(title)
+        ax.set_xlim(-0.05, 1.05)  # the whole sweep's range, also while only some of its points are done
         ax.set_ylabel("test top-1 (%)")
         ax.grid(alpha=0.3)
         size = ax.twinx()
@@ -186,6 +187,7 @@ def plot_paper(rows: list[dict], path: Path, budget_bytes: int, schedule: str) -
         ax.legend(lines + more, labels + more_labels, fontsize=8, loc="lower right")
         ax.set_zorder(size.get_zorder() + 1)
         ax.patch.set_visible(False)
+    fig.subplots_adjust(wspace=0.45)  # room between the left panel's size axis and the right panel's top-1 axis
     fig.suptitle(f"SqueezeNet metaparameters on Fashion-MNIST, 4-bit weights ({schedule})", fontsize=11)
     _save(fig, path)
 
