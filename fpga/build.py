@@ -263,7 +263,8 @@ def step_fifo_sizing(st: BuildState) -> None:
 def step_convert(st: BuildState) -> None:
     by_stage = {s.name: s.config_key for s in st.pipeline.convs}
     keyed = {by_stage[name]: rf for name, rf in st.reuse_factors.items()}
-    st.hls_model, hc, model = _convert(st, keyed, st.out / "hls_project", testbench=True)
+    # the project's test bench holds real test images; a plan-and-estimate build (make budget) reads no data
+    st.hls_model, hc, model = _convert(st, keyed, st.out / "hls_project", testbench=st.test is not None)
     final = pipeline_from_hls_model(st.hls_model, name="squeezenet")
     changed = {s.name: (st.reuse_factors[s.name], s.reuse_factor) for s in final.convs
                if s.reuse_factor != st.reuse_factors.get(s.name)}
@@ -431,7 +432,7 @@ def build(cfg: FpgaConfig, skip: tuple[str, ...] = ()) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     st = BuildState(cfg, out)
-    if "csim" not in skip:  # a data set that does not fit, or a damaged file, fails before a minute of work
+    if not {"compile", "csim"} <= set(skip):  # data that does not fit, or a damaged file, fails before any step
         st.quant = load_quant_model(cfg.checkpoint)
         st.test, cfg.dataset, cfg.data_dir = load_checkpoint_data(st.quant.payload, cfg.checkpoint, "test",
                                                                   cfg.dataset, cfg.data_dir)
