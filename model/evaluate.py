@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .artifacts import UserError, load_checkpoint, run_cli, write_json, atomic_path
-from .data import DATASETS, ImageSet, Normalization, load_checkpoint_data, load_dataset
+from .data import DATASETS, Normalization, load_checkpoint_data
 from .squeezenet import SqueezeNet, SqueezeNetConfig, count_macs, count_parameters, folded_copy
 from .training import Teacher, accuracy, predict_logits
 
@@ -51,10 +51,6 @@ def load_teacher(path: str | Path, classes: list[str], channels: int, input_size
                         f"{norm.input_size}x{norm.input_size} images, the student on {len(classes)} classes of "
                         f"{channels}x{input_size}x{input_size}")
     return Teacher(loaded.model, norm)
-
-
-def load_test_set(dataset: str, data_dir: str | None, norm: Normalization) -> ImageSet:
-    return load_dataset(dataset, "test", data_dir, norm.input_size, norm.channels)
 
 
 def classification_report(logits: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
