@@ -15,6 +15,14 @@ Writes under --out (default artifacts/export):
   report.json             per artifact: path, bytes, sha256, top-1, top-1 agreement with its parent and
                           max |output difference| on the test images
 
+By default the export runs on the data the quantized checkpoint was trained on and pairs it with the float
+checkpoint it was trained from (both recorded in the checkpoint). Every check is a gate: the QCDQ ONNX, the
+QONNX and the int8 TFLite under ai-edge-litert must equal the Brevitas model on every output, the float ONNX
+the float model within FLOAT_TOLERANCE; otherwise the export fails with the figures and the first differing
+image, and publishes nothing (--allow-mismatch reports and publishes, for investigation). tflite-runtime's
+figures are reported, not gated (its reference kernels round some ties differently; see the README).
+The artifacts are built in a staging directory and moved into --out only when every step succeeded.
+
 The TFLite model is measured under ai-edge-litert (in this process) and under tflite-runtime 2.14 (which
 needs numpy < 2, so it runs in its own venv, --tflite-runtime-python).
 """
@@ -25,6 +33,7 @@ import base64
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,11 +46,11 @@ import numpy as np
 import torch
 
 from model.artifacts import UserError, atomic_path, sha256_of, write_json
-from model.data import DATASETS, load_dataset
+from model.data import DATASETS, load_checkpoint_data
 from model.evaluate import load_float_model
 from model.squeezenet import plain
 from model.training import to_input
-from quantize.qat import load_quant_model
+from quantize.qat import float_parent, load_quant_model
 from quantize.storage import BUDGET_BYTES
 from rpi.model import Kernels
 
@@ -54,31 +63,52 @@ METADATA_NAME = "squeezenet_int8.json"
 METADATA_FORMAT = "squeezenet-tflite/1"
 DEFAULT_TFLITE_RUNTIME_PYTHON = ".venv-tflite-runtime/bin/python"
 KNOWN_ANSWERS = 10  # test images recorded in the metadata for the Pi's known-answer health check
+FLOAT_TOLERANCE = 1e-3  # float ONNX vs float PyTorch: different kernels sum in other orders (measured 1.7e-5)
 
 
 @dataclass
 class ExportConfig:
     checkpoint: str = "quantize/checkpoints/default.pt"
-    float_checkpoint: str = "model/checkpoints/default.pt"
+    float_checkpoint: str | None = None  # None: the float parent the quantized checkpoint records
     out: str = "artifacts/export"
-    dataset: str = "fashion-mnist"
+    dataset: str | None = None  # None (and data_dir None): the data the quantized checkpoint was trained on
     data_dir: str | None = None
     samples: int = 0  # 0: the whole test set
     qonnx_samples: int = 0
     tflite_runtime_python: str | None = DEFAULT_TFLITE_RUNTIME_PYTHON
     budget_bytes: int = BUDGET_BYTES
+    allow_mismatch: bool = False
 
 
-def compare(outputs: np.ndarray, parent: np.ndarray, labels: np.ndarray) -> dict:
-    """Top-1 of ``outputs`` and how far they are from the parent's on the same images."""
-    return {"samples": int(len(outputs)),
-            "top1": round(float((outputs.argmax(1) == labels).mean()), 6),
-            "top1_agreement": round(float((outputs.argmax(1) == parent.argmax(1)).mean()), 6),
-            "max_abs_diff": float(np.abs(outputs.astype(np.float64) - parent).max())}
+def compare(outputs: np.ndarray, parent: np.ndarray, labels: np.ndarray, tolerance: float = 0.0) -> dict:
+    """Top-1 of ``outputs`` and how far they are from the parent's on the same images; ``exact``: every
+    output within ``tolerance`` of the parent's, else the first image that is not."""
+    diff = np.abs(outputs.astype(np.float64) - parent)
+    off = np.flatnonzero((diff > tolerance).any(axis=1))
+    facts = {"samples": int(len(outputs)),
+             "top1": round(float((outputs.argmax(1) == labels).mean()), 6),
+             "top1_agreement": round(float((outputs.argmax(1) == parent.argmax(1)).mean()), 6),
+             "max_abs_diff": float(diff.max()), "tolerance": tolerance, "exact": not len(off),
+             "rows_off": int(len(off))}
+    if len(off):
+        i = int(off[0])
+        facts["first_mismatch"] = {"index": i, "top1": int(outputs[i].argmax()), "parent_top1": int(parent[i].argmax()),
+                                   "max_abs_diff": float(diff[i].max())}
+    return facts
 
 
-def file_facts(path: Path) -> dict:
-    return {"path": str(path), "bytes": path.stat().st_size, "sha256": sha256_of(path)}
+def mismatch_line(name: str, entry: dict) -> str:
+    """One artifact's failed exactness check, in words."""
+    first = entry["first_mismatch"]
+    return (f"{name} differs from {entry['parent']} ({entry['runtime']}) on {entry['rows_off']} of {entry['samples']} "
+            f"images (top-1 agreement {entry['top1_agreement']:.4f}, max |diff| {entry['max_abs_diff']:.3g}, "
+            f"tolerance {entry['tolerance']:g}); first: test image {first['index']} (class {first['top1']} vs "
+            f"{first['parent_top1']}, max |diff| {first['max_abs_diff']:.3g})")
+
+
+def file_facts(path: Path, published: Path | None = None) -> dict:
+    """Size and hash of ``path``; its ``path`` in the report is where it is published (``published``)."""
+    return {"path": str(published or path), "bytes": path.stat().st_size, "sha256": sha256_of(path)}
 
 
 @torch.no_grad()
@@ -178,21 +208,64 @@ def run_tflite_runtime(python: str, tflite: Path, x: np.ndarray) -> np.ndarray:
 
 # --- the build ----------------------------------------------------------------------------------------
 
-def export_all(cfg: ExportConfig, log=print) -> dict:
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    floats = load_float_model(cfg.float_checkpoint)
+def load_pair(cfg: ExportConfig):
+    """The quantized model and its float parent (the one it records, or --float-checkpoint), checked to
+    take the same images and predict the same classes."""
     qm = load_quant_model(cfg.checkpoint)
-    norm = qm.normalization
-    shape = (norm.channels, norm.input_size, norm.input_size)
-    test = load_dataset(cfg.dataset, "test", cfg.data_dir, norm.input_size, norm.channels)
+    float_path = cfg.float_checkpoint or float_parent(qm.payload, cfg.checkpoint)
+    floats = load_float_model(float_path)
+    fn, qn = floats.normalization, qm.normalization
+    if (fn.channels, fn.input_size) != (qn.channels, qn.input_size) or list(floats.classes) != list(qm.classes):
+        raise UserError(f"{float_path} ({len(floats.classes)} classes of {fn.channels}x{fn.input_size}x{fn.input_size}) "
+                        f"is not the float model of {cfg.checkpoint} ({len(qm.classes)} classes of {qn.channels}x"
+                        f"{qn.input_size}x{qn.input_size}); pass its own parent with --float-checkpoint")
+    return qm, floats, float_path
+
+
+def export_all(cfg: ExportConfig, log=print) -> dict:
+    """Build, run and check every artifact in a staging directory; publish them into ``cfg.out`` (and
+    write report.json) only when every step and every exactness gate passed (or --allow-mismatch)."""
+    from .tflite_build import check_tflite_exactness
+
+    out = Path(cfg.out)
+    qm, floats, float_path = load_pair(cfg)
+    check_tflite_exactness(qm.config)  # refuse before any work
+    # Data first: a data set that does not fit the model, or a damaged file, fails before the slow steps.
+    test, dataset, data_dir = load_checkpoint_data(qm.payload, cfg.checkpoint, "test", cfg.dataset, cfg.data_dir)
     if cfg.samples:
         test = test.subset(np.arange(min(cfg.samples, len(test))))
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+    try:
+        report = build_all(cfg, qm, floats, float_path, test, dataset, data_dir, stage, out, log)
+        failures = [mismatch_line(Path(report[k]["path"]).name, report[k]) for k in ARTIFACTS if not report[k]["exact"]]
+        report["exact"], report["allow_mismatch"] = not failures, cfg.allow_mismatch
+        if failures and not cfg.allow_mismatch:
+            raise UserError("not exact, nothing published: " + "; ".join(failures)
+                            + " (--allow-mismatch publishes and reports without failing)")
+        for path in sorted(stage.iterdir()):
+            os.replace(path, out / path.name)
+        write_json(out / "report.json", report)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    for line in failures:
+        log(f"warning (--allow-mismatch): {line}")
+    return report
+
+
+ARTIFACTS = ("float_onnx", "qcdq_onnx", "qonnx", "tflite")
+
+
+def build_all(cfg: ExportConfig, qm, floats, float_path: str, test, dataset: str, data_dir: str, stage: Path,
+              out: Path, log) -> dict:
+    norm = qm.normalization
+    shape = (norm.channels, norm.input_size, norm.input_size)
     labels = test.labels
     x_quant = to_input(torch.from_numpy(test.images), norm)
     x_float = to_input(torch.from_numpy(test.images), floats.normalization)
     report: dict = {"checkpoint": cfg.checkpoint, "checkpoint_sha256": sha256_of(cfg.checkpoint),
-                    "float_checkpoint": cfg.float_checkpoint, "dataset": cfg.dataset, "samples": len(test)}
+                    "float_checkpoint": float_path, "dataset": dataset, "data_dir": str(data_dir),
+                    "samples": len(test)}
     timings = {}
 
     @contextmanager
@@ -204,38 +277,37 @@ def export_all(cfg: ExportConfig, log=print) -> dict:
 
     def checked(path: Path, outputs: np.ndarray, parent: str, runtime: str) -> dict:
         reference = parents[parent][:len(outputs)]
-        return {**file_facts(path), "parent": parent, "runtime": runtime,
-                **compare(outputs, reference, labels[:len(outputs)])}
+        tolerance = FLOAT_TOLERANCE if parent == "float_torch" else 0.0
+        return {**file_facts(path, out / path.name), "parent": parent, "runtime": runtime,
+                **compare(outputs, reference, labels[:len(outputs)], tolerance)}
 
     with step("reference", "reference outputs (float PyTorch, Brevitas)"):
         parents = {"float_torch": torch_logits(floats.model, x_float), "brevitas": torch_logits(qm.model, x_quant)}
         report["parents"] = {k: {"top1": round(float((v.argmax(1) == labels).mean()), 6)} for k, v in parents.items()}
     with step("float_onnx", "float ONNX"):
-        path = export_float_onnx(floats.model, shape, out / "squeezenet_float.onnx")
+        path = export_float_onnx(floats.model, shape, stage / "squeezenet_float.onnx")
         report["float_onnx"] = checked(path, run_ort(ort_session(path), x_float.numpy()), "float_torch", "onnxruntime")
     with step("qcdq_onnx", "QCDQ ONNX"):
-        path = export_qcdq_onnx(qm.model, shape, out / "squeezenet_qcdq.onnx")
+        path = export_qcdq_onnx(qm.model, shape, stage / "squeezenet_qcdq.onnx")
         report["qcdq_onnx"] = checked(path, run_ort(ort_session(path), x_quant.numpy()), "brevitas", "onnxruntime")
     with step("qonnx", "QONNX"):
-        path = export_qonnx(qm.model, shape, out / "squeezenet.qonnx.onnx")
+        path = export_qonnx(qm.model, shape, stage / "squeezenet.qonnx.onnx")
         n = min(len(test), cfg.qonnx_samples) if cfg.qonnx_samples else len(test)
         report["qonnx"] = checked(path, run_qonnx(path, x_quant[:n].numpy()), "brevitas", "qonnx.core.onnx_exec")
 
     with step("tflite", "int8 TFLite"):
-        report["tflite"] = tflite_step(cfg, qm, test, parents["brevitas"], out)
+        report["tflite"] = tflite_step(cfg, qm, test, parents["brevitas"], stage, out)
     report["tflite_metadata"] = str(out / METADATA_NAME)
-
     report["seconds"] = timings
-    write_json(out / "report.json", report)
     return report
 
 
-def tflite_step(cfg: ExportConfig, qm, test, brevitas_out: np.ndarray, out: Path) -> dict:
+def tflite_step(cfg: ExportConfig, qm, test, brevitas_out: np.ndarray, stage: Path, out: Path) -> dict:
     """Convert, check full-integer, run under ai-edge-litert (and tflite-runtime), write the Pi's .json."""
     from .tflite_build import convert_to_tflite
 
     norm = qm.normalization
-    tflite = convert_to_tflite(qm.model, (norm.channels, norm.input_size, norm.input_size), out / TFLITE_NAME)
+    tflite = convert_to_tflite(qm.model, (norm.channels, norm.input_size, norm.input_size), stage / TFLITE_NAME)
     facts = check_tflite_is_integer(tflite_run.load(tflite, runtime="ai_edge_litert", delegates=False))
     interp = tflite_run.load(tflite, threads=1, runtime="ai_edge_litert")
     lut = pixel_lookup_table(qm.model, norm)
@@ -243,7 +315,7 @@ def tflite_step(cfg: ExportConfig, qm, test, brevitas_out: np.ndarray, out: Path
     raw = tflite_run.run(interp, x_int8)
     out_details = interp.get_output_details()[0]
     kernels = Kernels.of(interp, "ai_edge_litert")
-    entry = {**file_facts(tflite), "parent": "brevitas", "runtime": "ai_edge_litert",
+    entry = {**file_facts(tflite, out / TFLITE_NAME), "parent": "brevitas", "runtime": "ai_edge_litert",
              **compare(tflite_run.dequantize(raw, out_details), brevitas_out, test.labels),
              "kernels": kernels.describe(), "machine": platform.machine(),
              "ops": facts["ops"], "tensor_types": facts["tensor_types"], "budget_bytes": cfg.budget_bytes}
@@ -253,16 +325,13 @@ def tflite_step(cfg: ExportConfig, qm, test, brevitas_out: np.ndarray, out: Path
     entry["within_budget"] = entry["bytes"] <= cfg.budget_bytes
     entry["top1_agreement_tflite_runtime"] = None
     if cfg.tflite_runtime_python:
-        if not Path(cfg.tflite_runtime_python).exists():
-            raise UserError(f"{cfg.tflite_runtime_python} not found: create the tflite-runtime environment with "
-                            f"'make setup', or pass --tflite-runtime-python none")
         raw_rt = run_tflite_runtime(cfg.tflite_runtime_python, tflite, x_int8)
         other = compare(tflite_run.dequantize(raw_rt, out_details), brevitas_out, test.labels)
         entry.update({"top1_tflite_runtime": other["top1"],
                       "top1_agreement_tflite_runtime": other["top1_agreement"],
                       "max_abs_diff_tflite_runtime": other["max_abs_diff"],
                       "tflite_runtime_rows_equal_to_ai_edge_litert": round(float((raw_rt == raw).all(1).mean()), 6)})
-    with atomic_path(out / METADATA_NAME) as tmp:
+    with atomic_path(stage / METADATA_NAME) as tmp:
         answers = known_answers(test.images, raw, test.labels, list(qm.classes))
         tmp.write_text(json.dumps(tflite_metadata(tflite, qm, lut, answers, exactness), indent=1) + "\n")
     return entry
@@ -309,10 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default=d.checkpoint, help=f"quantized checkpoint (default {d.checkpoint})")
     p.add_argument("--float-checkpoint", default=d.float_checkpoint,
-                   help=f"float checkpoint (default {d.float_checkpoint})")
+                   help="float checkpoint (default: the float parent the quantized checkpoint records)")
     p.add_argument("--out", default=d.out, help=f"output directory (default {d.out})")
-    p.add_argument("--dataset", choices=DATASETS, default=d.dataset)
-    p.add_argument("--data-dir", default=None, help="data set directory (default $DATA_DIR or the Debian path)")
+    p.add_argument("--dataset", choices=DATASETS, default=d.dataset,
+                   help="data set to compare on (default: the one the quantized checkpoint was trained on)")
+    p.add_argument("--data-dir", default=None, help="data set directory (default: the checkpoint's, else $DATA_DIR "
+                                                    "or the Debian path)")
     p.add_argument("--samples", type=int, default=0, help="test images to compare on (default: all)")
     p.add_argument("--qonnx-samples", type=int, default=0,
                    help="test images for the (slow, reference) QONNX executor (default: as --samples)")
@@ -320,21 +391,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="python of the tflite-runtime 2.14 venv, or 'none' to skip that runtime "
                         f"(default {d.tflite_runtime_python})")
     p.add_argument("--budget-bytes", type=int, default=int(os.environ.get("BUDGET_BYTES", d.budget_bytes)))
+    p.add_argument("--allow-mismatch", action="store_true",
+                   help="publish and report artifacts that are not exact with their parent instead of failing "
+                        "(for investigation)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.samples < 0 or args.qonnx_samples < 0:
-        raise UserError("--samples and --qonnx-samples must be >= 0")
+    for name in ("samples", "qonnx_samples"):
+        if getattr(args, name) < 0:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     for path in (args.checkpoint, args.float_checkpoint):
-        if not Path(path).is_file():
+        if path and not Path(path).is_file():
             raise UserError(f"{path}: no such checkpoint")
+    tflite_python = None if args.tflite_runtime_python == "none" else args.tflite_runtime_python
+    if tflite_python and not Path(tflite_python).exists():
+        raise UserError(f"{tflite_python} not found: create the tflite-runtime environment with 'make setup', or "
+                        f"pass --tflite-runtime-python none")
     cfg = ExportConfig(checkpoint=args.checkpoint, float_checkpoint=args.float_checkpoint, out=args.out,
                        dataset=args.dataset, data_dir=args.data_dir, samples=args.samples,
                        qonnx_samples=args.qonnx_samples,
-                       tflite_runtime_python=None if args.tflite_runtime_python == "none"
-                       else args.tflite_runtime_python, budget_bytes=args.budget_bytes)
+                       tflite_runtime_python=tflite_python, budget_bytes=args.budget_bytes,
+                       allow_mismatch=args.allow_mismatch)
     report = export_all(cfg, log=lambda msg: print(f"[export] {msg}", file=sys.stderr, flush=True))
     print("\n".join(summary_lines(report)))
     print(f"report: {Path(cfg.out) / 'report.json'}")

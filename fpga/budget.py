@@ -26,7 +26,8 @@ TFLITE_CANDIDATES = ("artifacts/export/squeezenet_int8.tflite",)
 
 
 def fpga_report(checkpoint: str, fpga_report_path: Path, work_dir: Path, part: str | None = None,
-                resources: str | None = None, share: float | None = None) -> tuple[dict, str]:
+                resources: str | None = None, share: float | None = None,
+                budget_bytes: int = BUDGET_BYTES) -> tuple[dict, str]:
     """The fpga stage's report for this checkpoint, and where it came from. Without one, a build here plans
     the design for ``part`` / ``resources`` / ``share``."""
     if fpga_report_path.is_file():
@@ -35,7 +36,9 @@ def fpga_report(checkpoint: str, fpga_report_path: Path, work_dir: Path, part: s
             return report, str(fpga_report_path)
     from .build import FpgaConfig, build
 
-    cfg = FpgaConfig(checkpoint=checkpoint, out=str(work_dir / "fpga"), samples=0, resources=resources)
+    # The build's own storage line uses the same budget as this gate (one verdict, not two); no C-sim, no data.
+    cfg = FpgaConfig(checkpoint=checkpoint, out=str(work_dir / "fpga"), samples=0, resources=resources,
+                     budget_bytes=budget_bytes)
     if part:
         cfg.part = part
     if share is not None:
@@ -119,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"the budget must be positive, got {budget}")
     part = args.part or os.environ.get("FPGA_PART") or None
     report, source = fpga_report(args.checkpoint, Path(args.fpga_report), Path(args.work_dir), part, args.resources,
-                                 args.resource_share)
+                                 args.resource_share, budget)
     rows = weight_rows(report, source, budget, args.tflite or TFLITE_CANDIDATES)
     print(format_rows(rows))
     problems = [f"{r['artifact']} by {r['over_by']:,} bytes" for r in rows if not r["within_budget"]]

@@ -48,6 +48,7 @@ PI_MODULES = ("__init__.py", "errors.py", "preprocess.py", "model.py", "sources.
               "bench.py")
 REQUIREMENTS = "requirements-pi.txt"
 BUNDLE_FORMAT = "squeezenet-rpi-bundle/1"
+KEEP_BUNDLES = 5  # bundles kept under <work-dir>/bundles (every deploy, failed or not, builds or reuses one)
 DEFAULT_BUDGET_BYTES = 512 * 1024  # the project's 0.5 MiB budget (quantize/storage.py), without importing torch
 REMOTE_SCRIPT = PACKAGE_DIR / "remote.py"
 JSON_PREFIX = "RPI-JSON "
@@ -101,13 +102,16 @@ def build_bundle(model_json: str, work_dir: Path, budget: int) -> tuple[Path, st
         except RpiError:
             shutil.rmtree(final, ignore_errors=True)  # damaged here since: build it again
     staging = Path(tempfile.mkdtemp(prefix=f".{release}.", dir=_mkdir(bundles)))
-    for rel, src in files.items():
-        (staging / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, staging / rel)
-    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    staging.chmod(0o755)
-    os.replace(staging, final)  # a bundle directory is complete or absent
-    prune_bundles(bundles, keep=5)
+    try:
+        for rel, src in files.items():
+            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, staging / rel)
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        staging.chmod(0o755)
+        os.replace(staging, final)  # a bundle directory is complete or absent
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone after the rename; a failed copy leaves nothing
+    prune_bundles(bundles, keep=KEEP_BUNDLES)
     return final, sha256_file(final / "manifest.json")
 
 
