@@ -295,3 +295,20 @@ rpi-arm64-tools: ## install Debian's debootstrap, qemu-user-static and binfmt-su
 
 rpi-arm64-root: setup rpi-arm64-tools ## build the emulated Pi's arm64 root once (~3-6 min; cached in ~/.cache/squeezenet-edge)
 	$(PY) -m tests.arm64_pi build
+
+# --- explore ----------------------------------------------------------------------------------------
+# `make explore STUDY=paper|budget|smoke [TRIALS=N]` (N: 24 for budget, all points of a grid): design points trained by the model and quantize stages
+# with a short proxy schedule, measured (on-chip bytes, FPGA estimate, int8 TFLite latency), kept in an
+# Optuna study (EXPLORE_STORAGE, default SQLite in EXPLORE_OUT/explore.db). A rerun continues the study;
+# other machines join with the same EXPLORE_STORAGE (a database server URL). `python -m explore --help`.
+STUDY           ?= paper
+TRIALS          ?=
+EXPLORE_OUT     ?= artifacts/explore
+EXPLORE_STORAGE ?=
+EXPLORE_ARGS    ?=
+
+.PHONY: explore
+
+explore: setup ## design-space exploration with Optuna (STUDY=paper|budget|smoke, TRIALS=N, EXPLORE_STORAGE=URL)
+	$(PY) -m explore --study $(STUDY) $(if $(TRIALS),--trials $(TRIALS)) --out $(EXPLORE_OUT) --device $(DEVICE) --part $(FPGA_PART) \
+	  --resource-share $(RESOURCE_SHARE) $(if $(EXPLORE_STORAGE),--storage "$(EXPLORE_STORAGE)") $(EXPLORE_ARGS)

@@ -1,0 +1,172 @@
+"""What the studies search: design points, the proxy training schedules and the three named studies.
+
+A design point is the paper's microarchitecture metaparameters (base_e, incr_e, sr, pct_3x3, bypass) plus
+the weight bit width; everything else is ``model.small_image_config()``'s default (stem, pools, freq,
+number of Fire modules, dropout, BatchNorm), and the quantize stage's defaults (8-bit first conv and
+classifier, 8-bit activations, 16-bit biases). Every study trains its points with one proxy schedule: the
+same epochs, training subset and seed for each point, so their accuracies compare.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from model.squeezenet import SqueezeNetConfig, small_image_config
+
+
+@dataclass(frozen=True)
+class DesignPoint:
+    base_e: int = 64
+    incr_e: int = 64
+    sr: float = 0.125
+    pct_3x3: float = 0.5
+    bypass: str = "simple"
+    weight_bits: int = 4
+
+    def config(self) -> SqueezeNetConfig:
+        """The float network (28x28x1, 10 classes: Fashion-MNIST's shape). Raises ConfigError when the
+        metaparameters give an empty layer (e.g. pct_3x3 0.01 of 8 filters)."""
+        return small_image_config(base_e=self.base_e, incr_e=self.incr_e, sr=self.sr, pct_3x3=self.pct_3x3,
+                                  bypass=self.bypass)
+
+    @property
+    def key(self) -> str:
+        """A file-name-safe identity: the same point has the same key in every study and on every machine."""
+        return (f"e{self.base_e}+{self.incr_e}-sr{self.sr:g}-p{self.pct_3x3:g}-{self.bypass}-w{self.weight_bits}")
+
+    @property
+    def label(self) -> str:
+        return (f"base_e={self.base_e} incr_e={self.incr_e} sr={self.sr:g} pct_3x3={self.pct_3x3:g} "
+                f"bypass={self.bypass} {self.weight_bits}-bit")
+
+    def train_flags(self) -> list[str]:
+        """``python -m model.train`` flags that build this network (the other fields keep their defaults)."""
+        return [f"--set={name}={value}" for name, value in
+                (("base_e", self.base_e), ("incr_e", self.incr_e), ("sr", self.sr), ("pct_3x3", self.pct_3x3),
+                 ("bypass", self.bypass))]
+
+    def qat_flags(self) -> list[str]:
+        """``python -m quantize`` flags: the weight bits (first conv and classifier keep their default 8)."""
+        return ["--weight-bits", str(self.weight_bits)]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DesignPoint":
+        return cls(int(data["base_e"]), int(data["incr_e"]), float(data["sr"]), float(data["pct_3x3"]),
+                   str(data["bypass"]), int(data["weight_bits"]))
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The proxy training of every point of a study: float training, then QAT, on the first ``limit``
+    training images (1/12 of them held out for validation), seeded. ``float_args`` / ``qat_args`` are the
+    committed default's recipe flags (``make train`` / ``make qat``) with fewer epochs."""
+
+    name: str
+    float_epochs: int
+    qat_epochs: int
+    limit: int  # first N training images (0: all 60,000)
+    seed: int = 0
+    float_args: tuple[str, ...] = ("--optimizer", "adamw", "--lr", "3e-3", "--weight-decay", "0.05",
+                                   "--warmup-epochs", "0.5")
+    qat_args: tuple[str, ...] = ("--lr", "3e-4")
+    latency_images: int = 200  # int8 TFLite latency: this many test images, one at a time
+
+    def float_flags(self) -> list[str]:
+        return ["--epochs", str(self.float_epochs), *self.float_args, "--seed", str(self.seed),
+                *(["--limit", str(self.limit)] if self.limit else [])]
+
+    def quant_flags(self) -> list[str]:
+        return ["--epochs", str(self.qat_epochs), *self.qat_args, "--seed", str(self.seed),
+                *(["--limit", str(self.limit)] if self.limit else [])]
+
+    def describe(self) -> str:
+        images = f"the first {self.limit:,} training images" if self.limit else "all 60,000 training images"
+        return (f"{self.float_epochs} float epochs + {self.qat_epochs} QAT epoch(s) on {images} "
+                f"(1/12 held out), seed {self.seed}")
+
+
+# The proxy schedule of the paper study and the open search. Chosen so that the 9 distinct points of
+# `make explore STUDY=paper` fit 90 minutes on the 2-core build machine (docs/RESULTS.md, "Design-space
+# exploration", has the measured per-point times).
+PROXY = Schedule("proxy", float_epochs=3, qat_epochs=1, limit=10_000)
+SMOKE = Schedule("smoke", float_epochs=1, qat_epochs=1, limit=600, latency_images=20)
+
+DEFAULT_POINT = DesignPoint()
+
+# The paper's sweeps (Iandola et al. 2016, section 5 / figure 3), at 4-bit weights, everything else at the
+# default: SR with pct_3x3 at its default 0.5, and pct_3x3 with SR at its default 0.125. The default network
+# is in both sweeps, so the 10 sweep points are 9 distinct trials.
+PAPER_SR = (0.125, 0.25, 0.5, 0.75, 1.0)
+PAPER_PCT = (0.01, 0.25, 0.5, 0.75, 0.99)
+
+
+def paper_points() -> list[DesignPoint]:
+    points = [DesignPoint(sr=sr) for sr in PAPER_SR] + [DesignPoint(pct_3x3=pct) for pct in PAPER_PCT]
+    return list(dict.fromkeys(points))  # the default point once
+
+
+# The open search: categorical choices (a discrete space, so a repeated point is recognised and not
+# retrained). Widths start at 8 because only narrow networks fit the xc7z020 (docs/RESULTS.md, "FPGA").
+BUDGET_SPACE: dict[str, tuple] = {
+    "base_e": (8, 12, 16, 20, 24, 32, 48, 64, 96, 128),
+    "incr_e": (0, 4, 8, 12, 16, 24, 32, 48, 64, 128),
+    "sr": (0.125, 0.25, 0.375, 0.5, 0.75, 1.0),
+    "pct_3x3": (0.125, 0.25, 0.5, 0.75, 0.875),
+    # The complex bypass is left out: the int8 TFLite export (the Pi) refuses it.
+    "bypass": ("none", "simple"),
+    "weight_bits": (2, 3, 4, 8),
+}
+
+# Narrow points queued first, so the region that fits the xc7z020 is explored whatever the sampler draws:
+# widths 8 to 32, squeeze ratio and 3x3 share small and large, both bypasses, 2/3/4/8-bit weights.
+BUDGET_SEEDS: tuple[DesignPoint, ...] = (
+    DesignPoint(16, 16, 0.125, 0.5, "simple", 4),
+    DesignPoint(8, 8, 0.25, 0.5, "simple", 4),
+    DesignPoint(12, 12, 0.5, 0.25, "none", 4),
+    DesignPoint(20, 20, 0.125, 0.25, "simple", 4),
+    DesignPoint(24, 24, 0.125, 0.125, "none", 8),
+    DesignPoint(16, 16, 0.5, 0.75, "simple", 3),
+    DesignPoint(24, 8, 0.25, 0.5, "simple", 2),
+    DesignPoint(32, 32, 0.125, 0.5, "simple", 4),
+    DesignPoint(16, 24, 1.0, 0.875, "none", 8),
+    DesignPoint(64, 64, 0.125, 0.5, "simple", 4),  # the committed default, for reference
+)
+
+# Two tiny points for `make explore STUDY=smoke` and the tests: real stages, seconds each.
+SMOKE_POINTS: tuple[DesignPoint, ...] = (
+    DesignPoint(8, 8, 0.25, 0.5, "simple", 4),
+    DesignPoint(8, 4, 0.5, 0.25, "none", 3),
+)
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A named study: its sampler kind, its points (grid) or space (search), its schedule."""
+
+    name: str
+    kind: str  # "grid" (GridSampler over ``points``) or "search" (NSGA-II over ``space``)
+    schedule: Schedule
+    points: tuple[DesignPoint, ...] = ()
+    space: dict = field(default_factory=dict)
+    seeds: tuple[DesignPoint, ...] = ()
+    skip_over_budget: bool = False  # search: do not train a point whose on-chip bytes exceed the budget
+    description: str = ""
+
+    @property
+    def grid_keys(self) -> list[str]:
+        return [p.key for p in self.points]
+
+
+STUDIES: dict[str, StudySpec] = {
+    "paper": StudySpec(
+        "paper", "grid", PROXY, tuple(paper_points()),
+        description="the paper's metaparameter sweeps (SR and pct_3x3) at 4-bit weights"),
+    "budget": StudySpec(
+        "budget", "search", PROXY, space=BUDGET_SPACE, seeds=BUDGET_SEEDS, skip_over_budget=True,
+        description="open search: most accurate within the 0.5 MiB budget and the FPGA part (NSGA-II)"),
+    "smoke": StudySpec(
+        "smoke", "grid", SMOKE, SMOKE_POINTS,
+        description="two tiny points through every stage (what the tests run)"),
+}

@@ -1,0 +1,279 @@
+"""explore/: the Optuna study through the real stages (model.train, quantize, explore.measure with the FPGA
+estimate and the int8 TFLite), resume after Ctrl-C, two workers on one SQLite study, failures recorded,
+and the Pareto selection."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from explore.report import (evaluated, fpga_pick, full_recipe_commands, pareto_front, pi_pick, plot_paper,
+                            recorded_flags, saturation, sweep_rows, trend_lines)
+from explore.space import SMOKE, SMOKE_POINTS, STUDIES, DesignPoint, Schedule, StudySpec, paper_points
+from explore.study import Worker, load_or_create, open_storage, study_rows
+from explore.trial import Settings
+
+from .conftest import ROOT, run_module
+
+BUDGET = 524_288
+# A smoke study takes 2 to 5 minutes on an idle 2-core machine; under a load average of 10 (shared machine)
+# one trial's TFLite conversion alone took 6 minutes: the limits only catch a hang.
+STUDY_TIMEOUT = 2400
+
+
+def read_points(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "points.jsonl").read_text().splitlines()]
+
+
+def explore_env(data_dir: Path) -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "DATA_DIR": str(data_dir)}
+
+
+def start_explore(out: Path, data_dir: Path, log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "explore", "--study", "smoke", "--out", str(out)], cwd=ROOT,
+                            env=explore_env(data_dir), stdout=open(log, "w"), stderr=subprocess.STDOUT)
+
+
+def assert_complete_smoke(rows: list[dict]) -> None:
+    keys = sorted(p.key for p in SMOKE_POINTS)
+    complete = [r for r in rows if r["status"] == "complete"]
+    assert sorted(r["key"] for r in complete) == keys, rows
+    for r in complete:
+        for field in ("top1", "float_top1", "params", "macs", "onchip_bytes", "fpga_fits", "fpga_images_per_second",
+                      "fpga_resources", "tflite_bytes", "tflite_median_ms"):
+            assert r[field] is not None, (field, r)
+        assert 0.0 <= r["top1"] <= 1.0 and r["test_images"] == 200
+        assert r["onchip_bytes"] == r["onchip_bytes_quantize_report"] == r["precheck"]["onchip_bytes"]
+        assert r["tflite_agreement"] == 1.0  # the int8 TFLite predicts what Brevitas predicts
+        assert r["fpga_fits"] and r["fpga_images_per_second"] > 0  # tiny networks fit the xc7z020
+
+
+@pytest.mark.slow
+def test_smoke_study_end_to_end_and_rerun(tiny_idx_dir, tmp_path):
+    """`make explore STUDY=smoke`: every point through every stage, points.jsonl complete, plots and report
+    written; a rerun recomputes nothing."""
+    out = tmp_path / "explore"
+    r = subprocess.run(["make", "--no-print-directory", "explore", "STUDY=smoke", f"EXPLORE_OUT={out}",
+                        f"DATA_DIR={tiny_idx_dir}"], cwd=ROOT, env=explore_env(tiny_idx_dir), capture_output=True,
+                       text=True, timeout=STUDY_TIMEOUT)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "2/2 done" in r.stdout and "best top-1" in r.stdout  # the progress line
+    rows = read_points(out)
+    assert len(rows) == 2
+    assert_complete_smoke(rows)
+    for name in ("pareto.png", "front_fps.png"):
+        png = (out / "smoke" / name).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    report = (out / "smoke" / "report.md").read_text()
+    assert "For the FPGA (PYNQ-Z2) stage" in report and "python -m model.train" in report
+    assert (out / "explore.db").is_file()
+    logs = {p.name: (p / "log.txt").read_text() for p in (out / "smoke" / "trials").iterdir()}
+    assert len(logs) == 2 and all(log.count("$ python -m model.train") == 1 for log in logs.values())
+
+    again = run_module("explore", "--study", "smoke", "--out", str(out), env={"DATA_DIR": str(tiny_idx_dir)},
+                    timeout=STUDY_TIMEOUT)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "trial 0:" not in again.stdout and "2 complete" in again.stdout
+    assert read_points(out) == rows
+    assert all(log == (p / "log.txt").read_text() for p in (out / "smoke" / "trials").iterdir()
+               for log in [logs[p.name]])
+
+
+@pytest.mark.slow
+def test_resume_after_interrupt(tiny_idx_dir, tmp_path):
+    """Ctrl-C during a trial's QAT: the study stays consistent (the trial FAIL, status interrupted); the
+    rerun queues that point again, reuses its float checkpoint and finishes the study."""
+    out = tmp_path / "explore"
+    first = start_explore(out, tiny_idx_dir, tmp_path / "first.log")
+    trials = out / "smoke" / "trials"
+    deadline = time.time() + STUDY_TIMEOUT
+    while time.time() < deadline and not any(trials.glob("*/float/model.pt")):
+        assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        time.sleep(0.5)
+    time.sleep(3)  # into the QAT stage
+    first.send_signal(signal.SIGINT)
+    assert first.wait(timeout=120) == 130, (tmp_path / "first.log").read_text()[-3000:]
+    rows = read_points(out)
+    assert [r["status"] for r in rows] == ["interrupted"], rows
+    interrupted_key = rows[0]["key"]
+    (trial_dir,) = [p for p in trials.iterdir() if p.name.startswith(interrupted_key)]
+    assert (trial_dir / "float" / "model.pt").is_file() and not (trial_dir / "quant" / "report.json").exists()
+
+    second = run_module("explore", "--study", "smoke", "--out", str(out), env={"DATA_DIR": str(tiny_idx_dir)},
+                    timeout=STUDY_TIMEOUT)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "re-queued interrupted trial(s) [0]" in second.stdout
+    rows = read_points(out)
+    assert_complete_smoke(rows)
+    retry = next(r for r in rows if r["key"] == interrupted_key and r["status"] == "complete")
+    assert retry["retry_of"] == 0
+    assert "float" not in retry["stage_seconds"]  # its float checkpoint was reused, not retrained
+    assert (trial_dir / "log.txt").read_text().count("$ python -m model.train") == 1
+    assert len(rows) == 3  # the interrupted trial, its retry, the other point: nothing lost or repeated
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_sqlite_study(tiny_idx_dir, tmp_path):
+    """Two processes on one SQLite study: each grid point evaluated exactly once, no trial lost."""
+    out = tmp_path / "explore"
+    workers = [start_explore(out, tiny_idx_dir, tmp_path / f"worker{i}.log") for i in range(2)]
+    for i, w in enumerate(workers):
+        assert w.wait(timeout=STUDY_TIMEOUT) == 0, (tmp_path / f"worker{i}.log").read_text()[-3000:]
+    storage = open_storage(f"sqlite:///{out / 'explore.db'}")
+    trials = optuna.load_study(study_name="smoke", storage=storage.optuna).get_trials()
+    assert len(trials) == len(SMOKE_POINTS)
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert sorted(t.user_attrs["key"] for t in trials) == sorted(p.key for p in SMOKE_POINTS)
+    assert_complete_smoke(read_points(out))
+    ran = [(tmp_path / f"worker{i}.log").read_text().count("] trial ") for i in range(2)]
+    assert sum(ran) == len(SMOKE_POINTS), ran
+
+
+def test_failing_trials_are_recorded(tmp_path):
+    """A point the builder rejects and a point whose training stage fails: both FAIL with their reasons."""
+    rejected = DesignPoint(8, 8, 0.25, 0.01, "simple", 4)  # 1% of 8 filters rounds to no 3x3 filter
+    spec = StudySpec("failing", "grid", SMOKE, (rejected, SMOKE_POINTS[0]))
+    storage = open_storage(f"sqlite:///{tmp_path / 'explore.db'}")
+    study = load_or_create(spec, storage)
+    settings = Settings(data_dir=str(tmp_path / "no-such-data"))
+    # --trials 1 stops a grid after its first point; the next run does the rest.
+    assert Worker(spec, storage, settings, tmp_path, target=1, log=lambda line: None).run(study, lambda s: None) == 1
+    assert len(study_rows(storage, "failing")) == 1
+    Worker(spec, storage, settings, tmp_path, log=lambda line: None).run(study, lambda s: None)
+    rows = {r["key"]: r for r in study_rows(storage, "failing")}
+    assert len(rows) == 2 and all(r["status"] == "failed" and r["state"] == "FAIL" for r in rows.values())
+    assert "builder rejects" in rows[rejected.key]["reason"] and "empty layer" in rows[rejected.key]["reason"]
+    stage = rows[SMOKE_POINTS[0].key]["reason"]
+    assert stage.startswith("float training failed (exit status 2): error:") and "no-such-data" in stage
+    # A rerun does not retry a point that failed for a reason of its own.
+    Worker(spec, storage, settings, tmp_path, log=lambda line: None).run(study, lambda s: None)
+    assert len(study_rows(storage, "failing")) == 2
+
+
+def row(key, top1, onchip, fps=0.0, tflite=None, status="complete", **extra):
+    return {"key": key, "status": status, "top1": top1, "onchip_bytes": onchip, "fpga_images_per_second": fps,
+            "fpga_fits": fps > 0, "tflite_bytes": tflite if tflite is not None else 2 * (onchip or 0), **extra}
+
+
+def test_pareto_front_picks_exactly_the_non_dominated_points_under_the_budget():
+    rows = [
+        row("small", 0.85, 50_000, fps=6000),
+        row("a", 0.90, 100_000, fps=5000),
+        row("b", 0.92, 200_000, fps=1000),
+        row("tie-with-b", 0.92, 200_000),       # equal to b: neither dominates the other
+        row("dominated", 0.91, 250_000, fps=900),  # b is more accurate and smaller
+        row("same-bytes-worse", 0.89, 100_000, fps=7000),  # a: same bytes, more accurate
+        row("h", 0.93, 400_000, tflite=600_000),
+        row("over-budget", 0.95, 600_000, fps=100),  # best of all, but over 0.5 MiB
+        row("failed", None, None, status="failed"),
+        row("a", 0.90, 100_000, fps=5000),          # a copied trial of point a: counted once
+    ]
+    front = pareto_front(rows, budget_bytes=BUDGET)
+    assert [r["key"] for r in front] == ["small", "a", "b", "tie-with-b", "h"]
+    assert [r["key"] for r in pareto_front(rows)][-1] == "over-budget"  # without the budget it is on the front
+    fps_front = pareto_front(rows, maximize=("top1", "fpga_images_per_second"), minimize=(), budget_bytes=BUDGET,
+                             where=lambda r: r["fpga_fits"])
+    assert sorted(r["key"] for r in fps_front) == ["a", "b", "same-bytes-worse"]
+    assert fpga_pick(rows, BUDGET)["key"] == "a"       # b and h are more accurate but under 2,000 images/s / no fit
+    assert fpga_pick(rows, BUDGET, min_fps=900)["key"] == "b"
+    assert pi_pick(rows, BUDGET)["key"] == "b"         # h's TFLite file is over the budget
+    assert len(evaluated(rows)) == 8
+
+
+def test_paper_study_is_the_two_sweeps_and_its_plot(tmp_path):
+    points = paper_points()
+    assert len(points) == 9 and len(set(points)) == 9  # 5 + 5 sweep points, the default one shared
+    assert {p.sr for p in points if p.pct_3x3 == 0.5} == {0.125, 0.25, 0.5, 0.75, 1.0}
+    assert {p.pct_3x3 for p in points if p.sr == 0.125} == {0.01, 0.25, 0.5, 0.75, 0.99}
+    assert all(p.weight_bits == 4 and p.base_e == 64 and p.bypass == "simple" for p in points)
+    assert STUDIES["paper"].kind == "grid" and STUDIES["budget"].kind == "search"
+    rows = [{**p.to_dict(), "key": p.key, "status": "complete", "top1": 0.9 + p.sr / 100 + p.pct_3x3 / 200,
+             "float_top1": 0.91, "onchip_bytes": int(100_000 * (p.sr + p.pct_3x3))} for p in points]
+    sr_sweep = sweep_rows(rows, "sr")
+    assert [r["sr"] for r in sr_sweep] == [0.125, 0.25, 0.5, 0.75, 1.0]
+    rising = [{"sr": sr, "top1": top1} for sr, top1 in ((0.125, 0.80), (0.25, 0.85), (0.5, 0.894), (0.75, 0.898),
+                                                        (1.0, 0.90))]
+    assert saturation(rising, "sr") == 0.75  # 0.2 points below the best; 0.5 is 0.6 below
+    assert saturation([{"sr": 0.125, "top1": 0.95}, *rising[1:]], "sr") == 0.125
+    table = "\n".join(trend_lines(rows[:3]))
+    assert "0.75: not run" in table and "(so far)" in table and "plateaus at 86.0%" in table
+    plot_paper(rows, tmp_path / "paper.png", BUDGET, "test")
+    assert (tmp_path / "paper.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "paper.png").stat().st_size > 20_000
+
+
+def test_full_recipe_commands_come_from_the_committed_checkpoints():
+    assert recorded_flags(str(ROOT / "model/checkpoints/default.pt"), ("--out",)) == [
+        "--epochs", "36", "--optimizer", "adamw", "--lr", "3e-3", "--weight-decay", "0.05", "--seed", "0"]
+    point = DesignPoint(16, 16, 0.125, 0.25, "none", 3)
+    commands = full_recipe_commands({**point.to_dict(), "fpga_part": "xc7z020clg400-1"}, ROOT)
+    assert commands[0].startswith("python -m model.train --epochs 36 ") and "--set=bypass=none" in commands[0]
+    assert "--weight-bits 3" in commands[1] and "--epochs 3 --lr 3e-4" in commands[1]
+    assert f"artifacts/quantize/{point.key}/model.pt" in commands[2]
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    r = run_module("explore", "--study", "budget", "--trials", "0", "--out", str(tmp_path))
+    assert r.returncode == 2 and r.stderr.strip() == "error: --trials must be at least 1"
+    r = run_module("explore", "--study", "smoke", "--storage", "nosuchdb://x", "--out", str(tmp_path))
+    assert r.returncode == 2 and r.stderr.strip().startswith("error: cannot open Optuna storage")
+    # A study made with another proxy schedule is not mixed with this one.
+    other = StudySpec("smoke", "grid", Schedule("smoke", float_epochs=2, qat_epochs=1, limit=600), SMOKE_POINTS)
+    load_or_create(other, open_storage(f"sqlite:///{tmp_path / 'explore.db'}"))
+    r = run_module("explore", "--study", "smoke", "--out", str(tmp_path))
+    assert r.returncode == 2 and "made with another schedule or grid" in r.stderr, r.stderr
+
+
+
+def test_cost_estimate_adds_up_the_schedule():
+    """explore.cost times real steps of a point and multiplies them out over the schedule."""
+    from explore.cost import point_cost
+
+    c = point_cost(SMOKE_POINTS[0], Schedule("a", float_epochs=2, qat_epochs=1, limit=1200), steps=1)
+    ms = {k[:-len("_ms_per_image")]: v / 1e3 for k, v in c.items() if k.endswith("_ms_per_image")}
+    assert all(v > 0 for v in ms.values()) and c["macs"] > 0
+    assert c["float_cpu_s"] == pytest.approx(2 * (1100 * ms["float_train"] + 100 * ms["float_eval"]))
+    assert c["qat_cpu_s"] == pytest.approx(1100 * ms["qat_train"] + 100 * ms["qat_eval"]
+                                           + 10_000 * (ms["float_eval"] + ms["qat_eval"]))
+
+
+def test_budget_search_skips_over_budget_points_and_stops_at_its_target(tmp_path):
+    """The NSGA-II search: its queued seeds are asked first, a point over the byte budget is skipped before
+    any training (not counted), and the worker stops once --trials points are counted. (The data directory
+    is missing, so each trained point fails fast in its float stage: the search machinery is what is tested.)"""
+    over = DesignPoint(128, 128, 1.0, 0.875, "simple", 8)  # megabytes of 8-bit weights
+    seeds = (over, *SMOKE_POINTS)
+    space = {"base_e": (8, 128), "incr_e": (4, 8, 128), "sr": (0.25, 0.5, 1.0), "pct_3x3": (0.25, 0.5, 0.875),
+             "bypass": ("none", "simple"), "weight_bits": (3, 4, 8)}
+    spec = StudySpec("search", "search", SMOKE, space=space, seeds=seeds, skip_over_budget=True)
+    storage = open_storage(f"sqlite:///{tmp_path / 'explore.db'}")
+    study = load_or_create(spec, storage)
+    settings = Settings(data_dir=str(tmp_path / "no-such-data"))
+    Worker(spec, storage, settings, tmp_path, target=2, log=lambda line: None).run(study, lambda s: None)
+    rows = study_rows(storage, "search")
+    assert [(r["key"], r["status"]) for r in rows] == [(over.key, "skipped"), (SMOKE_POINTS[0].key, "failed"),
+                                                       (SMOKE_POINTS[1].key, "failed")]
+    assert "over budget before training" in rows[0]["reason"] and rows[0]["precheck"]["onchip_bytes"] > BUDGET
+    assert not (tmp_path / "search" / "trials" / f"{over.key}-smoke").exists()
+    # A third counted trial: the sampler draws a new point (no seed left).
+    Worker(spec, storage, settings, tmp_path, target=3, log=lambda line: None).run(study, lambda s: None)
+    rows = study_rows(storage, "search")
+    assert sum(r["status"] in ("complete", "failed") for r in rows) == 3
+    assert all(r["status"] in ("failed", "skipped", "duplicate") for r in rows[3:])
+    # A point drawn again after it failed fails again at once, with the first failure's reason.
+    study.enqueue_trial(SMOKE_POINTS[0].to_dict())
+    Worker(spec, storage, settings, tmp_path, target=4, log=lambda line: None).run(study, lambda s: None)
+    again = study_rows(storage, "search")[-1]
+    assert again["status"] == "failed" and again["reason"].startswith("the same point as trial 1, which failed: ")
+    assert (tmp_path / "search" / "trials" / f"{SMOKE_POINTS[0].key}-smoke" / "log.txt").read_text().count("$ ") == 1
+
+
+@pytest.mark.parametrize("module", ["explore", "explore.measure", "explore.cost"])
+def test_entry_points_explain_themselves(module):
+    r = run_module(module, "--help")
+    assert r.returncode == 0, r.stderr
+    assert "usage:" in r.stdout and len(r.stdout) > 500
