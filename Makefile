@@ -15,8 +15,16 @@ export TF_ENABLE_ONEDNN_OPTS ?= 0
 TFLRT_VENV  := .venv-tflite-runtime
 TFLRT_STAMP := $(TFLRT_VENV)/.setup-stamp
 
-FLOAT_CKPT  := model/checkpoints/default.pt
-QUANT_CKPT  := quantize/checkpoints/default.pt
+# Two committed model pairs, built by the same code (model/squeezenet.py) and the same training code:
+# MODEL=default, the accuracy-first SqueezeNet that the Pi runs (export, rpi, fleet), and MODEL=pynq_z2, a
+# narrow SqueezeNet whose folded hls4ml design fits the PYNQ-Z2's xc7z020 (the default's does not: LUT and
+# FF over, docs/RESULTS.md). `make fpga` and the budget's device check build FPGA_MODEL;
+# `make fpga FPGA_MODEL=default FPGA_PART=xck26-sfvc784-2LV-c` puts the default on a KV260.
+MODEL       ?= default
+FPGA_MODEL  ?= pynq_z2
+FLOAT_CKPT   = model/checkpoints/$(MODEL).pt
+QUANT_CKPT   = quantize/checkpoints/$(MODEL).pt
+FPGA_CKPT    = quantize/checkpoints/$(FPGA_MODEL).pt
 # Your own data: `make train DATASET=folder DATA_DIR=~/photos INPUT_SIZE=64 CHANNELS=3` writes
 # artifacts/model/model.pt (the committed checkpoints stay); then `make qat CHECKPOINT=artifacts/model/model.pt`,
 # and `make export|fpga|rpi|eval CHECKPOINT=artifacts/quantize/model.pt`. A checkpoint records its data set
@@ -72,8 +80,12 @@ data: ## install Debian's dataset-fashion-mnist when the default data set is mis
 	fi
 
 # --- model ------------------------------------------------------------------------------------------
-# The exact command that produced the committed checkpoint; `make train` reproduces it.
-TRAIN_ARGS ?= --epochs 36 --optimizer adamw --lr 3e-3 --weight-decay 0.05 --seed 0
+# The exact commands that produced the committed checkpoints; `make train [MODEL=pynq_z2]` reproduces them.
+TRAIN_ARGS_default := --epochs 36 --optimizer adamw --lr 3e-3 --weight-decay 0.05 --seed 0
+TRAIN_ARGS_pynq_z2 := --set base_e=16 --set incr_e=16 --set sr=0.5 --set pct_3x3=0.5 --set stem_channels=32 \
+                      --epochs 24 --batch-size 256 --lr 3e-3 --weight-decay 0.01 --warmup-epochs 2 \
+                      --random-erasing 0.2 --ema 0.999 --threads 1 --seed 0
+TRAIN_ARGS ?= $(TRAIN_ARGS_$(MODEL))
 # Where train and qat run: DEVICE=auto|cpu|cuda|cuda:N; NPROC=N > 1 starts N processes (one per GPU, DDP)
 # through torchrun on this machine. Several machines: the torchrun line in the README.
 DEVICE ?= auto
@@ -96,7 +108,8 @@ else
 endif
 
 # --- quantize ---------------------------------------------------------------------------------------
-# The exact command that produced the committed quantized checkpoint; `make qat` reproduces it.
+# The exact command that produced the committed quantized checkpoints (both models); `make qat [MODEL=...]`
+# reproduces it.
 QAT_ARGS ?= --weight-bits 4 --epochs 3 --lr 3e-4 --seed 0
 
 qat: setup ## QAT from the float checkpoint and replace the committed quantized checkpoint (DEVICE=, NPROC=; CHECKPOINT=float.pt for yours)
@@ -144,7 +157,7 @@ bench: export ## latency of torch / Brevitas / onnxruntime / TFLite side by side
 	$(PY) -m export.bench --export-dir $(EXPORT_DIR) --images $(BENCH_IMAGES)
 
 # --- fpga -------------------------------------------------------------------------------------------
-FPGA_ARGS = --checkpoint $(or $(CHECKPOINT),$(QUANT_CKPT)) $(DATA_ARGS) --samples $(SAMPLES) --part $(FPGA_PART) --clock-mhz $(CLOCK_MHZ) \
+FPGA_ARGS = --checkpoint $(or $(CHECKPOINT),$(FPGA_CKPT)) $(DATA_ARGS) --samples $(SAMPLES) --part $(FPGA_PART) --clock-mhz $(CLOCK_MHZ) \
             --resource-share $(RESOURCE_SHARE) $(if $(TARGET_FPS),--target-fps $(TARGET_FPS)) \
             $(if $(FPGA_RESOURCES),--resources "$(FPGA_RESOURCES)")
 # The budget gate checks the FPGA design's fit too (DEVICE_CHECK=0: bytes only). A Pi deploy or an export
@@ -152,7 +165,8 @@ FPGA_ARGS = --checkpoint $(or $(CHECKPOINT),$(QUANT_CKPT)) $(DATA_ARGS) --sample
 DEVICE_CHECK ?= 1
 rpi export fleet: export DEVICE_CHECK := 0
 
-fpga: setup $(if $(CHECKPOINT),,quantize) ## folded HLS project for FPGA_PART, estimates, bit-exact C simulation (SAMPLES=N|all), budget + fit check
+fpga: setup ## folded HLS project of FPGA_MODEL for FPGA_PART, estimates, bit-exact C simulation (SAMPLES=N|all), budget + fit check
+	$(if $(CHECKPOINT),,$(MAKE) --no-print-directory quantize MODEL=$(FPGA_MODEL))
 	$(PY) -m fpga $(FPGA_ARGS)
 	$(MAKE) --no-print-directory budget
 
@@ -164,7 +178,7 @@ fpga-synth: setup ## run Vitis HLS C synthesis on the generated project (needs v
 	$(PY) -m fpga.synth --project artifacts/fpga/hls_project
 
 budget: venv ## check every built artifact against the 0.5 MiB budget and the FPGA design against FPGA_PART (reads no data)
-	$(PY) -m fpga.budget --checkpoint $(or $(CHECKPOINT),$(QUANT_CKPT)) --part $(FPGA_PART) --resource-share $(RESOURCE_SHARE) \
+	$(PY) -m fpga.budget --checkpoint $(or $(CHECKPOINT),$(if $(filter 0,$(DEVICE_CHECK)),$(QUANT_CKPT),$(FPGA_CKPT))) --part $(FPGA_PART) --resource-share $(RESOURCE_SHARE) \
 	  $(if $(FPGA_RESOURCES),--resources "$(FPGA_RESOURCES)") $(if $(filter 0,$(DEVICE_CHECK)),--no-device)
 
 # --- tests ------------------------------------------------------------------------------------------

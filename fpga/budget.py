@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from model.artifacts import UserError, read_json, run_cli, sha256_of, write_json
-from quantize.qat import DEFAULT_QUANT
+from quantize.qat import FPGA_QUANT
 from quantize.storage import BUDGET_BYTES
 
 from .devices import resolve_device
@@ -103,7 +103,7 @@ def format_device(rows: list[dict], part: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m fpga.budget", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", default=DEFAULT_QUANT)
+    p.add_argument("--checkpoint", default=FPGA_QUANT)
     p.add_argument("--budget-bytes", type=int, default=None,
                    help=f"budget in bytes (default: $BUDGET_BYTES or {BUDGET_BYTES:,} = 0.5 MiB)")
     p.add_argument("--fpga-report", default="artifacts/fpga/report.json")

@@ -50,7 +50,7 @@ from model.artifacts import UserError, run_cli, sha256_of, write_json
 from model.data import DATASETS, load_checkpoint_data
 from model.squeezenet import plain
 from model.training import to_input
-from quantize.qat import DEFAULT_QUANT, load_quant_model
+from quantize.qat import FPGA_QUANT, load_quant_model
 from quantize.storage import BUDGET_BYTES, storage_table
 
 from .csim import run_csim
@@ -72,7 +72,7 @@ FALLBACK_FPS = 2000.0  # when no plan fits the part: the plan built instead, for
 class FpgaConfig:
     """Every knob of the build; stored next to the project as fpga_config.json."""
 
-    checkpoint: str = DEFAULT_QUANT
+    checkpoint: str = FPGA_QUANT
     out: str = "artifacts/fpga"
     part: str = "xc7z020clg400-1"
     resources: str | None = None  # explicit part resources instead of the devices table

@@ -35,6 +35,10 @@ from .storage import BUDGET_BYTES, storage_table
 
 DEFAULT_FLOAT = "model/checkpoints/default.pt"
 DEFAULT_QUANT = "quantize/checkpoints/default.pt"
+# The FPGA default: a narrow SqueezeNet whose folded design fits the PYNQ-Z2's xc7z020 (the default's does
+# not). Same builder, same training code; the Makefile's MODEL / FPGA_MODEL choose between the two pairs.
+FPGA_FLOAT = "model/checkpoints/pynq_z2.pt"
+FPGA_QUANT = "quantize/checkpoints/pynq_z2.pt"
 # First conv and classifier at 8 bits: together ~3% of the weights, and the layers most hurt by few bits.
 DEFAULT_OVERRIDES = {"features.0": 8, "classifier.1": 8}
 

@@ -8,7 +8,7 @@ from model import SqueezeNet, folded_copy, small_image_config
 from model.artifacts import UserError
 from model.evaluate import DEFAULT_CHECKPOINT
 from quantize import BUDGET_BYTES, QuantSettings, build_quant_model, storage_table
-from quantize.qat import DEFAULT_QUANT, load_quant_model
+from quantize.qat import DEFAULT_QUANT, FPGA_QUANT, load_quant_model
 
 from .conftest import ROOT, needs_fashion, run_module
 
@@ -115,11 +115,13 @@ def test_qat_cli_rejects_bad_settings(args, message, tmp_path):
 
 
 @needs_fashion
-def test_committed_quantized_checkpoint_reaches_its_accuracy(tmp_path):
-    r = run_module("quantize.evaluate", "--checkpoint", str(ROOT / DEFAULT_QUANT), "--out", str(tmp_path))
+@pytest.mark.parametrize("checkpoint, floor", [(DEFAULT_QUANT, 0.93), (FPGA_QUANT, 0.91)])
+def test_committed_quantized_checkpoint_reaches_its_accuracy(checkpoint, floor, tmp_path):
+    """Both committed pairs: the Pi's default (93.73% measured) and the PYNQ-Z2's FPGA model (91.47%)."""
+    r = run_module("quantize.evaluate", "--checkpoint", str(ROOT / checkpoint), "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["samples"] == 10_000 and report["weight_bits"] == 4
-    assert report["top1"] >= 0.93, report["top1"]
+    assert report["top1"] >= floor, report["top1"]
     assert report["top1"] >= report["float_top1"] - 0.005
     assert report["weight_storage_bytes"] <= BUDGET_BYTES

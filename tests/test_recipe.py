@@ -14,7 +14,7 @@ from model import SqueezeNet, small_image_config
 from model.artifacts import UserError, load_checkpoint
 from model.data import Normalization, load_dataset
 from model.runtime import Runtime, resolve_device
-from model.train import build_parser as float_parser
+from model.train import build_parser as float_parser, parse_overrides
 from model.training import (ModelEma, TrainSettings, Teacher, augment_batch, distillation_loss, epoch_seed,
                             fit, mix_batch, random_erase, settings_from_args, shard, training_loss, MixedBatch)
 from quantize.layers import QuantSettings, build_quant_model
@@ -89,9 +89,12 @@ def test_float_training_and_qat_on_cuda_give_checkpoints_the_cpu_loads(tiny_idx_
 
 # --- the recipe's defaults --------------------------------------------------------------------------------
 
-def _make_variable(name: str) -> str:
-    text = (ROOT / "Makefile").read_text()
-    return re.search(rf"^{name}\s*\?=\s*(.*)$", text, re.M).group(1)
+def _make_variable(name: str, *assignments: str) -> str:
+    """A Makefile variable as make expands it (``assignments`` such as ``MODEL=pynq_z2``)."""
+    r = subprocess.run(["make", "-s", "--no-print-directory", "--eval", "print-%: ; @echo $($*)", f"print-{name}",
+                        *assignments], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
 
 
 OFF = {"random_erasing": 0.0, "mixup_alpha": 0.0, "cutmix_alpha": 0.0, "ema_decay": 0.0, "kd_alpha": 0.0,
@@ -123,11 +126,16 @@ def _recipe_of_command(parser, command: str, **kw) -> dict:
     return settings_from_args(parser().parse_args(argv), **kw).recipe()
 
 
-def test_makefile_arguments_reproduce_the_committed_checkpoints():
-    float_meta = load_checkpoint(ROOT / "model/checkpoints/default.pt")["meta"]
-    quant_meta = load_checkpoint(ROOT / "quantize/checkpoints/default.pt")["meta"]
-    train_args = float_parser().parse_args(shlex.split(_make_variable("TRAIN_ARGS")))
+@pytest.mark.parametrize("model", ["default", "pynq_z2"])
+def test_makefile_arguments_reproduce_the_committed_checkpoints(model):
+    float_ckpt = load_checkpoint(ROOT / f"model/checkpoints/{model}.pt")
+    float_meta = float_ckpt["meta"]
+    quant_meta = load_checkpoint(ROOT / f"quantize/checkpoints/{model}.pt")["meta"]
+    train_args = float_parser().parse_args(shlex.split(_make_variable("TRAIN_ARGS", f"MODEL={model}")))
     assert settings_from_args(train_args).recipe() == _recipe_of_command(float_parser, float_meta["command"])
+    # the network too: the Makefile's --set overrides build the committed checkpoint's config
+    config = small_image_config().replace(**parse_overrides(train_args.overrides)).to_dict()
+    assert {k: v for k, v in config.items() if k in float_ckpt["config"]} == float_ckpt["config"]
     stored = {k: v for k, v in float_meta["settings"].items() if k not in ("threads", "amp", "time_limit")}
     assert stored.items() <= settings_from_args(train_args).recipe().items()
     qat_args = qat_parser().parse_args(shlex.split(_make_variable("QAT_ARGS")))
