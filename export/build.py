@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -42,7 +41,8 @@ from model.evaluate import load_float_model
 from model.squeezenet import plain
 from model.training import to_input
 from quantize.qat import load_quant_model
-from quantize.storage import BUDGET_BYTES
+from rpi import contract
+from rpi.contract import BUDGET_BYTES
 from rpi.model import Kernels
 
 from . import tflite_run
@@ -319,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tflite-runtime-python", default=d.tflite_runtime_python,
                    help="python of the tflite-runtime 2.14 venv, or 'none' to skip that runtime "
                         f"(default {d.tflite_runtime_python})")
-    p.add_argument("--budget-bytes", type=int, default=int(os.environ.get("BUDGET_BYTES", d.budget_bytes)))
+    p.add_argument("--budget-bytes", type=int, default=None,
+                   help=f"default: $BUDGET_BYTES or {d.budget_bytes:,} (0.5 MiB)")
     return p
 
 
@@ -334,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
                        dataset=args.dataset, data_dir=args.data_dir, samples=args.samples,
                        qonnx_samples=args.qonnx_samples,
                        tflite_runtime_python=None if args.tflite_runtime_python == "none"
-                       else args.tflite_runtime_python, budget_bytes=args.budget_bytes)
+                       else args.tflite_runtime_python, budget_bytes=contract.budget_bytes(args.budget_bytes))
     report = export_all(cfg, log=lambda msg: print(f"[export] {msg}", file=sys.stderr, flush=True))
     print("\n".join(summary_lines(report)))
     print(f"report: {Path(cfg.out) / 'report.json'}")

@@ -46,7 +46,9 @@ from model.data import DATASETS, load_dataset
 from model.squeezenet import plain
 from model.training import to_input
 from quantize.qat import DEFAULT_QUANT, load_quant_model
-from quantize.storage import BUDGET_BYTES, storage_table
+from quantize.storage import storage_table
+from rpi import contract
+from rpi.contract import BUDGET_BYTES
 
 from .csim import run_csim
 from .design import fold_and_size
@@ -447,7 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of each resource the plan may use (default 0.8)")
     p.add_argument("--target-fps", type=float, default=None,
                    help="plan the cheapest folding for this many images/s (default: the fastest that fits)")
-    p.add_argument("--budget-bytes", type=int, default=int(os.environ.get("BUDGET_BYTES", d.budget_bytes)))
+    p.add_argument("--budget-bytes", type=int, default=None,
+                   help=f"default: $BUDGET_BYTES or {d.budget_bytes:,} (0.5 MiB)")
     p.add_argument("--samples", default=str(d.samples), help="test images for the C simulation, or 'all'")
     p.add_argument("--dataset", choices=DATASETS, default=d.dataset)
     p.add_argument("--data-dir", default=None)
@@ -476,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     target = args.target_fps if args.target_fps else None
     cfg = FpgaConfig(checkpoint=args.checkpoint, out=args.out, part=args.part, resources=args.resources,
                      clock_mhz=args.clock_mhz, resource_share=args.resource_share, target_fps=target,
-                     budget_bytes=args.budget_bytes, samples=samples, dataset=args.dataset, data_dir=args.data_dir,
+                     budget_bytes=contract.budget_bytes(args.budget_bytes), samples=samples, dataset=args.dataset, data_dir=args.data_dir,
                      workers=args.workers)
     report = build(cfg, skip=("csim",) if args.no_csim else ())
     if "csim_samples" in report:

@@ -26,14 +26,14 @@ from model.artifacts import UserError, load_checkpoint, run_cli, save_checkpoint
 from model.data import DATASETS, ImageSet, Normalization, load_dataset, train_val_split
 from model.evaluate import classification_report, load_float_model, load_teacher, plot_confusion
 from model.runtime import Runtime, runtime
+from rpi.contract import FLOAT_CHECKPOINT, QUANT_CHECKPOINT
 from model.training import (STOPPED_EXIT_CODE, TrainSettings, accuracy, add_training_arguments, fit,
                             model_device, predict_logits, settings_from_args, to_input)
 
 from .layers import QuantSettings, build_quant_model
 from .storage import BUDGET_BYTES, storage_table
 
-DEFAULT_FLOAT = "model/checkpoints/default.pt"
-DEFAULT_QUANT = "quantize/checkpoints/default.pt"
+DEFAULT_FLOAT, DEFAULT_QUANT = FLOAT_CHECKPOINT, QUANT_CHECKPOINT  # the names the other modules import
 # First conv and classifier at 8 bits: together ~3% of the weights, and the layers most hurt by few bits.
 DEFAULT_OVERRIDES = {"features.0": 8, "classifier.1": 8}
 

@@ -6,7 +6,6 @@ quantization). Everything here is read from those two files; nothing about the m
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -18,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .contract import METADATA_FORMAT, sha256_of
 from .errors import RpiError
 from .preprocess import Preprocessor, dequantize, softmax
-
-METADATA_FORMAT = "squeezenet-tflite/1"
 
 
 @dataclass(frozen=True)
@@ -73,14 +71,6 @@ def _field(data: dict, key: str, kind, where: str):
     if not isinstance(value, kind) or isinstance(value, bool):
         raise RpiError(f"{where}: field {key!r} should be {kind.__name__}, got {value!r:.60}")
     return value
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_metadata(path: str | Path) -> ModelMetadata:
@@ -143,7 +133,7 @@ def _check_metadata(meta: ModelMetadata, inp: dict, out: dict) -> None:
 def _check_model_file(meta: ModelMetadata) -> None:
     if not meta.tflite_path.is_file():
         raise RpiError(f"model file {meta.tflite_path} does not exist (named by {meta.json_path.name})")
-    actual = sha256_file(meta.tflite_path)
+    actual = sha256_of(meta.tflite_path)
     if actual != meta.sha256:
         raise RpiError(f"model file {meta.tflite_path} ({meta.tflite_path.stat().st_size:,} bytes) does not match "
                        f"the sha256 in {meta.json_path.name}: truncated, corrupted or from another export")

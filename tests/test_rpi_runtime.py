@@ -27,7 +27,8 @@ from tests.conftest import needs_fashion
 from tests.rpi_helpers import (ROOT, fashion_frames, pil_input, read_log, read_video, reference_predictions,
                                write_video)
 
-PI_MODULES = ["rpi.app", "rpi.model", "rpi.preprocess", "rpi.sources", "rpi.errors", "rpi.remote", "rpi.bench"]
+PI_MODULES = ["rpi.app", "rpi.model", "rpi.preprocess", "rpi.sources", "rpi.errors", "rpi.contract", "rpi.remote",
+              "rpi.bench", "rpi.health"]
 HOST_ONLY = ["torch", "brevitas", "tensorflow", "keras", "tf_keras", "PIL", "model", "quantize", "export", "fpga"]
 
 
@@ -47,6 +48,19 @@ def test_pi_modules_import_nothing_from_the_host_side():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_the_bundle_holds_every_rpi_module_the_pi_runtime_imports():
+    """The Pi gets rpi/ as listed in deploy.PI_MODULES: every rpi module the Pi-side entry points load must be
+    in that list (a new shared module left out would fail only on the Pi)."""
+    from rpi.deploy import PI_MODULES as BUNDLED
+
+    code = ("import sys, importlib\nfor m in ('rpi.app', 'rpi.health', 'rpi.bench'): importlib.import_module(m)\n"
+            "print(' '.join(sorted(m for m in sys.modules if m == 'rpi' or m.startswith('rpi.'))))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    loaded = {"__init__.py" if m == "rpi" else m.split(".", 1)[1] + ".py" for m in result.stdout.split()}
+    assert "contract.py" in loaded and loaded <= set(BUNDLED), loaded - set(BUNDLED)
 
 
 # --- preprocessing ---------------------------------------------------------------------------------------
