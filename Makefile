@@ -25,7 +25,7 @@ RESOURCE_SHARE ?= 0.8
 FPGA_RESOURCES ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train eval quantize qat qat-sweep export bench fpga fpga-estimate fpga-synth budget test test-fast test-pi-arm64 clean
+.PHONY: help setup data train eval quantize qat qat-sweep export bench fpga fpga-estimate fpga-synth test test-fast test-pi-arm64 clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -118,14 +118,9 @@ bench: export ## latency of torch / Brevitas / onnxruntime / TFLite side by side
 FPGA_ARGS = --checkpoint $(QUANT_CKPT) --samples $(SAMPLES) --part $(FPGA_PART) --clock-mhz $(CLOCK_MHZ) \
             --resource-share $(RESOURCE_SHARE) $(if $(TARGET_FPS),--target-fps $(TARGET_FPS)) \
             $(if $(FPGA_RESOURCES),--resources "$(FPGA_RESOURCES)")
-# The budget gate checks the FPGA design's fit too (DEVICE_CHECK=0: bytes only). A Pi deploy or an export
-# or a fleet rollout does not depend on the FPGA design, so those targets check the bytes only.
-DEVICE_CHECK ?= 1
-rpi export fleet: export DEVICE_CHECK := 0
-
 fpga: setup quantize ## folded HLS project for FPGA_PART, estimates, bit-exact C simulation (SAMPLES=N|all), budget + fit check
 	$(PY) -m fpga $(FPGA_ARGS)
-	$(MAKE) --no-print-directory budget
+	$(MAKE) --no-print-directory budget FPGA=1
 
 fpga-estimate: setup ## estimate a preset network from its config alone (PRESET=squeezenet1_1): no checkpoint, no C-sim
 	$(PY) -m fpga --preset $(or $(PRESET),squeezenet1_1) --part $(FPGA_PART) --clock-mhz $(CLOCK_MHZ) \
@@ -134,9 +129,21 @@ fpga-estimate: setup ## estimate a preset network from its config alone (PRESET=
 fpga-synth: setup ## run Vitis HLS C synthesis on the generated project (needs vitis_hls on PATH)
 	$(PY) -m fpga.synth --project artifacts/fpga/hls_project
 
-budget: setup ## check every built artifact against the 0.5 MiB budget and the FPGA design against FPGA_PART
-	$(PY) -m fpga.budget --checkpoint $(QUANT_CKPT) --part $(FPGA_PART) --resource-share $(RESOURCE_SHARE) \
-	  $(if $(FPGA_RESOURCES),--resources "$(FPGA_RESOURCES)") $(if $(filter 0,$(DEVICE_CHECK)),--no-device)
+# --- budget ---------------------------------------------------------------------------------------
+# The gate reads what the stages wrote (the TFLite model, artifacts/fpga/report.json); it needs hls4ml only
+# with FPGA=1, to compute FPGA figures that no fpga report holds yet. It checks the FPGA design's fit too
+# (DEVICE_CHECK=0: bytes only). A Pi deploy, an export or a fleet rollout does not depend on the FPGA
+# design, so those targets check the bytes only, and rpi / fleet check the TFLite file they send.
+.PHONY: budget
+FPGA         ?= 0
+DEVICE_CHECK ?= 1
+BUDGET_TFLITE ?=
+rpi export fleet: export DEVICE_CHECK := 0
+
+budget: setup ## check the built artifacts against the 0.5 MiB budget and the FPGA design against its part (FPGA=1: compute missing FPGA figures)
+	$(PY) -m budget $(if $(BUDGET_TFLITE),--tflite $(BUDGET_TFLITE)) $(if $(filter 1,$(FPGA)),--fpga) \
+	  $(if $(filter 0,$(DEVICE_CHECK)),--no-device) $(if $(FPGA_RESOURCES),--resources "$(FPGA_RESOURCES)") \
+	  --part $(FPGA_PART) --resource-share $(RESOURCE_SHARE)
 
 # --- tests ------------------------------------------------------------------------------------------
 PYTEST_ARGS ?=
@@ -184,7 +191,7 @@ endif
 endif
 
 rpi: setup $(RPI_TFLITE) $(RPI_MODEL) ## deploy the int8 TFLite model to a Pi over ssh and run it (PI_HOST=user@host SOURCE= FRAMES=)
-	$(MAKE) --no-print-directory budget
+	$(MAKE) --no-print-directory budget BUDGET_TFLITE=$(RPI_TFLITE)
 	$(PY) -m rpi.deploy deploy --model $(RPI_MODEL) $(if $(SOURCE),--source "$(SOURCE)") $(RPI_APP_ARGS)
 
 rpi-local: setup $(RPI_TFLITE) $(RPI_MODEL) $(if $(SOURCE),,$(RPI_SAMPLE)) ## run the same bundle here (default SOURCE: the sample video)
@@ -239,7 +246,7 @@ endif
 endif
 
 fleet: setup $(RPI_TFLITE) $(RPI_MODEL) ## one release to every Pi in INVENTORY: canary, batches, health check, stop at a failure
-	$(MAKE) --no-print-directory budget
+	$(MAKE) --no-print-directory budget BUDGET_TFLITE=$(RPI_TFLITE)
 	$(PY) -m rpi.fleet rollout --model $(RPI_MODEL) --out $(FLEET_OUT) $(if $(BUDGET_BYTES),--budget-bytes "$(BUDGET_BYTES)") $(FLEET_ARGS)
 
 fleet-status: setup ## every Pi's current release, the one before it and its service (INVENTORY=...)

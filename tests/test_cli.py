@@ -4,7 +4,7 @@ from .conftest import run_module
 
 
 @pytest.mark.parametrize("module", ["model", "model.train", "model.evaluate", "quantize", "quantize.evaluate",
-                                    "quantize.sweep", "fpga", "fpga.budget", "fpga.synth", "fpga.design"])
+                                    "quantize.sweep", "fpga", "budget", "fpga.synth", "fpga.design"])
 def test_every_entry_point_explains_itself(module):
     r = run_module(module, "--help")
     assert r.returncode == 0, r.stderr

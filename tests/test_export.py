@@ -160,11 +160,11 @@ def test_default_model_export_is_exact_and_within_budget(tmp_path):
     assert abs(tfl["top1"] - report["parents"]["brevitas"]["top1"]) <= 0.003
     if TFLITE_RUNTIME_PYTHON.exists():
         assert tfl["top1_agreement_tflite_runtime"] >= 0.995
-    r = run_module("fpga.budget", "--tflite", str(out / "squeezenet_int8.tflite"), "--work-dir", str(tmp_path / "b"),
+    r = run_module("budget", "--tflite", str(out / "squeezenet_int8.tflite"), "--work-dir", str(tmp_path / "b"),
                    "--fpga-report", str(tmp_path / "none.json"), "--no-device")  # bytes only, as `make export`
     assert r.returncode == 0, r.stderr
     assert "TFLite model squeezenet_int8.tflite" in r.stdout
-    r = run_module("fpga.budget", "--tflite", str(out / "squeezenet_int8.tflite"), "--work-dir", str(tmp_path / "b"),
+    r = run_module("budget", "--tflite", str(out / "squeezenet_int8.tflite"), "--work-dir", str(tmp_path / "b"),
                    "--fpga-report", str(tmp_path / "none.json"), "--no-device", env={"BUDGET_BYTES": "100000"})
     assert r.returncode == 2 and "over budget: TFLite model" in r.stderr
 
