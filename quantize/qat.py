@@ -30,12 +30,10 @@ from rpi.contract import FLOAT_CHECKPOINT, QUANT_CHECKPOINT
 from model.training import (STOPPED_EXIT_CODE, TrainSettings, accuracy, add_training_arguments, fit,
                             model_device, predict_logits, settings_from_args, to_input)
 
-from .layers import QuantSettings, build_quant_model
+from .layers import DEFAULT_OVERRIDES, QuantSettings, build_quant_model  # noqa: F401 (DEFAULT_OVERRIDES: re-export)
 from .storage import BUDGET_BYTES, storage_table
 
 DEFAULT_FLOAT, DEFAULT_QUANT = FLOAT_CHECKPOINT, QUANT_CHECKPOINT  # the names the other modules import
-# First conv and classifier at 8 bits: together ~3% of the weights, and the layers most hurt by few bits.
-DEFAULT_OVERRIDES = {"features.0": 8, "classifier.1": 8}
 
 
 @dataclass
@@ -152,14 +150,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=DEFAULT_FLOAT, help="float checkpoint to start from")
     p.add_argument("--dataset", choices=DATASETS, default="fashion-mnist")
     p.add_argument("--data-dir", default=None, help="default: $DATA_DIR or the Debian package's directory")
-    p.add_argument("--weight-bits", type=int, default=4)
-    p.add_argument("--act-bits", type=int, default=8)
-    p.add_argument("--input-bits", type=int, default=8)
-    p.add_argument("--bias-bits", type=int, default=16,
+    q = QuantSettings()  # the defaults, defined once there
+    p.add_argument("--weight-bits", type=int, default=q.weight_bits)
+    p.add_argument("--act-bits", type=int, default=q.act_bits)
+    p.add_argument("--input-bits", type=int, default=q.input_bits)
+    p.add_argument("--bias-bits", type=int, default=q.bias_bits,
                    help="bits of each bias on the accumulator grid (input scale x weight scale)")
     p.add_argument("--override", action="append", default=None, metavar="LAYER=BITS",
                    help="weight bits for one conv (fnmatch patterns allowed, e.g. 'features.*.squeeze=3'); "
-                        f"default: {' '.join(f'{k}={v}' for k, v in DEFAULT_OVERRIDES.items())}; "
+                        f"default: {' '.join(f'{k}={v}' for k, v in q.overrides.items())}; "
                         "'--override none' for none")
     p.add_argument("--limit", type=int, default=0, help="use only the first N training images (smoke runs)")
     p.add_argument("--budget-bytes", type=int, default=BUDGET_BYTES)
@@ -173,11 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def quant_settings_from_args(args: argparse.Namespace) -> QuantSettings:
+    overrides = QuantSettings().overrides if args.override is None else (
+        {} if args.override == ["none"] else parse_overrides(args.override))
+    return QuantSettings(args.weight_bits, args.act_bits, args.input_bits, args.bias_bits, overrides)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    overrides = DEFAULT_OVERRIDES if args.override is None else (
-        {} if args.override == ["none"] else parse_overrides(args.override))
-    qs = QuantSettings(args.weight_bits, args.act_bits, args.input_bits, args.bias_bits, overrides)
+    qs = quant_settings_from_args(args)
     qs.validate()
     settings = settings_from_args(args, amp=False)  # QAT in fp32: fake quantization rounds on exact grids
     if args.teacher and settings.kd_alpha == 0:
