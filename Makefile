@@ -17,12 +17,17 @@ TFLRT_STAMP := $(TFLRT_VENV)/.setup-stamp
 
 FLOAT_CKPT  := model/checkpoints/default.pt
 QUANT_CKPT  := quantize/checkpoints/default.pt
-SAMPLES     ?= 1000
-FPGA_PART   ?= xc7z020clg400-1
-CLOCK_MHZ   ?= 100
+# FPGA knobs: empty means the stage's own default (fpga/build.py FpgaConfig: 1000 C-sim images,
+# xc7z020clg400-1, 100 MHz, 0.8 of each resource); `python -m fpga --help` lists them.
+SAMPLES     ?=
+FPGA_PART   ?=
+CLOCK_MHZ   ?=
 TARGET_FPS  ?=
-RESOURCE_SHARE ?= 0.8
+RESOURCE_SHARE ?=
 FPGA_RESOURCES ?=
+# Only what the user set is passed on.
+FPGA_PART_ARGS = $(if $(FPGA_PART),--part $(FPGA_PART)) $(if $(RESOURCE_SHARE),--resource-share $(RESOURCE_SHARE)) \
+                 $(if $(FPGA_RESOURCES),--resources "$(FPGA_RESOURCES)")
 
 .DEFAULT_GOAL := help
 .PHONY: help setup data train eval quantize qat qat-sweep export bench fpga fpga-estimate fpga-synth test test-fast test-pi-arm64 clean
@@ -115,16 +120,14 @@ bench: export ## latency of torch / Brevitas / onnxruntime / TFLite side by side
 	$(PY) -m export.bench --export-dir $(EXPORT_DIR) --images $(BENCH_IMAGES)
 
 # --- fpga -------------------------------------------------------------------------------------------
-FPGA_ARGS = --checkpoint $(QUANT_CKPT) --samples $(SAMPLES) --part $(FPGA_PART) --clock-mhz $(CLOCK_MHZ) \
-            --resource-share $(RESOURCE_SHARE) $(if $(TARGET_FPS),--target-fps $(TARGET_FPS)) \
-            $(if $(FPGA_RESOURCES),--resources "$(FPGA_RESOURCES)")
+FPGA_ARGS = --checkpoint $(QUANT_CKPT) $(if $(SAMPLES),--samples $(SAMPLES)) $(FPGA_PART_ARGS) \
+            $(if $(CLOCK_MHZ),--clock-mhz $(CLOCK_MHZ)) $(if $(TARGET_FPS),--target-fps $(TARGET_FPS))
 fpga: setup quantize ## folded HLS project for FPGA_PART, estimates, bit-exact C simulation (SAMPLES=N|all), budget + fit check
 	$(PY) -m fpga $(FPGA_ARGS)
 	$(MAKE) --no-print-directory budget FPGA=1
 
 fpga-estimate: setup ## estimate a preset network from its config alone (PRESET=squeezenet1_1): no checkpoint, no C-sim
-	$(PY) -m fpga --preset $(or $(PRESET),squeezenet1_1) --part $(FPGA_PART) --clock-mhz $(CLOCK_MHZ) \
-	  --resource-share $(RESOURCE_SHARE) $(if $(FPGA_RESOURCES),--resources "$(FPGA_RESOURCES)")
+	$(PY) -m fpga --preset $(or $(PRESET),squeezenet1_1) $(FPGA_PART_ARGS) $(if $(CLOCK_MHZ),--clock-mhz $(CLOCK_MHZ))
 
 fpga-synth: setup ## run Vitis HLS C synthesis on the generated project (needs vitis_hls on PATH)
 	$(PY) -m fpga.synth --project artifacts/fpga/hls_project
@@ -142,8 +145,7 @@ rpi export fleet: export DEVICE_CHECK := 0
 
 budget: setup ## check the built artifacts against the 0.5 MiB budget and the FPGA design against its part (FPGA=1: compute missing FPGA figures)
 	$(PY) -m budget $(if $(BUDGET_TFLITE),--tflite $(BUDGET_TFLITE)) $(if $(filter 1,$(FPGA)),--fpga) \
-	  $(if $(filter 0,$(DEVICE_CHECK)),--no-device) $(if $(FPGA_RESOURCES),--resources "$(FPGA_RESOURCES)") \
-	  --part $(FPGA_PART) --resource-share $(RESOURCE_SHARE)
+	  $(if $(filter 0,$(DEVICE_CHECK)),--no-device) $(FPGA_PART_ARGS)
 
 # --- tests ------------------------------------------------------------------------------------------
 PYTEST_ARGS ?=

@@ -58,9 +58,9 @@ KNOWN_ANSWERS = 10  # test images recorded in the metadata for the Pi's known-an
 
 @dataclass
 class ExportConfig:
-    checkpoint: str = "quantize/checkpoints/default.pt"
-    float_checkpoint: str = "model/checkpoints/default.pt"
-    out: str = "artifacts/export"
+    checkpoint: str = contract.QUANT_CHECKPOINT
+    float_checkpoint: str = contract.FLOAT_CHECKPOINT
+    out: str = contract.stage_dir("export")
     dataset: str = "fashion-mnist"
     data_dir: str | None = None
     samples: int = 0  # 0: the whole test set
@@ -312,9 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"float checkpoint (default {d.float_checkpoint})")
     p.add_argument("--out", default=d.out, help=f"output directory (default {d.out})")
     p.add_argument("--dataset", choices=DATASETS, default=d.dataset)
-    p.add_argument("--data-dir", default=None, help="data set directory (default $DATA_DIR or the Debian path)")
-    p.add_argument("--samples", type=int, default=0, help="test images to compare on (default: all)")
-    p.add_argument("--qonnx-samples", type=int, default=0,
+    p.add_argument("--data-dir", default=d.data_dir, help="data set directory (default $DATA_DIR or the Debian path)")
+    p.add_argument("--samples", type=int, default=d.samples, help="test images to compare on (default 0: all)")
+    p.add_argument("--qonnx-samples", type=int, default=d.qonnx_samples,
                    help="test images for the (slow, reference) QONNX executor (default: as --samples)")
     p.add_argument("--tflite-runtime-python", default=d.tflite_runtime_python,
                    help="python of the tflite-runtime 2.14 venv, or 'none' to skip that runtime "

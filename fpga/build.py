@@ -45,7 +45,7 @@ from model.artifacts import UserError, run_cli, sha256_of, write_json
 from model.data import DATASETS, load_dataset
 from model.squeezenet import plain
 from model.training import to_input
-from quantize.qat import DEFAULT_QUANT, load_quant_model
+from quantize.qat import load_quant_model
 from quantize.storage import storage_table
 from rpi import contract
 from rpi.contract import BUDGET_BYTES
@@ -69,8 +69,8 @@ FALLBACK_FPS = 2000.0  # when no plan fits the part: the plan built instead, for
 class FpgaConfig:
     """Every knob of the build; stored next to the project as fpga_config.json."""
 
-    checkpoint: str = DEFAULT_QUANT
-    out: str = "artifacts/fpga"
+    checkpoint: str = contract.QUANT_CHECKPOINT
+    out: str = contract.stage_dir("fpga")
     part: str = "xc7z020clg400-1"
     resources: str | None = None  # explicit part resources instead of the devices table
     clock_mhz: float = 100.0
@@ -441,20 +441,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=d.checkpoint, help=f"quantized checkpoint (default {d.checkpoint})")
     p.add_argument("--out", default=d.out, help=f"output directory (default {d.out})")
     p.add_argument("--part", default=os.environ.get("FPGA_PART", d.part),
-                   help=f"FPGA part ($FPGA_PART; known: {', '.join(DEVICES)})")
+                   help=f"FPGA part (default $FPGA_PART or {d.part}; known: {', '.join(DEVICES)})")
     p.add_argument("--resources", default=None, metavar="dsp=N,lut=N,ff=N,bram18k=N[,lutram=N]",
                    help="the part's resources, for a part not in the table")
-    p.add_argument("--clock-mhz", type=float, default=d.clock_mhz)
+    p.add_argument("--clock-mhz", type=float, default=d.clock_mhz, help=f"default {d.clock_mhz:g}")
     p.add_argument("--resource-share", type=float, default=d.resource_share,
-                   help="share of each resource the plan may use (default 0.8)")
+                   help=f"share of each resource the plan may use (default {d.resource_share:g})")
     p.add_argument("--target-fps", type=float, default=None,
                    help="plan the cheapest folding for this many images/s (default: the fastest that fits)")
     p.add_argument("--budget-bytes", type=int, default=None,
                    help=f"default: $BUDGET_BYTES or {d.budget_bytes:,} (0.5 MiB)")
-    p.add_argument("--samples", default=str(d.samples), help="test images for the C simulation, or 'all'")
+    p.add_argument("--samples", default=str(d.samples),
+                   help=f"test images for the C simulation, or 'all' (default {d.samples})")
     p.add_argument("--dataset", choices=DATASETS, default=d.dataset)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--workers", type=int, default=0, help="C simulation processes (0: one per core)")
+    p.add_argument("--data-dir", default=d.data_dir, help="default: $DATA_DIR or the Debian package's directory")
+    p.add_argument("--workers", type=int, default=d.workers, help="C simulation processes (0: one per core)")
     p.add_argument("--no-csim", action="store_true", help="generate, estimate and check storage only")
     p.add_argument("--preset", default=None,
                    help="estimate a model.squeezenet preset (e.g. squeezenet1_1) from its config alone: no "
