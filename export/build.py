@@ -27,9 +27,7 @@ import platform
 import subprocess
 import sys
 import tempfile
-import time
-from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +46,7 @@ from rpi.model import Kernels
 from . import tflite_run
 from .onnx_export import export_float_onnx, export_qcdq_onnx, ort_session, run_ort
 from .qonnx_export import export_qonnx
+from .steps import Step, run_steps
 
 TFLITE_NAME = "squeezenet_int8.tflite"
 METADATA_NAME = "squeezenet_int8.json"
@@ -178,54 +177,79 @@ def run_tflite_runtime(python: str, tflite: Path, x: np.ndarray) -> np.ndarray:
 
 # --- the build ----------------------------------------------------------------------------------------
 
+@dataclass
+class ExportState:
+    """What the export steps share: the models, the test images as each parent takes them, the report."""
+
+    cfg: ExportConfig
+    out: Path
+    floats: object
+    qm: object
+    shape: tuple
+    test: object
+    x_quant: torch.Tensor
+    x_float: torch.Tensor
+    report: dict
+    parents: dict = field(default_factory=dict)  # parent name -> its outputs on the test images
+
+    def checked(self, path: Path, outputs: np.ndarray, parent: str, runtime: str) -> dict:
+        labels = self.test.labels
+        reference = self.parents[parent][:len(outputs)]
+        return {**file_facts(path), "parent": parent, "runtime": runtime,
+                **compare(outputs, reference, labels[:len(outputs)])}
+
+
+def step_reference(st: ExportState) -> None:
+    st.parents = {"float_torch": torch_logits(st.floats.model, st.x_float),
+                  "brevitas": torch_logits(st.qm.model, st.x_quant)}
+    st.report["parents"] = {k: {"top1": round(float((v.argmax(1) == st.test.labels).mean()), 6)}
+                            for k, v in st.parents.items()}
+
+
+def step_float_onnx(st: ExportState) -> None:
+    path = export_float_onnx(st.floats.model, st.shape, st.out / "squeezenet_float.onnx")
+    st.report["float_onnx"] = st.checked(path, run_ort(ort_session(path), st.x_float.numpy()), "float_torch",
+                                         "onnxruntime")
+
+
+def step_qcdq_onnx(st: ExportState) -> None:
+    path = export_qcdq_onnx(st.qm.model, st.shape, st.out / "squeezenet_qcdq.onnx")
+    st.report["qcdq_onnx"] = st.checked(path, run_ort(ort_session(path), st.x_quant.numpy()), "brevitas",
+                                        "onnxruntime")
+
+
+def step_qonnx(st: ExportState) -> None:
+    path = export_qonnx(st.qm.model, st.shape, st.out / "squeezenet.qonnx.onnx")
+    n = min(len(st.test), st.cfg.qonnx_samples) if st.cfg.qonnx_samples else len(st.test)
+    st.report["qonnx"] = st.checked(path, run_qonnx(path, st.x_quant[:n].numpy()), "brevitas",
+                                    "qonnx.core.onnx_exec")
+
+
+def step_tflite(st: ExportState) -> None:
+    st.report["tflite"] = tflite_step(st.cfg, st.qm, st.test, st.parents["brevitas"], st.out)
+    st.report["tflite_metadata"] = str(st.out / METADATA_NAME)
+
+
+STEPS = [Step("reference", step_reference, "reference outputs (float PyTorch, Brevitas)"),
+         Step("float_onnx", step_float_onnx, "float ONNX"), Step("qcdq_onnx", step_qcdq_onnx, "QCDQ ONNX"),
+         Step("qonnx", step_qonnx, "QONNX"), Step("tflite", step_tflite, "int8 TFLite")]
+
+
 def export_all(cfg: ExportConfig, log=print) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     floats = load_float_model(cfg.float_checkpoint)
     qm = load_quant_model(cfg.checkpoint)
     norm = qm.normalization
-    shape = (norm.channels, norm.input_size, norm.input_size)
     test = load_dataset(cfg.dataset, "test", cfg.data_dir, norm.input_size, norm.channels)
     if cfg.samples:
         test = test.subset(np.arange(min(cfg.samples, len(test))))
-    labels = test.labels
-    x_quant = to_input(torch.from_numpy(test.images), norm)
-    x_float = to_input(torch.from_numpy(test.images), floats.normalization)
     report: dict = {"checkpoint": cfg.checkpoint, "checkpoint_sha256": sha256_of(cfg.checkpoint),
                     "float_checkpoint": cfg.float_checkpoint, "dataset": cfg.dataset, "samples": len(test)}
-    timings = {}
-
-    @contextmanager
-    def step(key: str, what: str):
-        log(what)
-        t = time.time()
-        yield
-        timings[key] = round(time.time() - t, 1)
-
-    def checked(path: Path, outputs: np.ndarray, parent: str, runtime: str) -> dict:
-        reference = parents[parent][:len(outputs)]
-        return {**file_facts(path), "parent": parent, "runtime": runtime,
-                **compare(outputs, reference, labels[:len(outputs)])}
-
-    with step("reference", "reference outputs (float PyTorch, Brevitas)"):
-        parents = {"float_torch": torch_logits(floats.model, x_float), "brevitas": torch_logits(qm.model, x_quant)}
-        report["parents"] = {k: {"top1": round(float((v.argmax(1) == labels).mean()), 6)} for k, v in parents.items()}
-    with step("float_onnx", "float ONNX"):
-        path = export_float_onnx(floats.model, shape, out / "squeezenet_float.onnx")
-        report["float_onnx"] = checked(path, run_ort(ort_session(path), x_float.numpy()), "float_torch", "onnxruntime")
-    with step("qcdq_onnx", "QCDQ ONNX"):
-        path = export_qcdq_onnx(qm.model, shape, out / "squeezenet_qcdq.onnx")
-        report["qcdq_onnx"] = checked(path, run_ort(ort_session(path), x_quant.numpy()), "brevitas", "onnxruntime")
-    with step("qonnx", "QONNX"):
-        path = export_qonnx(qm.model, shape, out / "squeezenet.qonnx.onnx")
-        n = min(len(test), cfg.qonnx_samples) if cfg.qonnx_samples else len(test)
-        report["qonnx"] = checked(path, run_qonnx(path, x_quant[:n].numpy()), "brevitas", "qonnx.core.onnx_exec")
-
-    with step("tflite", "int8 TFLite"):
-        report["tflite"] = tflite_step(cfg, qm, test, parents["brevitas"], out)
-    report["tflite_metadata"] = str(out / METADATA_NAME)
-
-    report["seconds"] = timings
+    st = ExportState(cfg, out, floats, qm, (norm.channels, norm.input_size, norm.input_size), test,
+                     x_quant=to_input(torch.from_numpy(test.images), norm),
+                     x_float=to_input(torch.from_numpy(test.images), floats.normalization), report=report)
+    report["seconds"] = run_steps(STEPS, st, log=log, digits=1)
     write_json(out / "report.json", report)
     return report
 

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from export.qonnx_export import export_qonnx
+from export.steps import Step, run_steps
 from model.artifacts import UserError, run_cli, sha256_of, write_json
 from model.data import DATASETS, load_dataset
 from model.squeezenet import plain
@@ -406,9 +407,10 @@ def step_csim(st: BuildState) -> None:
     np.save(st.out / "csim_outputs.npy", got)
 
 
-STEPS = [("export_qonnx", step_export_qonnx), ("prepare", step_prepare), ("probe", step_probe),
-         ("plan", step_plan), ("fifo_sizing", step_fifo_sizing), ("convert", step_convert),
-         ("compile", step_compile), ("estimate", step_estimate), ("storage", step_storage), ("csim", step_csim)]
+STEPS = [Step("export_qonnx", step_export_qonnx), Step("prepare", step_prepare), Step("probe", step_probe),
+         Step("plan", step_plan), Step("fifo_sizing", step_fifo_sizing), Step("convert", step_convert),
+         Step("compile", step_compile), Step("estimate", step_estimate), Step("storage", step_storage),
+         Step("csim", step_csim)]
 
 
 def build(cfg: FpgaConfig, skip: tuple[str, ...] = ()) -> dict:
@@ -417,14 +419,7 @@ def build(cfg: FpgaConfig, skip: tuple[str, ...] = ()) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     st = BuildState(cfg, out)
     t_all = time.time()
-    for name, step in STEPS:
-        if name in skip:
-            continue
-        t0 = time.time()
-        print(f"[fpga] {name} ...", flush=True)
-        step(st)
-        st.timings[name] = round(time.time() - t0, 2)
-        print(f"[fpga] {name} done in {st.timings[name]:.1f} s", flush=True)
+    st.timings = run_steps(STEPS, st, log=lambda line: print(f"[fpga] {line}", flush=True), skip=skip)
     st.report.update({"checkpoint": cfg.checkpoint, "checkpoint_sha256": sha256_of(cfg.checkpoint),
                       "step_seconds": st.timings,
                       "total_seconds": round(time.time() - t_all, 2), "config": asdict(cfg),

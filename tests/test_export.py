@@ -181,3 +181,18 @@ def test_complex_bypass_is_refused_by_the_tflite_export_with_a_reason(tmp_path):
     with pytest.raises(UserError, match="complex bypass"):
         convert_to_tflite(model, (1, 28, 28), tmp_path / "m.tflite")
     assert not (tmp_path / "m.tflite").exists()
+
+
+def test_step_runner_times_skips_and_resumes():
+    """export/ and fpga/ run their named steps through export.steps.run_steps."""
+    from export.steps import Step, run_steps
+
+    ran, lines = [], []
+    steps = [Step(name, lambda st, name=name: ran.append(name)) for name in ("a", "b", "c", "d")]
+    timings = run_steps(steps, None, log=lines.append, skip=("c",))
+    assert ran == ["a", "b", "d"] and list(timings) == ["a", "b", "d"] and all(t >= 0 for t in timings.values())
+    assert lines[:2] == ["a ...", "a done in 0.0 s"]
+    ran.clear()
+    assert list(run_steps(steps, None, log=lines.append, start="c")) == ["c", "d"] and ran == ["c", "d"]
+    with pytest.raises(ValueError, match="no step named e; the steps are a, b, c, d"):
+        run_steps(steps, None, log=lines.append, skip=("e",))
