@@ -41,16 +41,17 @@ from model.training import to_input
 from quantize.qat import load_quant_model
 from rpi import contract
 from rpi.contract import BUDGET_BYTES
-from rpi.model import Kernels
+from rpi.errors import RpiError
+from rpi.model import Kernels, metadata_document, read_metadata
+from rpi.preprocess import dequantize, lookup
 
 from . import tflite_run
 from .onnx_export import export_float_onnx, export_qcdq_onnx, ort_session, run_ort
 from .qonnx_export import export_qonnx
 from .steps import Step, run_steps
 
-TFLITE_NAME = "squeezenet_int8.tflite"
-METADATA_NAME = "squeezenet_int8.json"
-METADATA_FORMAT = "squeezenet-tflite/1"
+TFLITE_NAME = contract.TFLITE_NAME
+METADATA_NAME = contract.TFLITE_METADATA_NAME
 DEFAULT_TFLITE_RUNTIME_PYTHON = ".venv-tflite-runtime/bin/python"
 KNOWN_ANSWERS = 10  # test images recorded in the metadata for the Pi's known-answer health check
 
@@ -98,9 +99,8 @@ def pixel_lookup_table(model, norm) -> np.ndarray:
 
 
 def tflite_inputs(images_u8: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    """(N, C, H, W) uint8 images -> (N, H, W, C) int8 codes, through the lookup table."""
-    codes = np.stack([lut[c][images_u8[:, c]] for c in range(images_u8.shape[1])], axis=-1)
-    return np.ascontiguousarray(codes, dtype=np.int8)
+    """(N, C, H, W) uint8 images -> (N, H, W, C) int8 codes, through the lookup table (the Pi's own step)."""
+    return lookup(lut, images_u8)
 
 
 def known_answers(images_u8: np.ndarray, raw: np.ndarray, labels: np.ndarray, classes: list,
@@ -130,25 +130,18 @@ def known_answers(images_u8: np.ndarray, raw: np.ndarray, labels: np.ndarray, cl
 
 
 def tflite_metadata(tflite_path: Path, qm, lut: np.ndarray, answers: dict, exactness: dict) -> dict:
-    interp = tflite_run.load(tflite_path)
+    """The Pi's metadata for ``tflite_path``, in the format rpi.model defines (metadata_document)."""
+    interp = tflite_run.load(tflite_path, runtime="ai_edge_litert")
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     _, h, w, c = (int(v) for v in inp["shape"])
     norm = qm.normalization
-    return {
-        "format": METADATA_FORMAT,
-        "model_file": tflite_path.name,
-        "model_sha256": sha256_of(tflite_path),
-        "labels": list(qm.classes),
-        "input": {"layout": "NHWC", "height": h, "width": w, "channels": c,
-                  "dtype": np.dtype(inp["dtype"]).name,
-                  "scale": float(inp["quantization"][0]), "zero_point": int(inp["quantization"][1]),
-                  "color": "gray" if c == 1 else "rgb", "resize": "bilinear",
-                  "mean": list(norm.mean), "std": list(norm.std), "lut": lut.astype(int).tolist()},
-        "output": {"dtype": np.dtype(out["dtype"]).name, "scale": float(out["quantization"][0]),
-                   "zero_point": int(out["quantization"][1]), "kind": "logits"},
-        "known_answers": answers,
-        "exactness": exactness,
-    }
+    return metadata_document(
+        model_file=tflite_path.name, model_sha256=sha256_of(tflite_path), labels=list(qm.classes),
+        height=h, width=w, channels=c, input_dtype=np.dtype(inp["dtype"]).name,
+        input_scale=inp["quantization"][0], input_zero_point=inp["quantization"][1],
+        mean=norm.mean, std=norm.std, lut=lut, output_dtype=np.dtype(out["dtype"]).name,
+        output_scale=out["quantization"][0], output_zero_point=out["quantization"][1],
+        known_answers=answers, exactness=exactness)
 
 
 def check_tflite_is_integer(interp) -> dict:
@@ -268,7 +261,7 @@ def tflite_step(cfg: ExportConfig, qm, test, brevitas_out: np.ndarray, out: Path
     out_details = interp.get_output_details()[0]
     kernels = Kernels.of(interp, "ai_edge_litert")
     entry = {**file_facts(tflite), "parent": "brevitas", "runtime": "ai_edge_litert",
-             **compare(tflite_run.dequantize(raw, out_details), brevitas_out, test.labels),
+             **compare(dequantize(raw, *out_details["quantization"], dtype=np.float32), brevitas_out, test.labels),
              "kernels": kernels.describe(), "machine": platform.machine(),
              "ops": facts["ops"], "tensor_types": facts["tensor_types"], "budget_bytes": cfg.budget_bytes}
     # What the Pi checks its own kernels against: the comparison above, and the kernels that made it.
@@ -281,7 +274,7 @@ def tflite_step(cfg: ExportConfig, qm, test, brevitas_out: np.ndarray, out: Path
             raise UserError(f"{cfg.tflite_runtime_python} not found: create the tflite-runtime environment with "
                             f"'make setup', or pass --tflite-runtime-python none")
         raw_rt = run_tflite_runtime(cfg.tflite_runtime_python, tflite, x_int8)
-        other = compare(tflite_run.dequantize(raw_rt, out_details), brevitas_out, test.labels)
+        other = compare(dequantize(raw_rt, *out_details["quantization"], dtype=np.float32), brevitas_out, test.labels)
         entry.update({"top1_tflite_runtime": other["top1"],
                       "top1_agreement_tflite_runtime": other["top1_agreement"],
                       "max_abs_diff_tflite_runtime": other["max_abs_diff"],
@@ -289,7 +282,16 @@ def tflite_step(cfg: ExportConfig, qm, test, brevitas_out: np.ndarray, out: Path
     with atomic_path(out / METADATA_NAME) as tmp:
         answers = known_answers(test.images, raw, test.labels, list(qm.classes))
         tmp.write_text(json.dumps(tflite_metadata(tflite, qm, lut, answers, exactness), indent=1) + "\n")
+        check_metadata(tmp)
     return entry
+
+
+def check_metadata(path: Path) -> None:
+    """Read the metadata back as the Pi will (rpi.model.read_metadata): what the export writes, the Pi reads."""
+    try:
+        read_metadata(path)
+    except RpiError as exc:
+        raise UserError(f"the Pi could not read the metadata written: {exc}") from None
 
 
 def run_qonnx(path: Path, x: np.ndarray, batch: int = 250) -> np.ndarray:

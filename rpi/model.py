@@ -40,6 +40,28 @@ class ModelMetadata:
     exactness: dict | None = None  # how the export measured the model against its parent, and with which kernels
 
 
+def metadata_document(*, model_file: str, model_sha256: str, labels: list, height: int, width: int,
+                      channels: int, input_dtype: str, input_scale: float, input_zero_point: int, mean: list, std: list,
+                      lut: np.ndarray, output_dtype: str, output_scale: float, output_zero_point: int, known_answers: dict,
+                      exactness: dict) -> dict:
+    """The metadata JSON the export writes beside the .tflite (``read_metadata`` reads it back): the format
+    is defined here, on the side that has to live with it."""
+    return {
+        "format": METADATA_FORMAT,
+        "model_file": model_file,
+        "model_sha256": model_sha256,
+        "labels": list(labels),
+        "input": {"layout": "NHWC", "height": height, "width": width, "channels": channels, "dtype": input_dtype,
+                  "scale": float(input_scale), "zero_point": int(input_zero_point),
+                  "color": "gray" if channels == 1 else "rgb", "resize": "bilinear",
+                  "mean": list(mean), "std": list(std), "lut": np.asarray(lut).astype(int).tolist()},
+        "output": {"dtype": output_dtype, "scale": float(output_scale), "zero_point": int(output_zero_point),
+                   "kind": "logits"},
+        "known_answers": known_answers,
+        "exactness": exactness,
+    }
+
+
 def find_metadata(path: str | Path) -> Path:
     """``path`` is the metadata JSON itself or a directory holding exactly one such JSON."""
     path = Path(path).expanduser()
@@ -139,29 +161,31 @@ def _check_model_file(meta: ModelMetadata) -> None:
                        f"the sha256 in {meta.json_path.name}: truncated, corrupted or from another export")
 
 
-RUNTIMES = ("auto", "tflite_runtime", "ai_edge_litert")
+# The one order in which "auto" picks a TFLite interpreter, everywhere in the project (export/tflite_run.py,
+# a standalone script, keeps the same tuple; a test holds them equal): tflite_runtime first, the small
+# classic wheel a Pi image may bring, else ai_edge_litert, what requirements-pi.txt installs.
+AUTO_ORDER = ("tflite_runtime", "ai_edge_litert")
+RUNTIMES = ("auto", *AUTO_ORDER)
+INSTALL_HINT = {"tflite_runtime": "pip install tflite-runtime", "ai_edge_litert": "pip install ai-edge-litert"}
 
 
 def interpreter_class(runtime: str = "auto"):
-    """``auto``: ``tflite_runtime`` when installed (the small Pi wheel), else ``ai_edge_litert``.
+    """(the Interpreter class, its runtime's name). ``auto``: the first installed of AUTO_ORDER.
     ai-edge-litert's XNNPACK kernels reproduce the quantized model exactly (measured on x86, and on aarch64
     under emulation); tflite-runtime 2.14's built-in kernels round some ties differently (see the export
     report): ``--runtime`` picks. ``Kernels`` says which kernels actually run."""
     if runtime not in RUNTIMES:
         raise RpiError(f"unknown TFLite runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
-    if runtime in ("auto", "tflite_runtime"):
+    for name in AUTO_ORDER if runtime == "auto" else (runtime,):
         try:
-            from tflite_runtime.interpreter import Interpreter
-            return Interpreter, "tflite_runtime"
+            module = __import__(f"{name}.interpreter", fromlist=["Interpreter"])
         except ImportError:
-            if runtime == "tflite_runtime":
-                raise RpiError("tflite-runtime is not installed (pip install tflite-runtime)") from None
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-        return Interpreter, "ai_edge_litert"
-    except ImportError:
-        raise RpiError("no TFLite interpreter: install ai-edge-litert (pip install ai-edge-litert) or "
-                       "tflite-runtime") from None
+            continue
+        return module.Interpreter, name
+    if runtime != "auto":
+        raise RpiError(f"{runtime.replace('_', '-')} is not installed ({INSTALL_HINT[runtime]})")
+    raise RpiError("no TFLite interpreter: install ai-edge-litert (pip install ai-edge-litert) or "
+                   "tflite-runtime")
 
 
 @contextmanager
