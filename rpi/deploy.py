@@ -419,6 +419,8 @@ def cmd_local(args) -> int:
     except remote.RemoteError as exc:
         raise RpiError(str(exc)) from None
     app_args = app_args_of(args, str(Path(args.work_dir).resolve()))
+    if "--report" not in app_args:  # the last local run's figures, for `make report`
+        app_args += ["--report", str((Path(args.work_dir) / contract.REPORT_NAME).resolve())]
     print(f"running bundle {bundle} here: rpi.app {shlex.join(app_args)}", flush=True)
     code = "import sys; sys.path[0] = sys.argv.pop(1); from rpi.app import cli; cli()"
     # no byte-code cache in the bundle: the same directory may be sent to Pis afterwards
