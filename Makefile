@@ -147,10 +147,25 @@ budget: setup ## check the built artifacts against the 0.5 MiB budget and the FP
 	$(PY) -m budget $(if $(BUDGET_TFLITE),--tflite $(BUDGET_TFLITE)) $(if $(filter 1,$(FPGA)),--fpga) \
 	  $(if $(filter 0,$(DEVICE_CHECK)),--no-device) $(FPGA_PART_ARGS)
 
+# --- report -----------------------------------------------------------------------------------------
+.PHONY: report report-test-tools
+
+report: setup ## one self-contained HTML page from every stage's report.json and plots: artifacts/report/index.html
+	$(PY) -m report --artifacts artifacts
+
+report-test-tools: ## install Debian's chromium when missing (the report page is tested in a headless browser)
+	@if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then true; \
+	elif [ "$$(id -u)" != 0 ]; then echo "note: the report page test needs chromium (sudo apt-get install chromium); it will skip"; \
+	elif command -v apt-get >/dev/null; then \
+	  echo "installing chromium"; \
+	  (apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)) \
+	  || { echo "error: could not install chromium" >&2; exit 1; }; \
+	else echo "error: the report page test needs chromium: install it with your package manager" >&2; exit 1; fi
+
 # --- tests ------------------------------------------------------------------------------------------
 PYTEST_ARGS ?=
 
-test: setup rpi-test-tools rpi-arm64-tools ## run the whole test suite (fails when no test ran)
+test: setup rpi-test-tools rpi-arm64-tools report-test-tools ## run the whole test suite (fails when no test ran)
 	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
