@@ -17,6 +17,16 @@ TFLRT_STAMP := $(TFLRT_VENV)/.setup-stamp
 
 FLOAT_CKPT  := model/checkpoints/default.pt
 QUANT_CKPT  := quantize/checkpoints/default.pt
+# Your own data: `make train DATASET=folder DATA_DIR=~/photos INPUT_SIZE=64 CHANNELS=3` writes
+# artifacts/model/model.pt (the committed checkpoints stay); then `make qat CHECKPOINT=artifacts/model/model.pt`,
+# and `make export|fpga|rpi|eval CHECKPOINT=artifacts/quantize/model.pt`. A checkpoint records its data set
+# and (quantized) its float parent, so later stages need no DATASET / DATA_DIR; given, they are checked.
+DATASET     ?=
+INPUT_SIZE  ?=
+CHANNELS    ?=
+CHECKPOINT  ?=
+DATA_ARGS    = $(if $(DATASET),--dataset $(DATASET)) $(if $(filter-out file,$(origin DATA_DIR)),--data-dir "$(DATA_DIR)")
+OWN_DATA     = $(or $(CHECKPOINT),$(filter-out fashion-mnist,$(DATASET)))
 # FPGA knobs: empty means the stage's own default (fpga/build.py FpgaConfig: 1000 C-sim images,
 # xc7z020clg400-1, 100 MHz, 0.8 of each resource); `python -m fpga --help` lists them.
 SAMPLES     ?=
@@ -30,13 +40,15 @@ FPGA_PART_ARGS = $(if $(FPGA_PART),--part $(FPGA_PART)) $(if $(RESOURCE_SHARE),-
                  $(if $(FPGA_RESOURCES),--resources "$(FPGA_RESOURCES)")
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train eval quantize qat qat-sweep export bench fpga fpga-estimate fpga-synth test test-fast test-pi-arm64 clean
+.PHONY: help setup venv data train eval quantize qat qat-sweep export bench fpga fpga-estimate fpga-synth test test-fast test-pi-arm64 clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 # --- setup ------------------------------------------------------------------------------------------
-setup: $(SETUP_STAMP) $(TFLRT_STAMP) data ## create .venv (and the tflite-runtime venv) with pinned dependencies; check the data set
+setup: venv data ## create .venv (and the tflite-runtime venv) with pinned dependencies; check the data set
+
+venv: $(SETUP_STAMP) $(TFLRT_STAMP) ## the virtual environments only (what the targets that read no data need)
 
 $(SETUP_STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
@@ -50,8 +62,8 @@ $(TFLRT_STAMP): requirements-tflite-runtime.txt
 	$(TFLRT_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-tflite-runtime.txt
 	@touch $@
 
-data: ## install Debian's dataset-fashion-mnist when the default data set is missing
-	@if [ -f "$(DATA_DIR)/train-images-idx3-ubyte.gz" ] || [ -f "$(DATA_DIR)/train-images-idx3-ubyte" ]; then \
+data: ## install Debian's dataset-fashion-mnist when the default data set is missing (not for DATASET=other / CHECKPOINT=)
+	@if [ -n "$(OWN_DATA)" ] || [ -f "$(DATA_DIR)/train-images-idx3-ubyte.gz" ] || [ -f "$(DATA_DIR)/train-images-idx3-ubyte" ]; then \
 	  true; \
 	elif [ "$(DATA_DIR)" = /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null \
 	     && [ "$$(id -u)" = 0 ]; then \
@@ -73,21 +85,28 @@ DEVICE ?= auto
 NPROC  ?= 1
 launch = $(if $(filter-out 1,$(NPROC)),$(PY) -m torch.distributed.run --standalone --nproc-per-node=$(NPROC) -m $(1),$(PY) -m $(1))
 
-train: setup ## retrain the default float SqueezeNet and replace the committed checkpoint (DEVICE=, NPROC=)
-	$(call launch,model.train) $(TRAIN_ARGS) --device $(DEVICE) --out artifacts/model
-	cp artifacts/model/model.pt $(FLOAT_CKPT)
+train: setup ## retrain the default float SqueezeNet and replace the committed checkpoint (DEVICE=, NPROC=; DATASET= DATA_DIR= INPUT_SIZE= CHANNELS= for your data)
+	$(call launch,model.train) $(TRAIN_ARGS) --device $(DEVICE) --out artifacts/model $(DATA_ARGS) \
+	  $(if $(INPUT_SIZE),--input-size $(INPUT_SIZE)) $(if $(CHANNELS),--channels $(CHANNELS))
+	$(if $(OWN_DATA),@echo "float checkpoint: artifacts/model/model.pt (next: make qat CHECKPOINT=artifacts/model/model.pt)",cp artifacts/model/model.pt $(FLOAT_CKPT))
 
-eval: setup ## evaluate the committed checkpoints on the 10,000 test images (no retraining)
-	$(PY) -m model.evaluate --checkpoint $(FLOAT_CKPT) --out artifacts/model
-	$(PY) -m quantize.evaluate --checkpoint $(QUANT_CKPT) --out artifacts/quantize
+eval: setup ## evaluate the committed checkpoints on the 10,000 test images (no retraining; CHECKPOINT= for another)
+ifeq ($(CHECKPOINT),)
+	$(PY) -m model.evaluate --checkpoint $(FLOAT_CKPT) --out artifacts/model $(DATA_ARGS)
+	$(PY) -m quantize.evaluate --checkpoint $(QUANT_CKPT) --out artifacts/quantize $(DATA_ARGS)
+else
+	@kind=$$($(PY) -c 'import sys; from model.artifacts import load_checkpoint, run_cli; run_cli(lambda _: print(load_checkpoint(sys.argv[1])["kind"]))' "$(CHECKPOINT)") || exit 2; \
+	if [ "$$kind" = float ]; then set -x; $(PY) -m model.evaluate --checkpoint "$(CHECKPOINT)" --out artifacts/model $(DATA_ARGS); \
+	else set -x; $(PY) -m quantize.evaluate --checkpoint "$(CHECKPOINT)" --out artifacts/quantize $(DATA_ARGS); fi
+endif
 
 # --- quantize ---------------------------------------------------------------------------------------
 # The exact command that produced the committed quantized checkpoint; `make qat` reproduces it.
 QAT_ARGS ?= --weight-bits 4 --epochs 3 --lr 3e-4 --seed 0
 
-qat: setup ## QAT from the float checkpoint and replace the committed quantized checkpoint (DEVICE=, NPROC=)
-	$(call launch,quantize) --checkpoint $(FLOAT_CKPT) $(QAT_ARGS) --device $(DEVICE) --out artifacts/quantize
-	cp artifacts/quantize/model.pt $(QUANT_CKPT)
+qat: setup ## QAT from the float checkpoint and replace the committed quantized checkpoint (DEVICE=, NPROC=; CHECKPOINT=float.pt for yours)
+	$(call launch,quantize) --checkpoint $(or $(CHECKPOINT),$(FLOAT_CKPT)) $(QAT_ARGS) --device $(DEVICE) --out artifacts/quantize $(DATA_ARGS)
+	$(if $(CHECKPOINT),@echo "quantized checkpoint: artifacts/quantize/model.pt (next: make export CHECKPOINT=artifacts/quantize/model.pt)",cp artifacts/quantize/model.pt $(QUANT_CKPT))
 
 SWEEP_ARGS ?= --epochs 1 --limit 20000
 
@@ -107,12 +126,22 @@ EXPORT_REPORT := $(EXPORT_DIR)/report.json
 EXPORT_ARGS   ?=
 BENCH_IMAGES  ?= 300
 
-export: setup quantize $(EXPORT_REPORT) ## float/QCDQ ONNX, QONNX, int8 TFLite (+ .json for the Pi), each checked; budget
+# With CHECKPOINT= the export pairs it with the float parent it records, on the data it records.
+EXPORT_CKPT    = $(or $(CHECKPOINT),$(QUANT_CKPT))
+EXPORT_INPUTS := $(EXPORT_DIR)/.inputs
+
+export: setup $(if $(CHECKPOINT),,quantize) $(EXPORT_REPORT) ## float/QCDQ ONNX, QONNX, int8 TFLite (+ .json for the Pi), each checked; budget (CHECKPOINT=)
 	$(MAKE) --no-print-directory budget
 
+# Which checkpoint and data the artifacts were made from, rewritten only when that changes: switching
+# CHECKPOINT rebuilds even when the other checkpoint file is older than the report.
+ifneq ($(filter export bench rpi rpi-local rpi-bench fleet,$(MAKECMDGOALS)),)
+$(shell mkdir -p $(EXPORT_DIR) && echo '$(EXPORT_CKPT) $(DATA_ARGS)' | cmp -s - $(EXPORT_INPUTS) || echo '$(EXPORT_CKPT) $(DATA_ARGS)' > $(EXPORT_INPUTS))
+endif
+
 # Real file dependencies: the artifacts are rebuilt when a checkpoint or the export/model code changes.
-$(EXPORT_REPORT): $(QUANT_CKPT) $(FLOAT_CKPT) $(wildcard export/*.py model/*.py quantize/*.py) | setup
-	$(PY) -m export --checkpoint $(QUANT_CKPT) --float-checkpoint $(FLOAT_CKPT) --out $(EXPORT_DIR) $(EXPORT_ARGS)
+$(EXPORT_REPORT): $(EXPORT_CKPT) $(if $(CHECKPOINT),,$(FLOAT_CKPT)) $(wildcard $(EXPORT_INPUTS)) $(wildcard export/*.py model/*.py quantize/*.py) | setup
+	$(PY) -m export --checkpoint $(EXPORT_CKPT) $(if $(CHECKPOINT),,--float-checkpoint $(FLOAT_CKPT)) --out $(EXPORT_DIR) $(DATA_ARGS) $(EXPORT_ARGS)
 
 $(EXPORT_DIR)/squeezenet_int8.tflite $(EXPORT_DIR)/squeezenet_int8.json: $(EXPORT_REPORT)
 
@@ -120,9 +149,9 @@ bench: export ## latency of torch / Brevitas / onnxruntime / TFLite side by side
 	$(PY) -m export.bench --export-dir $(EXPORT_DIR) --images $(BENCH_IMAGES)
 
 # --- fpga -------------------------------------------------------------------------------------------
-FPGA_ARGS = --checkpoint $(QUANT_CKPT) $(if $(SAMPLES),--samples $(SAMPLES)) $(FPGA_PART_ARGS) \
-            $(if $(CLOCK_MHZ),--clock-mhz $(CLOCK_MHZ)) $(if $(TARGET_FPS),--target-fps $(TARGET_FPS))
-fpga: setup quantize ## folded HLS project for FPGA_PART, estimates, bit-exact C simulation (SAMPLES=N|all), budget + fit check
+FPGA_ARGS = --checkpoint $(or $(CHECKPOINT),$(QUANT_CKPT)) $(DATA_ARGS) $(if $(SAMPLES),--samples $(SAMPLES)) \
+            $(FPGA_PART_ARGS) $(if $(CLOCK_MHZ),--clock-mhz $(CLOCK_MHZ)) $(if $(TARGET_FPS),--target-fps $(TARGET_FPS))
+fpga: setup $(if $(CHECKPOINT),,quantize) ## folded HLS project for FPGA_PART, estimates, bit-exact C simulation (SAMPLES=N|all), budget + fit check
 	$(PY) -m fpga $(FPGA_ARGS)
 	$(MAKE) --no-print-directory budget FPGA=1
 
@@ -137,20 +166,21 @@ fpga-synth: setup ## run Vitis HLS C synthesis on the generated project (needs v
 # with FPGA=1, to compute FPGA figures that no fpga report holds yet. It checks the FPGA design's fit too
 # (DEVICE_CHECK=0: bytes only). A Pi deploy, an export or a fleet rollout does not depend on the FPGA
 # design, so those targets check the bytes only, and rpi / fleet check the TFLite file they send.
+# It reads no data set.
 .PHONY: budget
 FPGA         ?= 0
 DEVICE_CHECK ?= 1
 BUDGET_TFLITE ?=
 rpi export fleet: export DEVICE_CHECK := 0
 
-budget: setup ## check the built artifacts against the 0.5 MiB budget and the FPGA design against its part (FPGA=1: compute missing FPGA figures)
-	$(PY) -m budget $(if $(BUDGET_TFLITE),--tflite $(BUDGET_TFLITE)) $(if $(filter 1,$(FPGA)),--fpga) \
-	  $(if $(filter 0,$(DEVICE_CHECK)),--no-device) $(FPGA_PART_ARGS)
+budget: venv ## check the built artifacts against the 0.5 MiB budget and the FPGA design against its part (FPGA=1: compute missing FPGA figures)
+	$(PY) -m budget --checkpoint $(or $(CHECKPOINT),$(QUANT_CKPT)) $(if $(BUDGET_TFLITE),--tflite $(BUDGET_TFLITE)) \
+	  $(if $(filter 1,$(FPGA)),--fpga) $(if $(filter 0,$(DEVICE_CHECK)),--no-device) $(FPGA_PART_ARGS)
 
 # --- report -----------------------------------------------------------------------------------------
 .PHONY: report report-test-tools
 
-report: setup ## one self-contained HTML page from every stage's report.json and plots: artifacts/report/index.html
+report: venv ## one self-contained HTML page from every stage's report.json and plots: artifacts/report/index.html
 	$(PY) -m report --artifacts artifacts
 
 report-test-tools: ## install Debian's chromium when missing (the report page is tested in a headless browser)

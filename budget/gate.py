@@ -29,8 +29,8 @@ FPGA_WEIGHTS = "FPGA on-chip weights (hls4ml)"
 
 
 def fpga_report(checkpoint: str, fpga_report_path: Path, work_dir: Path, build_if_missing: bool,
-                part: str | None = None, resources: str | None = None,
-                share: float | None = None) -> tuple[dict | None, str]:
+                part: str | None = None, resources: str | None = None, share: float | None = None,
+                budget_bytes: int = contract.BUDGET_BYTES) -> tuple[dict | None, str]:
     """The fpga stage's report for this checkpoint and where it came from; (None, why) when there is none
     and ``build_if_missing`` is false. Otherwise a build here (hls4ml) plans the design for ``part`` /
     ``resources`` / ``share``."""
@@ -45,7 +45,9 @@ def fpga_report(checkpoint: str, fpga_report_path: Path, work_dir: Path, build_i
         return None, why
     from fpga.build import FpgaConfig, build  # hls4ml and torch: only when asked
 
-    cfg = FpgaConfig(checkpoint=checkpoint, out=str(work_dir / "fpga"), samples=0, resources=resources)
+    # The build's own storage line uses the same budget as this gate (one verdict, not two); no C-sim, no data.
+    cfg = FpgaConfig(checkpoint=checkpoint, out=str(work_dir / "fpga"), samples=0, resources=resources,
+                     budget_bytes=budget_bytes)
     if part:
         cfg.part = part
     if share is not None:
@@ -139,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     budget = contract.budget_bytes(args.budget_bytes)
     part = args.part or os.environ.get("FPGA_PART") or None
     report, source = fpga_report(args.checkpoint, Path(args.fpga_report), Path(args.work_dir), args.fpga, part,
-                                 args.resources, args.resource_share)
+                                 args.resources, args.resource_share, budget)
     rows = weight_rows(report, source, budget, args.tflite or (contract.EXPORT_TFLITE,))
     if rows:
         print(format_rows(rows))

@@ -15,6 +15,14 @@ Writes under --out (default artifacts/export):
   report.json             per artifact: path, bytes, sha256, top-1, top-1 agreement with its parent and
                           max |output difference| on the test images
 
+By default the export runs on the data the quantized checkpoint was trained on and pairs it with the float
+checkpoint it was trained from (both recorded in the checkpoint). Every check is a gate: the QCDQ ONNX, the
+QONNX and the int8 TFLite under ai-edge-litert must equal the Brevitas model on every output, the float ONNX
+the float model within FLOAT_TOLERANCE; otherwise the export fails with the figures and the first differing
+image, and publishes nothing (--allow-mismatch reports and publishes, for investigation). tflite-runtime's
+figures are reported, not gated (its reference kernels round some ties differently; see the README).
+The artifacts are built in a staging directory and moved into --out only when every step succeeded.
+
 The TFLite model is measured under ai-edge-litert (in this process) and under tflite-runtime 2.14 (which
 needs numpy < 2, so it runs in its own venv, --tflite-runtime-python).
 """
@@ -23,7 +31,9 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,11 +44,11 @@ import numpy as np
 import torch
 
 from model.artifacts import UserError, atomic_path, sha256_of, write_json
-from model.data import DATASETS, load_dataset
+from model.data import DATASETS, load_checkpoint_data
 from model.evaluate import load_float_model
 from model.squeezenet import plain
 from model.training import to_input
-from quantize.qat import load_quant_model
+from quantize.qat import float_parent, load_quant_model
 from rpi import contract
 from rpi.contract import BUDGET_BYTES
 from rpi.errors import RpiError
@@ -54,31 +64,52 @@ TFLITE_NAME = contract.TFLITE_NAME
 METADATA_NAME = contract.TFLITE_METADATA_NAME
 DEFAULT_TFLITE_RUNTIME_PYTHON = ".venv-tflite-runtime/bin/python"
 KNOWN_ANSWERS = 10  # test images recorded in the metadata for the Pi's known-answer health check
+FLOAT_TOLERANCE = 1e-3  # float ONNX vs float PyTorch: different kernels sum in other orders (measured 1.7e-5)
 
 
 @dataclass
 class ExportConfig:
     checkpoint: str = contract.QUANT_CHECKPOINT
-    float_checkpoint: str = contract.FLOAT_CHECKPOINT
+    float_checkpoint: str | None = None  # None: the float parent the quantized checkpoint records
     out: str = contract.stage_dir("export")
-    dataset: str = "fashion-mnist"
+    dataset: str | None = None  # None (and data_dir None): the data the quantized checkpoint was trained on
     data_dir: str | None = None
     samples: int = 0  # 0: the whole test set
     qonnx_samples: int = 0
     tflite_runtime_python: str | None = DEFAULT_TFLITE_RUNTIME_PYTHON
     budget_bytes: int = BUDGET_BYTES
+    allow_mismatch: bool = False
 
 
-def compare(outputs: np.ndarray, parent: np.ndarray, labels: np.ndarray) -> dict:
-    """Top-1 of ``outputs`` and how far they are from the parent's on the same images."""
-    return {"samples": int(len(outputs)),
-            "top1": round(float((outputs.argmax(1) == labels).mean()), 6),
-            "top1_agreement": round(float((outputs.argmax(1) == parent.argmax(1)).mean()), 6),
-            "max_abs_diff": float(np.abs(outputs.astype(np.float64) - parent).max())}
+def compare(outputs: np.ndarray, parent: np.ndarray, labels: np.ndarray, tolerance: float = 0.0) -> dict:
+    """Top-1 of ``outputs`` and how far they are from the parent's on the same images; ``exact``: every
+    output within ``tolerance`` of the parent's, else the first image that is not."""
+    diff = np.abs(outputs.astype(np.float64) - parent)
+    off = np.flatnonzero((diff > tolerance).any(axis=1))
+    facts = {"samples": int(len(outputs)),
+             "top1": round(float((outputs.argmax(1) == labels).mean()), 6),
+             "top1_agreement": round(float((outputs.argmax(1) == parent.argmax(1)).mean()), 6),
+             "max_abs_diff": float(diff.max()), "tolerance": tolerance, "exact": not len(off),
+             "rows_off": int(len(off))}
+    if len(off):
+        i = int(off[0])
+        facts["first_mismatch"] = {"index": i, "top1": int(outputs[i].argmax()), "parent_top1": int(parent[i].argmax()),
+                                   "max_abs_diff": float(diff[i].max())}
+    return facts
 
 
-def file_facts(path: Path) -> dict:
-    return {"path": str(path), "bytes": path.stat().st_size, "sha256": sha256_of(path)}
+def mismatch_line(name: str, entry: dict) -> str:
+    """One artifact's failed exactness check, in words."""
+    first = entry["first_mismatch"]
+    return (f"{name} differs from {entry['parent']} ({entry['runtime']}) on {entry['rows_off']} of {entry['samples']} "
+            f"images (top-1 agreement {entry['top1_agreement']:.4f}, max |diff| {entry['max_abs_diff']:.3g}, "
+            f"tolerance {entry['tolerance']:g}); first: test image {first['index']} (class {first['top1']} vs "
+            f"{first['parent_top1']}, max |diff| {first['max_abs_diff']:.3g})")
+
+
+def file_facts(path: Path, published: Path | None = None) -> dict:
+    """Size and hash of ``path``; its ``path`` in the report is where it is published (``published``)."""
+    return {"path": str(published or path), "bytes": path.stat().st_size, "sha256": sha256_of(path)}
 
 
 @torch.no_grad()
@@ -170,11 +201,61 @@ def run_tflite_runtime(python: str, tflite: Path, x: np.ndarray) -> np.ndarray:
 
 # --- the build ----------------------------------------------------------------------------------------
 
+def load_pair(cfg: ExportConfig):
+    """The quantized model and its float parent (the one it records, or --float-checkpoint), checked to
+    take the same images and predict the same classes."""
+    qm = load_quant_model(cfg.checkpoint)
+    float_path = cfg.float_checkpoint or float_parent(qm.payload, cfg.checkpoint)
+    floats = load_float_model(float_path)
+    fn, qn = floats.normalization, qm.normalization
+    if (fn.channels, fn.input_size) != (qn.channels, qn.input_size) or list(floats.classes) != list(qm.classes):
+        raise UserError(f"{float_path} ({len(floats.classes)} classes of {fn.channels}x{fn.input_size}x{fn.input_size}) "
+                        f"is not the float model of {cfg.checkpoint} ({len(qm.classes)} classes of {qn.channels}x"
+                        f"{qn.input_size}x{qn.input_size}); pass its own parent with --float-checkpoint")
+    return qm, floats, float_path
+
+
+def export_all(cfg: ExportConfig, log=print) -> dict:
+    """Build, run and check every artifact in a staging directory; publish them into ``cfg.out`` (and
+    write report.json) only when every step and every exactness gate passed (or --allow-mismatch)."""
+    from .tflite_build import check_tflite_exactness
+
+    out = Path(cfg.out)
+    qm, floats, float_path = load_pair(cfg)
+    check_tflite_exactness(qm.config)  # refuse before any work
+    # Data first: a data set that does not fit the model, or a damaged file, fails before the slow steps.
+    test, dataset, data_dir = load_checkpoint_data(qm.payload, cfg.checkpoint, "test", cfg.dataset, cfg.data_dir)
+    if cfg.samples:
+        test = test.subset(np.arange(min(cfg.samples, len(test))))
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+    try:
+        report = build_all(cfg, qm, floats, float_path, test, dataset, data_dir, stage, out, log)
+        failures = [mismatch_line(Path(report[k]["path"]).name, report[k]) for k in ARTIFACTS if not report[k]["exact"]]
+        report["exact"], report["allow_mismatch"] = not failures, cfg.allow_mismatch
+        if failures and not cfg.allow_mismatch:
+            raise UserError("not exact, nothing published: " + "; ".join(failures)
+                            + " (--allow-mismatch publishes and reports without failing)")
+        for path in sorted(stage.iterdir()):
+            os.replace(path, out / path.name)
+        write_json(out / "report.json", report)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    for line in failures:
+        log(f"warning (--allow-mismatch): {line}")
+    return report
+
+
+ARTIFACTS = ("float_onnx", "qcdq_onnx", "qonnx", "tflite")
+
+
 @dataclass
 class ExportState:
-    """What the export steps share: the models, the test images as each parent takes them, the report."""
+    """What the export steps share: the models, the test images as each parent takes them, where the files go
+    (``stage``, published into ``out`` when every gate passed), the report."""
 
     cfg: ExportConfig
+    stage: Path
     out: Path
     floats: object
     qm: object
@@ -188,8 +269,9 @@ class ExportState:
     def checked(self, path: Path, outputs: np.ndarray, parent: str, runtime: str) -> dict:
         labels = self.test.labels
         reference = self.parents[parent][:len(outputs)]
-        return {**file_facts(path), "parent": parent, "runtime": runtime,
-                **compare(outputs, reference, labels[:len(outputs)])}
+        tolerance = FLOAT_TOLERANCE if parent == "float_torch" else 0.0
+        return {**file_facts(path, self.out / path.name), "parent": parent, "runtime": runtime,
+                **compare(outputs, reference, labels[:len(outputs)], tolerance)}
 
 
 def step_reference(st: ExportState) -> None:
@@ -200,26 +282,26 @@ def step_reference(st: ExportState) -> None:
 
 
 def step_float_onnx(st: ExportState) -> None:
-    path = export_float_onnx(st.floats.model, st.shape, st.out / "squeezenet_float.onnx")
+    path = export_float_onnx(st.floats.model, st.shape, st.stage / "squeezenet_float.onnx")
     st.report["float_onnx"] = st.checked(path, run_ort(ort_session(path), st.x_float.numpy()), "float_torch",
                                          "onnxruntime")
 
 
 def step_qcdq_onnx(st: ExportState) -> None:
-    path = export_qcdq_onnx(st.qm.model, st.shape, st.out / "squeezenet_qcdq.onnx")
+    path = export_qcdq_onnx(st.qm.model, st.shape, st.stage / "squeezenet_qcdq.onnx")
     st.report["qcdq_onnx"] = st.checked(path, run_ort(ort_session(path), st.x_quant.numpy()), "brevitas",
                                         "onnxruntime")
 
 
 def step_qonnx(st: ExportState) -> None:
-    path = export_qonnx(st.qm.model, st.shape, st.out / "squeezenet.qonnx.onnx")
+    path = export_qonnx(st.qm.model, st.shape, st.stage / "squeezenet.qonnx.onnx")
     n = min(len(st.test), st.cfg.qonnx_samples) if st.cfg.qonnx_samples else len(st.test)
     st.report["qonnx"] = st.checked(path, run_qonnx(path, st.x_quant[:n].numpy()), "brevitas",
                                     "qonnx.core.onnx_exec")
 
 
 def step_tflite(st: ExportState) -> None:
-    st.report["tflite"] = tflite_step(st.cfg, st.qm, st.test, st.parents["brevitas"], st.out)
+    st.report["tflite"] = tflite_step(st.cfg, st.qm, st.test, st.parents["brevitas"], st.stage, st.out)
     st.report["tflite_metadata"] = str(st.out / METADATA_NAME)
 
 
@@ -228,31 +310,25 @@ STEPS = [Step("reference", step_reference, "reference outputs (float PyTorch, Br
          Step("qonnx", step_qonnx, "QONNX"), Step("tflite", step_tflite, "int8 TFLite")]
 
 
-def export_all(cfg: ExportConfig, log=print) -> dict:
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    floats = load_float_model(cfg.float_checkpoint)
-    qm = load_quant_model(cfg.checkpoint)
+def build_all(cfg: ExportConfig, qm, floats, float_path: str, test, dataset: str, data_dir: str, stage: Path,
+              out: Path, log) -> dict:
     norm = qm.normalization
-    test = load_dataset(cfg.dataset, "test", cfg.data_dir, norm.input_size, norm.channels)
-    if cfg.samples:
-        test = test.subset(np.arange(min(cfg.samples, len(test))))
     report: dict = {"checkpoint": cfg.checkpoint, "checkpoint_sha256": sha256_of(cfg.checkpoint),
-                    "float_checkpoint": cfg.float_checkpoint, "dataset": cfg.dataset, "samples": len(test)}
-    st = ExportState(cfg, out, floats, qm, (norm.channels, norm.input_size, norm.input_size), test,
+                    "float_checkpoint": float_path, "dataset": dataset, "data_dir": str(data_dir),
+                    "samples": len(test)}
+    st = ExportState(cfg, stage, out, floats, qm, (norm.channels, norm.input_size, norm.input_size), test,
                      x_quant=to_input(torch.from_numpy(test.images), norm),
                      x_float=to_input(torch.from_numpy(test.images), floats.normalization), report=report)
     report["seconds"] = run_steps(STEPS, st, log=log, digits=1)
-    write_json(out / "report.json", report)
     return report
 
 
-def tflite_step(cfg: ExportConfig, qm, test, brevitas_out: np.ndarray, out: Path) -> dict:
+def tflite_step(cfg: ExportConfig, qm, test, brevitas_out: np.ndarray, stage: Path, out: Path) -> dict:
     """Convert, check full-integer, run under ai-edge-litert (and tflite-runtime), write the Pi's .json."""
     from .tflite_build import convert_to_tflite
 
     norm = qm.normalization
-    tflite = convert_to_tflite(qm.model, (norm.channels, norm.input_size, norm.input_size), out / TFLITE_NAME)
+    tflite = convert_to_tflite(qm.model, (norm.channels, norm.input_size, norm.input_size), stage / TFLITE_NAME)
     facts = check_tflite_is_integer(tflite_run.load(tflite, runtime="ai_edge_litert", delegates=False))
     interp = tflite_run.load(tflite, threads=1, runtime="ai_edge_litert")
     lut = pixel_lookup_table(qm.model, norm)
@@ -260,7 +336,7 @@ def tflite_step(cfg: ExportConfig, qm, test, brevitas_out: np.ndarray, out: Path
     raw = tflite_run.run(interp, x_int8)
     out_details = interp.get_output_details()[0]
     kernels = Kernels.of(interp, "ai_edge_litert")
-    entry = {**file_facts(tflite), "parent": "brevitas", "runtime": "ai_edge_litert",
+    entry = {**file_facts(tflite, out / TFLITE_NAME), "parent": "brevitas", "runtime": "ai_edge_litert",
              **compare(dequantize(raw, *out_details["quantization"], dtype=np.float32), brevitas_out, test.labels),
              "kernels": kernels.describe(), "machine": platform.machine(),
              "ops": facts["ops"], "tensor_types": facts["tensor_types"], "budget_bytes": cfg.budget_bytes}
@@ -270,16 +346,13 @@ def tflite_step(cfg: ExportConfig, qm, test, brevitas_out: np.ndarray, out: Path
     entry["within_budget"] = entry["bytes"] <= cfg.budget_bytes
     entry["top1_agreement_tflite_runtime"] = None
     if cfg.tflite_runtime_python:
-        if not Path(cfg.tflite_runtime_python).exists():
-            raise UserError(f"{cfg.tflite_runtime_python} not found: create the tflite-runtime environment with "
-                            f"'make setup', or pass --tflite-runtime-python none")
         raw_rt = run_tflite_runtime(cfg.tflite_runtime_python, tflite, x_int8)
         other = compare(dequantize(raw_rt, *out_details["quantization"], dtype=np.float32), brevitas_out, test.labels)
         entry.update({"top1_tflite_runtime": other["top1"],
                       "top1_agreement_tflite_runtime": other["top1_agreement"],
                       "max_abs_diff_tflite_runtime": other["max_abs_diff"],
                       "tflite_runtime_rows_equal_to_ai_edge_litert": round(float((raw_rt == raw).all(1).mean()), 6)})
-    with atomic_path(out / METADATA_NAME) as tmp:
+    with atomic_path(stage / METADATA_NAME) as tmp:
         answers = known_answers(test.images, raw, test.labels, list(qm.classes))
         tmp.write_text(json.dumps(tflite_metadata(tflite, qm, lut, answers, exactness), indent=1) + "\n")
         check_metadata(tmp)
@@ -335,10 +408,12 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", default=d.checkpoint, help=f"quantized checkpoint (default {d.checkpoint})")
     p.add_argument("--float-checkpoint", default=d.float_checkpoint,
-                   help=f"float checkpoint (default {d.float_checkpoint})")
+                   help="float checkpoint (default: the float parent the quantized checkpoint records)")
     p.add_argument("--out", default=d.out, help=f"output directory (default {d.out})")
-    p.add_argument("--dataset", choices=DATASETS, default=d.dataset)
-    p.add_argument("--data-dir", default=d.data_dir, help="data set directory (default $DATA_DIR or the Debian path)")
+    p.add_argument("--dataset", choices=DATASETS, default=d.dataset,
+                   help="data set to compare on (default: the one the quantized checkpoint was trained on)")
+    p.add_argument("--data-dir", default=d.data_dir, help="data set directory (default: the checkpoint's, else "
+                                                          "$DATA_DIR or the Debian path)")
     p.add_argument("--samples", type=int, default=d.samples, help="test images to compare on (default 0: all)")
     p.add_argument("--qonnx-samples", type=int, default=d.qonnx_samples,
                    help="test images for the (slow, reference) QONNX executor (default: as --samples)")
@@ -347,21 +422,29 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default {d.tflite_runtime_python})")
     p.add_argument("--budget-bytes", type=int, default=None,
                    help=f"default: $BUDGET_BYTES or {d.budget_bytes:,} (0.5 MiB)")
+    p.add_argument("--allow-mismatch", action="store_true",
+                   help="publish and report artifacts that are not exact with their parent instead of failing "
+                        "(for investigation)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.samples < 0 or args.qonnx_samples < 0:
-        raise UserError("--samples and --qonnx-samples must be >= 0")
+    for name in ("samples", "qonnx_samples"):
+        if getattr(args, name) < 0:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     for path in (args.checkpoint, args.float_checkpoint):
-        if not Path(path).is_file():
+        if path and not Path(path).is_file():
             raise UserError(f"{path}: no such checkpoint")
+    tflite_python = None if args.tflite_runtime_python == "none" else args.tflite_runtime_python
+    if tflite_python and not Path(tflite_python).exists():
+        raise UserError(f"{tflite_python} not found: create the tflite-runtime environment with 'make setup', or "
+                        f"pass --tflite-runtime-python none")
     cfg = ExportConfig(checkpoint=args.checkpoint, float_checkpoint=args.float_checkpoint, out=args.out,
                        dataset=args.dataset, data_dir=args.data_dir, samples=args.samples,
                        qonnx_samples=args.qonnx_samples,
-                       tflite_runtime_python=None if args.tflite_runtime_python == "none"
-                       else args.tflite_runtime_python, budget_bytes=contract.budget_bytes(args.budget_bytes))
+                       tflite_runtime_python=tflite_python, budget_bytes=contract.budget_bytes(args.budget_bytes),
+                       allow_mismatch=args.allow_mismatch)
     report = export_all(cfg, log=lambda msg: print(f"[export] {msg}", file=sys.stderr, flush=True))
     print("\n".join(summary_lines(report)))
     print(f"report: {Path(cfg.out) / 'report.json'}")

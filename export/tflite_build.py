@@ -12,7 +12,8 @@ weight, its ranges chosen so that TFLite's int8 scale equals the Brevitas scale:
 The converter (``Optimize.DEFAULT``, int8 I/O) keeps these ranges; no representative data set is needed.
 Under ai-edge-litert's XNNPACK kernels the result equals the Brevitas model bit for bit: its int8 CONV_2D
 requantizes half-to-even like Brevitas' ReLU quantizers, its ADD rounds ties up like the bypass-sum
-quantizers (``quantize.layers.RoundHalfUpSte``), and AVERAGE_POOL_2D divides exactly where MEAN did not.
+quantizers (``quantize.layers.RoundHalfUpSte``), and the global average is AVERAGE_POOL_2D (odd
+counts) or an all-1/N DEPTHWISE_CONV_2D (power-of-two counts), each exact where MEAN was not.
 TensorFlow is needed only here, on the build machine; the Pi runs the .tflite with a TFLite interpreter.
 """
 from __future__ import annotations
@@ -149,10 +150,63 @@ class TFGraph:
             i += 1
         x = self.conv(x, m.classifier[1], grid)
         x, grid = self.relu(x, m.classifier[2])
-        h, w = int(x.shape[1]), int(x.shape[2])
-        # AVERAGE_POOL_2D divides exactly in int8 TFLite where MEAN was off by one step (measured).
-        x = tf.nn.avg_pool2d(x, (h, w), (h, w), padding="VALID")
+        x = self.global_average(x, grid)
         return self.fake_quant(tf.reshape(x, (-1, x.shape[-1])), act_grid(m.output_quant))
+
+    def global_average(self, x, grid: Grid):
+        """The mean over the last feature map, rounded half-to-even on the output grid as Brevitas does.
+
+        int8 AVERAGE_POOL_2D rounds half away from zero in code space. With an odd count N = h x w a mean
+        is never half-way between two codes, so it is exact (and it divides exactly where MEAN did not).
+        With N a power of two, a DEPTHWISE_CONV_2D with every weight 1/N (int8 weight 1, scale 1/N)
+        requantizes by the power-of-two multiplier 1/N, half-to-even: exact (measured, ties included).
+        Any other even N has ties that neither op rounds the Brevitas way: refused (check_tflite_exactness)."""
+        tf = self.tf
+        h, w = int(x.shape[1]), int(x.shape[2])
+        kind = global_pool_kind(h * w)
+        if kind is None:
+            raise UserError(f"the int8 TFLite export cannot average a {h}x{w} feature map exactly")
+        if kind == "average_pool":
+            return tf.nn.avg_pool2d(x, (h, w), (h, w), padding="VALID")
+        n, c = h * w, int(x.shape[3])
+        weights = tf.quantization.fake_quant_with_min_max_vars(
+            tf.constant(np.full((h, w, c, 1), 1.0 / n, np.float32)), -127.0 / n, 127.0 / n, num_bits=8,
+            narrow_range=True)
+        return tf.nn.depthwise_conv2d(x, weights, [1, 1, 1, 1], "VALID")
+
+
+def global_pool_kind(count: int) -> str | None:
+    """How the int8 TFLite model averages ``count`` values exactly: 'average_pool' (odd count), 'depthwise'
+    (a power of two), None (any other even count: no int8 TFLite op rounds its ties the Brevitas way)."""
+    if count % 2:
+        return "average_pool"
+    return "depthwise" if count & (count - 1) == 0 else None
+
+
+def exact_input_sizes(cfg, limit: int = 256) -> list[int]:
+    """The input sizes up to ``limit`` at which this architecture's TFLite export is exact."""
+    sizes = []
+    for size in range(8, limit + 1):
+        try:
+            side = cfg.replace(input_size=size).feature_map_size()
+        except Exception:  # a size too small for the stem and pools
+            continue
+        if side >= 1 and global_pool_kind(side * side):
+            sizes.append(size)
+    return sizes
+
+
+def check_tflite_exactness(cfg) -> None:
+    """Refuse, before any work, a model whose TFLite export cannot be bit-exact (the reason in one line)."""
+    side = cfg.feature_map_size()
+    if global_pool_kind(side * side):
+        return
+    near = [s for s in exact_input_sizes(cfg) if abs(s - cfg.input_size) <= 16]
+    raise UserError(f"the int8 TFLite export cannot be bit-exact at input size {cfg.input_size}: the last feature map "
+                    f"is {side}x{side} = {side * side} values, an even count that is not a power of two, so the "
+                    f"global average has half-way ties that TFLite's int8 kernels round differently from the "
+                    f"quantized model; train at an input size whose last feature map has an odd or power-of-two "
+                    f"count (near {cfg.input_size}: {', '.join(map(str, near)) or 'none'})")
 
 
 def convert_to_tflite(model: SqueezeNet, input_shape_chw: tuple[int, int, int], path: str | Path) -> Path:
@@ -165,6 +219,7 @@ def convert_to_tflite(model: SqueezeNet, input_shape_chw: tuple[int, int, int], 
         raise UserError("the int8 TFLite export supports bypass 'none' and 'simple'; the complex bypass's 1x1 "
                         "conv output has no 8-bit quantizer, so TFLite cannot reproduce it (the ONNX and fpga "
                         "exports handle it)")
+    check_tflite_exactness(model.config)
     c, h, w = input_shape_chw
     graph = TFGraph(model)
     fn = tf.function(lambda x: graph(x), input_signature=[tf.TensorSpec([1, h, w, c], tf.float32)])

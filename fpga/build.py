@@ -20,6 +20,10 @@ A build is a list of named steps (FINN's pattern), each timed in the report:
   storage        on-chip weight storage from the hls4ml model, budget verdict
   csim           C simulation on test images in worker processes, compared with the Brevitas model
 
+The test images are read and checked against the checkpoint (its recorded data set by default) before the
+first step. The C simulation is a gate: an output that differs from the Brevitas model fails the stage with
+the figures and the first differing image (--allow-mismatch reports without failing).
+
 Estimates are analytic (fpga/estimate.py names the source of every formula), not synthesis results.
 """
 from __future__ import annotations
@@ -32,6 +36,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -43,7 +48,7 @@ import torch
 from export.qonnx_export import export_qonnx
 from export.steps import Step, run_steps
 from model.artifacts import UserError, run_cli, sha256_of, write_json
-from model.data import DATASETS, load_dataset
+from model.data import DATASETS, load_checkpoint_data
 from model.squeezenet import plain
 from model.training import to_input
 from quantize.qat import load_quant_model
@@ -80,13 +85,18 @@ class FpgaConfig:
     io_type: str = "io_stream"
     budget_bytes: int = BUDGET_BYTES
     samples: int = 1000  # 0: all test images
-    dataset: str = "fashion-mnist"
+    dataset: str | None = None  # None (and data_dir None): the data the checkpoint was trained on
     data_dir: str | None = None
     workers: int = 0  # 0: one per core
 
     def validate(self) -> None:
-        if self.clock_mhz <= 0 or self.samples < 0 or self.budget_bytes <= 0:
-            raise UserError("clock and budget must be positive and samples >= 0")
+        for name, value, rule in (("clock-mhz", self.clock_mhz, self.clock_mhz > 0),
+                                  ("budget-bytes", self.budget_bytes, self.budget_bytes > 0),
+                                  ("samples", self.samples, self.samples >= 0),
+                                  ("workers", self.workers, self.workers >= 0)):
+            if not rule:
+                raise UserError(f"--{name} must be {'>= 0' if name in ('samples', 'workers') else 'positive'}, "
+                                f"got {value:g}")
         if not 0 < self.resource_share <= 1:
             raise UserError(f"the resource share must be in (0, 1], got {self.resource_share}")
         if self.target_fps is not None and self.target_fps <= 0:
@@ -106,6 +116,7 @@ class BuildState:
     hls_model = None
     device = None
     pipeline = None  # from the probe conversion
+    test = None  # the C simulation's test images, read before the first step
     reuse_factors: dict | None = None  # conv stage name -> RF
     depths: dict | None = None  # stream key -> FIFO depth
     sizing = None
@@ -122,7 +133,7 @@ def _quiet():
 
 
 def step_export_qonnx(st: BuildState) -> None:
-    st.quant = load_quant_model(st.cfg.checkpoint)
+    st.quant = st.quant or load_quant_model(st.cfg.checkpoint)
     norm = st.quant.normalization
     st.qonnx_path = export_qonnx(st.quant.model, (norm.channels, norm.input_size, norm.input_size),
                                  st.out / "squeezenet.qonnx.onnx")
@@ -255,7 +266,8 @@ def step_fifo_sizing(st: BuildState) -> None:
 def step_convert(st: BuildState) -> None:
     by_stage = {s.name: s.config_key for s in st.pipeline.convs}
     keyed = {by_stage[name]: rf for name, rf in st.reuse_factors.items()}
-    st.hls_model, hc, model = _convert(st, keyed, st.out / "hls_project", testbench=True)
+    # the project's test bench holds real test images; a plan-and-estimate build (make budget) reads no data
+    st.hls_model, hc, model = _convert(st, keyed, st.out / "hls_project", testbench=st.test is not None)
     final = pipeline_from_hls_model(st.hls_model, name="squeezenet")
     changed = {s.name: (st.reuse_factors[s.name], s.reuse_factor) for s in final.convs
                if s.reuse_factor != st.reuse_factors.get(s.name)}
@@ -378,9 +390,8 @@ def step_storage(st: BuildState) -> None:
 def reference_io(st: BuildState, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The first ``n`` test images as the FPGA receives them (the input quantizer's grid, NHWC), the
     Brevitas model's logits for them, and their labels."""
-    cfg, qm = st.cfg, st.quant
+    qm, test = st.quant, st.test
     norm = qm.normalization
-    test = load_dataset(cfg.dataset, "test", cfg.data_dir, norm.input_size, norm.channels)
     n = len(test) if n == 0 else min(n, len(test))
     with torch.no_grad():
         x = to_input(torch.from_numpy(test.images[:n]), norm)
@@ -396,7 +407,14 @@ def step_csim(st: BuildState) -> None:
     got, seconds = run_csim(_library(st.out / "hls_project"), x_q, expected.shape[1],
                             workers=cfg.workers or None)
     agree = float((got.argmax(1) == expected.argmax(1)).mean())
+    off = np.flatnonzero((got != expected).any(axis=1))
+    if len(off):
+        i = int(off[0])
+        st.report["csim_first_mismatch"] = {"index": i, "top1": int(got[i].argmax()),
+                                            "brevitas_top1": int(expected[i].argmax()),
+                                            "max_abs_diff": float(np.abs(got[i] - expected[i]).max())}
     st.report.update({
+        "csim_exact": not len(off), "csim_rows_off": int(len(off)),
         "csim_samples": int(n), "csim_top1_agreement": agree,
         "csim_max_abs_diff": float(np.abs(got - expected).max()),
         "csim_exact_outputs": float((got == expected).all(axis=1).mean()),
@@ -418,6 +436,10 @@ def build(cfg: FpgaConfig, skip: tuple[str, ...] = ()) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     st = BuildState(cfg, out)
+    if not {"compile", "csim"} <= set(skip):  # data that does not fit, or a damaged file, fails before any step
+        st.quant = load_quant_model(cfg.checkpoint)
+        st.test, cfg.dataset, cfg.data_dir = load_checkpoint_data(st.quant.payload, cfg.checkpoint, "test",
+                                                                  cfg.dataset, cfg.data_dir)
     t_all = time.time()
     st.timings = run_steps(STEPS, st, log=lambda line: print(f"[fpga] {line}", flush=True), skip=skip)
     st.report.update({"checkpoint": cfg.checkpoint, "checkpoint_sha256": sha256_of(cfg.checkpoint),
@@ -448,9 +470,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"default: $BUDGET_BYTES or {d.budget_bytes:,} (0.5 MiB)")
     p.add_argument("--samples", default=str(d.samples),
                    help=f"test images for the C simulation, or 'all' (default {d.samples})")
-    p.add_argument("--dataset", choices=DATASETS, default=d.dataset)
-    p.add_argument("--data-dir", default=d.data_dir, help="default: $DATA_DIR or the Debian package's directory")
+    p.add_argument("--dataset", choices=DATASETS, default=d.dataset,
+                   help="data set of the C simulation (default: the one the checkpoint was trained on)")
+    p.add_argument("--data-dir", default=d.data_dir, help="its directory (default: the checkpoint's, else $DATA_DIR)")
     p.add_argument("--workers", type=int, default=d.workers, help="C simulation processes (0: one per core)")
+    p.add_argument("--allow-mismatch", action="store_true",
+                   help="report a C simulation that differs from the Brevitas model without failing "
+                        "(for investigation)")
     p.add_argument("--no-csim", action="store_true", help="generate, estimate and check storage only")
     p.add_argument("--preset", default=None,
                    help="estimate a model.squeezenet preset (e.g. squeezenet1_1) from its config alone: no "
@@ -483,6 +509,15 @@ def main(argv: list[str] | None = None) -> int:
               f"{report['csim_top1_agreement']:.4f}, max |logit diff| {report['csim_max_abs_diff']:g}, "
               f"accuracy {report['accuracy_csim']:.4f} ({report['csim_images_per_second']:.1f} images/s)")
     print(f"HLS project: {report['hls_project']}  report: {Path(cfg.out) / 'report.json'}")
+    if "csim_samples" in report and not report["csim_exact"]:
+        first = report["csim_first_mismatch"]
+        line = (f"the C simulation differs from the Brevitas model on {report['csim_rows_off']} of "
+                f"{report['csim_samples']} images (top-1 agreement {report['csim_top1_agreement']:.4f}, max |logit "
+                f"diff| {report['csim_max_abs_diff']:g}); first: test image {first['index']} (class {first['top1']} "
+                f"vs {first['brevitas_top1']}, max |diff| {first['max_abs_diff']:g})")
+        if not args.allow_mismatch:
+            raise UserError(line + " (--allow-mismatch reports without failing)")
+        print(f"warning (--allow-mismatch): {line}", file=sys.stderr)
     if not report["within_budget"]:
         raise UserError(f"on-chip weight storage {report['weight_storage_bytes']:,} bytes exceeds the budget of "
                         f"{report['budget_bytes']:,} bytes by {report['weight_storage_bytes'] - report['budget_bytes']:,}")

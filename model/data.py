@@ -270,3 +270,114 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
     else:
         path.write_bytes(payload)
 
+
+
+# --- a checkpoint's data identity ----------------------------------------------------------------------
+# Every checkpoint records the data it was trained on (``data`` field), so every later stage runs on the same
+# data by default and refuses data that does not fit the model (other classes, size or channels) before any
+# work starts.
+
+KNOWN_CLASSES = {"fashion-mnist": FASHION_MNIST_CLASSES, "mnist": MNIST_CLASSES, "cifar10": CIFAR10_CLASSES}
+
+
+def data_files(kind: str, data_dir: str | os.PathLike) -> list[Path]:
+    """The files a data set is read from (what the fingerprint covers)."""
+    root = Path(data_dir)
+    if kind == "folder":
+        return sorted(p for sub in ("train", "test", "val") if (root / sub).is_dir()
+                      for p in (root / sub).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if kind == "cifar10":
+        return sorted(p for p in root.glob("*_batch*") if p.is_file())
+    return sorted(p for p in root.glob("*-idx?-ubyte*") if p.is_file())
+
+
+def fingerprint(kind: str, data_dir: str | os.PathLike) -> dict:
+    """sha256 of the data set's file list (relative path and size of each file, not the contents: cheap on
+    a large folder, and it changes when files are added, removed, renamed or rewritten at another size)."""
+    import hashlib
+
+    root = Path(data_dir)
+    files = data_files(kind, root)
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{path.relative_to(root).as_posix()}\t{path.stat().st_size}\n".encode())
+    return {"files": len(files), "sha256": digest.hexdigest()}
+
+
+def data_identity(kind: str, data_dir: str | None, classes: list[str], norm: Normalization) -> dict:
+    """What a checkpoint records about its data: kind, directory as given, classes, input size, channels,
+    normalisation and a fingerprint of the file list."""
+    data_dir = data_dir or data_dir_default()
+    return {"kind": kind, "dir": str(data_dir), "classes": list(classes), "input_size": norm.input_size,
+            "channels": norm.channels, "normalization": norm.to_dict(),
+            "fingerprint": fingerprint(kind, data_dir) if Path(data_dir).is_dir() else None}
+
+
+def checkpoint_data(payload: dict) -> dict:
+    """A checkpoint's data identity; for checkpoints written before it was recorded, what can be told from
+    their fields (the kind from meta.dataset or from a well-known class list; no directory)."""
+    if isinstance(payload.get("data"), dict):
+        return payload["data"]
+    norm = payload.get("normalization", {})
+    classes = list(payload.get("classes", []))
+    kind = payload.get("meta", {}).get("dataset") or next(
+        (name for name, known in KNOWN_CLASSES.items() if list(known) == classes), None)
+    return {"kind": kind, "dir": None, "classes": classes, "input_size": norm.get("input_size"),
+            "channels": norm.get("channels"), "normalization": norm, "fingerprint": None}
+
+
+def resolve_data(recorded: dict, dataset: str | None, data_dir: str | None, checkpoint: str) -> tuple[str, str]:
+    """The data set a stage runs on: the flags where given, else the checkpoint's own data. A checkpoint's
+    directory that no longer exists falls back to $DATA_DIR / the default (a clone on another machine)."""
+    kind = dataset or recorded.get("kind")
+    if kind is None:
+        raise DataError(f"{checkpoint} does not record which data set it was trained on; pass --dataset and "
+                        f"--data-dir")
+    if data_dir:
+        return kind, data_dir
+    if kind == recorded.get("kind") and recorded.get("dir") and Path(recorded["dir"]).is_dir():
+        return kind, recorded["dir"]
+    if kind == "folder":
+        where = f" ({recorded['dir']} does not exist)" if recorded.get("dir") else ""
+        raise DataError(f"{checkpoint} was trained on an image folder{where}: pass --data-dir")
+    return kind, data_dir_default()
+
+
+def check_data_matches(recorded: dict, data: ImageSet, kind: str, data_dir: str, checkpoint: str) -> list[str]:
+    """Raise a one-line DataError when ``data`` cannot feed the checkpoint's model (other classes, size or
+    channels); return warnings for a data set that fits but is not the one it was trained on."""
+    _, channels, height, width = data.images.shape
+    want = (recorded.get("channels"), recorded.get("input_size"))
+    described = f"{kind} data in {data_dir}"
+    if (want != (None, None) and (channels, height) != want) or height != width:
+        raise DataError(f"{checkpoint} takes {want[0]}x{want[1]}x{want[1]} images; {described} gives "
+                        f"{channels}x{height}x{width} (pass the --dataset / --data-dir it was trained on)")
+    classes = list(recorded.get("classes") or [])
+    if classes and list(data.classes) != classes:
+        diff = "" if len(classes) != len(data.classes) else \
+            f"; first difference: {next(f'{a!r} vs {b!r}' for a, b in zip(classes, data.classes) if a != b)}"
+        raise DataError(f"{checkpoint} was trained on {len(classes)} classes, {described} has "
+                        f"{len(data.classes)}{diff} (pass the --dataset / --data-dir it was trained on)")
+    warnings = []
+    recorded_print = recorded.get("fingerprint")
+    if recorded_print and kind == recorded.get("kind") and Path(data_dir) == Path(recorded.get("dir") or ""):
+        now = fingerprint(kind, data_dir)
+        if now != recorded_print:
+            warnings.append(f"warning: the files in {data_dir} changed since {checkpoint} was trained "
+                            f"({recorded_print['files']} files then, {now['files']} now)")
+    return warnings
+
+
+def load_checkpoint_data(payload: dict, checkpoint: str, split: str, dataset: str | None = None,
+                         data_dir: str | None = None) -> tuple[ImageSet, str, str]:
+    """The ``split`` of the data set a checkpoint was trained on (or the one the flags name), checked to fit
+    the model; returns the images, the data set kind and the directory."""
+    import sys
+
+    recorded = checkpoint_data(payload)
+    kind, data_dir = resolve_data(recorded, dataset, data_dir, checkpoint)
+    norm = Normalization.from_dict(payload["normalization"])
+    data = load_dataset(kind, split, data_dir, norm.input_size, norm.channels)
+    for line in check_data_matches(recorded, data, kind, data_dir, checkpoint):
+        print(line, file=sys.stderr)
+    return data, kind, data_dir

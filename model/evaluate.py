@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .artifacts import UserError, load_checkpoint, run_cli, write_json, atomic_path
-from .data import DATASETS, ImageSet, Normalization, load_dataset
+from .data import DATASETS, Normalization, load_checkpoint_data
 from .squeezenet import SqueezeNet, SqueezeNetConfig, count_macs, count_parameters, folded_copy
 from .training import Teacher, accuracy, predict_logits
 
@@ -53,10 +53,6 @@ def load_teacher(path: str | Path, classes: list[str], channels: int, input_size
     return Teacher(loaded.model, norm)
 
 
-def load_test_set(dataset: str, data_dir: str | None, norm: Normalization) -> ImageSet:
-    return load_dataset(dataset, "test", data_dir, norm.input_size, norm.channels)
-
-
 def classification_report(logits: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
     pred = logits.argmax(1)
     k = len(classes)
@@ -91,14 +87,15 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path, t
     plt.close(fig)
 
 
-def evaluate_checkpoint(checkpoint: str | Path, dataset: str, data_dir: str | None, out: str | Path) -> dict:
+def evaluate_checkpoint(checkpoint: str | Path, dataset: str | None, data_dir: str | None, out: str | Path) -> dict:
+    """``dataset`` / ``data_dir`` None: the data the checkpoint was trained on."""
     out = Path(out)
     loaded = load_float_model(checkpoint)
-    test = load_test_set(dataset, data_dir, loaded.normalization)
+    test, dataset, data_dir = load_checkpoint_data(loaded.payload, str(checkpoint), "test", dataset, data_dir)
     t0 = time.time()
     logits = predict_logits(loaded.model, test, loaded.normalization, progress=True, desc="test")
     report = classification_report(logits, test.labels, loaded.classes)
-    report.update({"checkpoint": str(checkpoint), "dataset": dataset,
+    report.update({"checkpoint": str(checkpoint), "dataset": dataset, "data_dir": str(data_dir),
                    "params": count_parameters(loaded.model),
                    # what inference stores: BatchNorm folded into the convs (the quantize stage does this)
                    "params_deployed": count_parameters(folded_copy(loaded.model)),
@@ -118,12 +115,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m model.evaluate", description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
-    p.add_argument("--dataset", choices=DATASETS, default="fashion-mnist")
-    p.add_argument("--data-dir", default=None, help="default: $DATA_DIR or the Debian package's directory")
+    p.add_argument("--dataset", choices=DATASETS, default=None,
+                   help="default: the data set the checkpoint was trained on")
+    p.add_argument("--data-dir", default=None, help="default: the checkpoint's data directory, else $DATA_DIR or "
+                                                    "the Debian package's directory")
     p.add_argument("--out", default="artifacts/model")
     args = p.parse_args(argv)
     report = evaluate_checkpoint(args.checkpoint, args.dataset, args.data_dir, args.out)
-    print(f"{args.checkpoint}: top-1 {report['top1']:.4f} on {report['samples']:,} {args.dataset} test images, "
+    print(f"{args.checkpoint}: top-1 {report['top1']:.4f} on {report['samples']:,} {report['dataset']} test images, "
           f"{report['params']:,} parameters -> {Path(args.out) / 'report.json'}")
     return 0
 

@@ -18,7 +18,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from .artifacts import UserError, run_cli, save_checkpoint, sha256_of
-from .data import DATASETS, Normalization, data_dir_default, load_dataset, train_val_split
+from .data import DATASETS, Normalization, data_dir_default, data_identity, load_dataset, train_val_split
 from .evaluate import evaluate_checkpoint, load_teacher
 from .runtime import Runtime, runtime
 from .squeezenet import PRESETS, SqueezeNet, SqueezeNetConfig, count_macs, count_parameters
@@ -126,7 +126,8 @@ def train(args, settings: TrainSettings, rt: Runtime, argv: list[str] | None) ->
             "dataset": args.dataset}
     checkpoint = out / "model.pt"
     save_checkpoint(checkpoint, model.state_dict(), kind="float", config=cfg.to_dict(),
-                    normalization=norm.to_dict(), classes=list(full.classes), meta=meta)
+                    normalization=norm.to_dict(), classes=list(full.classes), meta=meta,
+                    data=data_identity(args.dataset, args.data_dir, full.classes, norm))
     print(f"wrote {checkpoint}")
     if not args.no_eval:
         report = evaluate_checkpoint(checkpoint, args.dataset, args.data_dir, out)

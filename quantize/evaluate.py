@@ -28,8 +28,9 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", default=DEFAULT_QUANT)
     p.add_argument("--float-checkpoint", default=DEFAULT_FLOAT)
-    p.add_argument("--dataset", choices=DATASETS, default="fashion-mnist")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--dataset", choices=DATASETS, default=None,
+                   help="default: the data set the checkpoint was trained on")
+    p.add_argument("--data-dir", default=None, help="default: the checkpoint's data directory, else $DATA_DIR")
     p.add_argument("--budget-bytes", type=int, default=BUDGET_BYTES)
     p.add_argument("--out", default="artifacts/quantize")
     p.add_argument("--if-changed", action="store_true",

@@ -23,12 +23,13 @@ from tqdm import tqdm
 
 from model import SqueezeNet, SqueezeNetConfig, fold_batch_norm
 from model.artifacts import UserError, load_checkpoint, run_cli, save_checkpoint, sha256_of, write_json
-from model.data import DATASETS, ImageSet, Normalization, load_dataset, train_val_split
+from model.data import (DATASETS, ImageSet, Normalization, checkpoint_data, data_identity, load_checkpoint_data,
+                        train_val_split)
 from model.evaluate import classification_report, load_float_model, load_teacher, plot_confusion
 from model.runtime import Runtime, runtime
-from rpi.contract import FLOAT_CHECKPOINT, QUANT_CHECKPOINT
 from model.training import (STOPPED_EXIT_CODE, TrainSettings, accuracy, add_training_arguments, fit,
                             model_device, predict_logits, settings_from_args, to_input)
+from rpi.contract import FLOAT_CHECKPOINT, QUANT_CHECKPOINT
 
 from .layers import DEFAULT_OVERRIDES, QuantSettings, build_quant_model  # noqa: F401 (DEFAULT_OVERRIDES: re-export)
 from .storage import BUDGET_BYTES, storage_table
@@ -88,12 +89,13 @@ def load_quant_model(path: str | Path) -> QuantModel:
                       list(payload["classes"]), payload)
 
 
-def evaluate_quant(checkpoint: str | Path, dataset: str, data_dir: str | None, out: str | Path,
+def evaluate_quant(checkpoint: str | Path, dataset: str | None, data_dir: str | None, out: str | Path,
                    budget_bytes: int = BUDGET_BYTES) -> dict:
-    """The quantize stage's report for a quantized checkpoint (``make eval`` calls this)."""
+    """The quantize stage's report for a quantized checkpoint (``make eval`` calls this); ``dataset`` /
+    ``data_dir`` None: the data it was trained on."""
     out = Path(out)
     qm = load_quant_model(checkpoint)
-    test = load_dataset(dataset, "test", data_dir, qm.normalization.input_size, qm.normalization.channels)
+    test, dataset, data_dir = load_checkpoint_data(qm.payload, str(checkpoint), "test", dataset, data_dir)
     logits = predict_logits(qm.model, test, qm.normalization, progress=True, desc="test (quantized)")
     report = classification_report(logits, test.labels, qm.classes)
     table = storage_table(qm.model, budget_bytes)
@@ -103,6 +105,7 @@ def evaluate_quant(checkpoint: str | Path, dataset: str, data_dir: str | None, o
         float_top1 = parent_top1(meta, test)
     report.update({
         "checkpoint": str(checkpoint), "checkpoint_sha256": sha256_of(checkpoint), "dataset": dataset,
+        "data_dir": str(data_dir),
         "float_top1": float_top1,
         "weight_bits": qm.settings.weight_bits, "quant": qm.settings.to_dict(),
         "weight_storage_bytes": table.total_bytes, "storage": table.to_dict(),
@@ -114,6 +117,22 @@ def evaluate_quant(checkpoint: str | Path, dataset: str, data_dir: str | None, o
                    f"quantized SqueezeNet ({qm.settings.weight_bits}-bit weights), top-1 {report['top1']:.4f}")
     write_json(out / "report.json", report)
     return report
+
+
+def float_parent(payload: dict, checkpoint: str | Path) -> str:
+    """The float checkpoint a quantized one was trained from, when it is still there unchanged; else a
+    UserError that says what to pass instead."""
+    parent = payload.get("parent") or {}
+    meta = payload.get("meta", {})
+    path, digest = parent.get("checkpoint") or meta.get("float_checkpoint"), parent.get("sha256") or meta.get("float_sha256")
+    if not path:
+        raise UserError(f"{checkpoint} does not record its float parent; pass --float-checkpoint")
+    if not Path(path).is_file():
+        raise UserError(f"{checkpoint} was trained from {path}, which no longer exists; pass --float-checkpoint")
+    if digest and sha256_of(path) != digest:
+        raise UserError(f"{path} changed since {checkpoint} was trained from it (sha256 differs); retrain the "
+                        f"quantized model or pass --float-checkpoint")
+    return str(path)
 
 
 def parent_top1(meta: dict, test: ImageSet) -> float | None:
@@ -148,8 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m quantize", description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", default=DEFAULT_FLOAT, help="float checkpoint to start from")
-    p.add_argument("--dataset", choices=DATASETS, default="fashion-mnist")
-    p.add_argument("--data-dir", default=None, help="default: $DATA_DIR or the Debian package's directory")
+    p.add_argument("--dataset", choices=DATASETS, default=None,
+                   help="default: the data set the float checkpoint was trained on")
+    p.add_argument("--data-dir", default=None, help="default: the float checkpoint's data directory, else "
+                                                    "$DATA_DIR or the Debian package's directory")
     q = QuantSettings()  # the defaults, defined once there
     p.add_argument("--weight-bits", type=int, default=q.weight_bits)
     p.add_argument("--act-bits", type=int, default=q.act_bits)
@@ -194,13 +215,16 @@ def quantization_aware_training(args, qs: QuantSettings, settings: TrainSettings
     out = Path(args.out)
     twin, loaded = twin_from_float(args.checkpoint, qs)
     norm = loaded.normalization
-    full = load_dataset(args.dataset, "train", args.data_dir, norm.input_size, norm.channels)
+    # Both splits are read and checked against the checkpoint before any work (a bad file fails here).
+    full, dataset, data_dir = load_checkpoint_data(loaded.payload, args.checkpoint, "train", args.dataset,
+                                                   args.data_dir)
+    test = None if args.no_eval or not rt.is_main else \
+        load_checkpoint_data(loaded.payload, args.checkpoint, "test", dataset, data_dir)[0]
     if args.limit:
         full = full.subset(np.arange(min(args.limit, len(full))))
     train, val = train_val_split(full, 1 / 12, args.seed)
     float_top1 = None
-    if rt.is_main and not args.no_eval:  # on the CPU, as `make eval` computes it
-        test = load_dataset(args.dataset, "test", args.data_dir, norm.input_size, norm.channels)
+    if test is not None:  # on the CPU, as `make eval` computes it
         float_top1 = accuracy(predict_logits(loaded.model, test, norm), test.labels)
     teacher, run_key, teacher_path = None, {}, args.teacher or args.checkpoint
     if settings.kd_alpha > 0:
@@ -232,12 +256,14 @@ def quantization_aware_training(args, qs: QuantSettings, settings: TrainSettings
             "teacher": {"checkpoint": str(teacher_path), **run_key} if teacher else None,
             "history": [vars(h) for h in result.history]}
     checkpoint = out / "model.pt"
+    data = {**checkpoint_data(loaded.payload), **data_identity(dataset, data_dir, loaded.classes, norm)}
     save_checkpoint(checkpoint, twin.state_dict(), kind="quantized", config=loaded.config.to_dict(),
-                    quant=qs.to_dict(), normalization=norm.to_dict(), classes=loaded.classes, meta=meta)
+                    quant=qs.to_dict(), normalization=norm.to_dict(), classes=loaded.classes, meta=meta,
+                    data=data, parent={"checkpoint": str(args.checkpoint), "sha256": meta["float_sha256"]})
     if args.no_eval:
         print(f"wrote {checkpoint} (val {result.history[-1].val_acc:.4f}; no test evaluation: --no-eval)")
         return 0
-    report = evaluate_quant(checkpoint, args.dataset, args.data_dir, out, args.budget_bytes)
+    report = evaluate_quant(checkpoint, dataset, data_dir, out, args.budget_bytes)
     print(storage_table(load_quant_model(checkpoint).model, args.budget_bytes).format())
     print(f"wrote {checkpoint}: test top-1 {report['top1']:.4f} (float {float_top1:.4f}), "
           f"{report['weight_storage_bytes']:,} bytes of weights and biases")

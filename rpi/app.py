@@ -15,7 +15,9 @@ cleanly. The last line is always the summary:
 (K: ``xnnpack:USED/OPS`` or ``builtin``). --bench times the model instead, per thread count (make rpi-bench).
 
 Exit status: 0 after the requested frames, the end of the source or a signal; 1 when a live camera was
-lost for good; 2 for bad input (model, source, options), with one ``error:`` line on stderr.
+lost for good; 2 for bad input (model, source, options), with one ``error:`` line on stderr, and with
+--strict for a video file that ends before the frame count it announces (``stopped=truncated``, a warning
+without --strict).
 """
 from __future__ import annotations
 
@@ -67,7 +69,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "comparison; not the kernels the export measured bit-exact, so the app warns)")
     p.add_argument("--strict", action="store_true",
                    help="exit with an error instead of a warning when this machine runs other kernels than those "
-                        "the export measured its bit-exactness with (the model metadata records them)")
+                        "the export measured its bit-exactness with (the model metadata records them), or when "
+                        "a video file ends before the frame count it announces (stopped=truncated)")
     p.add_argument("--check", action="store_true",
                    help="load the model, classify one blank frame, print one line naming the interpreter and "
                         "its kernels, and exit (the deploy's smoke test)")
@@ -270,6 +273,12 @@ def run(args: argparse.Namespace, classifier: Classifier) -> int:
         source.close()
         log.close()
         preview.close()
+    truncated = source.truncation()
+    if truncated:  # a file cut short is not a clean end: say so, and with --strict fail
+        stop.reason = stop.reason or "truncated"
+        print(f"{'error' if args.strict else 'warning'}: {truncated}"
+              + ("" if args.strict else " (--strict makes this an error)"), file=sys.stderr, flush=True)
+        exit_code = exit_code or (2 if args.strict else 0)
     figures = stats.figures(classifier, source.name, stop.reason or "end")
     if args.report:
         write_json(args.report, {"model": classifier.meta.tflite_path.name, **figures})

@@ -50,6 +50,7 @@ PI_MODULES = ("__init__.py", "contract.py", "errors.py", "preprocess.py", "model
               "bench.py")
 REQUIREMENTS = "requirements-pi.txt"
 BUNDLE_FORMAT = "squeezenet-rpi-bundle/1"
+KEEP_BUNDLES = 5  # bundles kept under <work-dir>/bundles (every deploy, failed or not, builds or reuses one)
 REMOTE_SCRIPT = PACKAGE_DIR / "remote.py"
 JSON_PREFIX = "RPI-JSON "
 RELEASE_DIGITS = 12  # hex digits of the content digest in a release name
@@ -98,13 +99,16 @@ def build_bundle(model_json: str, work_dir: Path, budget: int) -> tuple[Path, st
         except RpiError:
             shutil.rmtree(final, ignore_errors=True)  # damaged here since: build it again
     staging = Path(tempfile.mkdtemp(prefix=f".{release}.", dir=_mkdir(bundles)))
-    for rel, src in files.items():
-        (staging / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, staging / rel)
-    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    staging.chmod(0o755)
-    os.replace(staging, final)  # a bundle directory is complete or absent
-    prune_bundles(bundles, keep=5)
+    try:
+        for rel, src in files.items():
+            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, staging / rel)
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        staging.chmod(0o755)
+        os.replace(staging, final)  # a bundle directory is complete or absent
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone after the rename; a failed copy leaves nothing
+    prune_bundles(bundles, keep=KEEP_BUNDLES)
     return final, sha256_of(final / "manifest.json")
 
 

@@ -73,6 +73,10 @@ class Source:
     def close(self) -> None:
         pass
 
+    def truncation(self) -> str | None:
+        """After the source ended: why its end was early (a file with fewer frames than it announced)."""
+        return None
+
 
 MJPEG_FOURCCS = {"MJPG", "mjpg"}
 SKIPPED_PACKETS_LIMIT = 30  # consecutive MJPG packets that do not decode before the source counts as unreadable
@@ -92,6 +96,9 @@ class CaptureSource(Source):
         self._capture = None
         self._pending: np.ndarray | None = None
         self.jpeg_packets = False  # MJPG read as packets, decoded by cv2.imdecode
+        self.announced = 0  # frames a video file's header announces (0: unknown, or a live source)
+        self.delivered = 0  # frames read in the current pass through the file
+        self.short_pass: tuple[int, int] | None = None  # (delivered, announced) of a pass that ended early
 
     def open(self) -> None:
         cv2 = import_cv2()
@@ -108,6 +115,9 @@ class CaptureSource(Source):
             raise RpiError(f"cannot read {what} {self.name}: no frame (not a readable video, device busy, "
                            f"or nothing there)")
         self._capture, self._pending = capture, frame
+        if not self.live:
+            self.announced = max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)))
+        self.delivered = 0
 
     @staticmethod
     def _raw_packets(capture) -> bool:
@@ -130,12 +140,24 @@ class CaptureSource(Source):
     def read(self) -> np.ndarray | None:
         if self._pending is not None:
             frame, self._pending = self._pending, None
+            self.delivered += 1
             return frame
         ok, frame = self._read(self._capture)
-        if not ok and self.loop and not self.live:
-            self._capture.set(import_cv2().CAP_PROP_POS_FRAMES, 0)
-            ok, frame = self._read(self._capture)
+        if not ok and not self.live:
+            if self.announced and self.delivered < self.announced and self.short_pass is None:
+                self.short_pass = (self.delivered, self.announced)
+            if self.loop:
+                self._capture.set(import_cv2().CAP_PROP_POS_FRAMES, 0)
+                self.delivered = 0
+                ok, frame = self._read(self._capture)
+        self.delivered += int(bool(ok))
         return frame if ok else None
+
+    def truncation(self) -> str | None:
+        if self.short_pass is None:
+            return None
+        delivered, announced = self.short_pass
+        return f"{self.name} ended after {delivered:,} of the {announced:,} frames it announces (a truncated file?)"
 
     def close(self) -> None:
         if self._capture is not None:
