@@ -35,15 +35,20 @@ CHANNELS    ?=
 CHECKPOINT  ?=
 DATA_ARGS    = $(if $(DATASET),--dataset $(DATASET)) $(if $(filter-out file,$(origin DATA_DIR)),--data-dir "$(DATA_DIR)")
 OWN_DATA     = $(or $(CHECKPOINT),$(filter-out fashion-mnist,$(DATASET)))
-SAMPLES     ?= 1000
-FPGA_PART   ?= xc7z020clg400-1
-CLOCK_MHZ   ?= 100
+# FPGA knobs: empty means the stage's own default (fpga/build.py FpgaConfig: 1000 C-sim images,
+# xc7z020clg400-1, 100 MHz, 0.8 of each resource); `python -m fpga --help` lists them.
+SAMPLES     ?=
+FPGA_PART   ?=
+CLOCK_MHZ   ?=
 TARGET_FPS  ?=
-RESOURCE_SHARE ?= 0.8
+RESOURCE_SHARE ?=
 FPGA_RESOURCES ?=
+# Only what the user set is passed on.
+FPGA_PART_ARGS = $(if $(FPGA_PART),--part $(FPGA_PART)) $(if $(RESOURCE_SHARE),--resource-share $(RESOURCE_SHARE)) \
+                 $(if $(FPGA_RESOURCES),--resources "$(FPGA_RESOURCES)")
 
 .DEFAULT_GOAL := help
-.PHONY: help setup venv data train eval quantize qat qat-sweep export bench fpga fpga-estimate fpga-synth budget test test-fast test-pi-arm64 clean
+.PHONY: help setup venv data train eval quantize qat qat-sweep export bench fpga fpga-estimate fpga-synth test test-fast test-pi-arm64 clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -157,34 +162,54 @@ bench: export ## latency of torch / Brevitas / onnxruntime / TFLite side by side
 	$(PY) -m export.bench --export-dir $(EXPORT_DIR) --images $(BENCH_IMAGES)
 
 # --- fpga -------------------------------------------------------------------------------------------
-FPGA_ARGS = --checkpoint $(or $(CHECKPOINT),$(FPGA_CKPT)) $(DATA_ARGS) --samples $(SAMPLES) --part $(FPGA_PART) --clock-mhz $(CLOCK_MHZ) \
-            --resource-share $(RESOURCE_SHARE) $(if $(TARGET_FPS),--target-fps $(TARGET_FPS)) \
-            $(if $(FPGA_RESOURCES),--resources "$(FPGA_RESOURCES)")
-# The budget gate checks the FPGA design's fit too (DEVICE_CHECK=0: bytes only). A Pi deploy or an export
-# or a fleet rollout does not depend on the FPGA design, so those targets check the bytes only.
-DEVICE_CHECK ?= 1
-rpi export fleet: export DEVICE_CHECK := 0
-
+FPGA_ARGS = --checkpoint $(or $(CHECKPOINT),$(FPGA_CKPT)) $(DATA_ARGS) $(if $(SAMPLES),--samples $(SAMPLES)) \
+            $(FPGA_PART_ARGS) $(if $(CLOCK_MHZ),--clock-mhz $(CLOCK_MHZ)) $(if $(TARGET_FPS),--target-fps $(TARGET_FPS))
 fpga: setup ## folded HLS project of FPGA_MODEL for FPGA_PART, estimates, bit-exact C simulation (SAMPLES=N|all), budget + fit check
 	$(if $(CHECKPOINT),,$(MAKE) --no-print-directory quantize MODEL=$(FPGA_MODEL))
 	$(PY) -m fpga $(FPGA_ARGS)
-	$(MAKE) --no-print-directory budget
+	$(MAKE) --no-print-directory budget FPGA=1
 
 fpga-estimate: setup ## estimate a preset network from its config alone (PRESET=squeezenet1_1): no checkpoint, no C-sim
-	$(PY) -m fpga --preset $(or $(PRESET),squeezenet1_1) --part $(FPGA_PART) --clock-mhz $(CLOCK_MHZ) \
-	  --resource-share $(RESOURCE_SHARE) $(if $(FPGA_RESOURCES),--resources "$(FPGA_RESOURCES)")
+	$(PY) -m fpga --preset $(or $(PRESET),squeezenet1_1) $(FPGA_PART_ARGS) $(if $(CLOCK_MHZ),--clock-mhz $(CLOCK_MHZ))
 
 fpga-synth: setup ## run Vitis HLS C synthesis on the generated project (needs vitis_hls on PATH)
 	$(PY) -m fpga.synth --project artifacts/fpga/hls_project
 
-budget: venv ## check every built artifact against the 0.5 MiB budget and the FPGA design against FPGA_PART (reads no data)
-	$(PY) -m fpga.budget --checkpoint $(or $(CHECKPOINT),$(if $(filter 0,$(DEVICE_CHECK)),$(QUANT_CKPT),$(FPGA_CKPT))) --part $(FPGA_PART) --resource-share $(RESOURCE_SHARE) \
-	  $(if $(FPGA_RESOURCES),--resources "$(FPGA_RESOURCES)") $(if $(filter 0,$(DEVICE_CHECK)),--no-device)
+# --- budget ---------------------------------------------------------------------------------------
+# The gate reads what the stages wrote (the TFLite model, artifacts/fpga/report.json); it needs hls4ml only
+# with FPGA=1, to compute FPGA figures that no fpga report holds yet. It checks the FPGA design's fit too
+# (DEVICE_CHECK=0: bytes only). A Pi deploy, an export or a fleet rollout does not depend on the FPGA
+# design, so those targets check the bytes only, and rpi / fleet check the TFLite file they send.
+# It reads no data set.
+.PHONY: budget
+FPGA         ?= 0
+DEVICE_CHECK ?= 1
+BUDGET_TFLITE ?=
+rpi export fleet: export DEVICE_CHECK := 0
+
+budget: venv ## check the built artifacts against the 0.5 MiB budget and the FPGA design against its part (FPGA=1: compute missing FPGA figures)
+	$(PY) -m budget --checkpoint $(or $(CHECKPOINT),$(if $(filter 0,$(DEVICE_CHECK)),$(QUANT_CKPT),$(FPGA_CKPT))) $(if $(BUDGET_TFLITE),--tflite $(BUDGET_TFLITE)) \
+	  $(if $(filter 1,$(FPGA)),--fpga) $(if $(filter 0,$(DEVICE_CHECK)),--no-device) $(FPGA_PART_ARGS)
+
+# --- report -----------------------------------------------------------------------------------------
+.PHONY: report report-test-tools
+
+report: venv ## one self-contained HTML page from every stage's report.json and plots: artifacts/report/index.html
+	$(PY) -m report --artifacts artifacts
+
+report-test-tools: ## install Debian's chromium when missing (the report page is tested in a headless browser)
+	@if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then true; \
+	elif [ "$$(id -u)" != 0 ]; then echo "note: the report page test needs chromium (sudo apt-get install chromium); it will skip"; \
+	elif command -v apt-get >/dev/null; then \
+	  echo "installing chromium"; \
+	  (apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)) \
+	  || { echo "error: could not install chromium" >&2; exit 1; }; \
+	else echo "error: the report page test needs chromium: install it with your package manager" >&2; exit 1; fi
 
 # --- tests ------------------------------------------------------------------------------------------
 PYTEST_ARGS ?=
 
-test: setup rpi-test-tools rpi-arm64-tools ## run the whole test suite (fails when no test ran)
+test: setup rpi-test-tools rpi-arm64-tools report-test-tools ## run the whole test suite (fails when no test ran)
 	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
@@ -227,7 +252,7 @@ endif
 endif
 
 rpi: setup $(RPI_TFLITE) $(RPI_MODEL) ## deploy the int8 TFLite model to a Pi over ssh and run it (PI_HOST=user@host SOURCE= FRAMES=)
-	$(MAKE) --no-print-directory budget
+	$(MAKE) --no-print-directory budget BUDGET_TFLITE=$(RPI_TFLITE)
 	$(PY) -m rpi.deploy deploy --model $(RPI_MODEL) $(if $(SOURCE),--source "$(SOURCE)") $(RPI_APP_ARGS)
 
 rpi-local: setup $(RPI_TFLITE) $(RPI_MODEL) $(if $(SOURCE),,$(RPI_SAMPLE)) ## run the same bundle here (default SOURCE: the sample video)
@@ -282,7 +307,7 @@ endif
 endif
 
 fleet: setup $(RPI_TFLITE) $(RPI_MODEL) ## one release to every Pi in INVENTORY: canary, batches, health check, stop at a failure
-	$(MAKE) --no-print-directory budget
+	$(MAKE) --no-print-directory budget BUDGET_TFLITE=$(RPI_TFLITE)
 	$(PY) -m rpi.fleet rollout --model $(RPI_MODEL) --out $(FLEET_OUT) $(if $(BUDGET_BYTES),--budget-bytes "$(BUDGET_BYTES)") $(FLEET_ARGS)
 
 fleet-status: setup ## every Pi's current release, the one before it and its service (INVENTORY=...)

@@ -37,9 +37,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
-from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -51,16 +49,19 @@ from model.evaluate import load_float_model
 from model.squeezenet import plain
 from model.training import to_input
 from quantize.qat import float_parent, load_quant_model
-from quantize.storage import BUDGET_BYTES
-from rpi.model import Kernels
+from rpi import contract
+from rpi.contract import BUDGET_BYTES
+from rpi.errors import RpiError
+from rpi.model import Kernels, metadata_document, read_metadata
+from rpi.preprocess import dequantize, lookup
 
 from . import tflite_run
 from .onnx_export import export_float_onnx, export_qcdq_onnx, ort_session, run_ort
 from .qonnx_export import export_qonnx
+from .steps import Step, run_steps
 
-TFLITE_NAME = "squeezenet_int8.tflite"
-METADATA_NAME = "squeezenet_int8.json"
-METADATA_FORMAT = "squeezenet-tflite/1"
+TFLITE_NAME = contract.TFLITE_NAME
+METADATA_NAME = contract.TFLITE_METADATA_NAME
 DEFAULT_TFLITE_RUNTIME_PYTHON = ".venv-tflite-runtime/bin/python"
 KNOWN_ANSWERS = 10  # test images recorded in the metadata for the Pi's known-answer health check
 FLOAT_TOLERANCE = 1e-3  # float ONNX vs float PyTorch: different kernels sum in other orders (measured 1.7e-5)
@@ -68,9 +69,9 @@ FLOAT_TOLERANCE = 1e-3  # float ONNX vs float PyTorch: different kernels sum in 
 
 @dataclass
 class ExportConfig:
-    checkpoint: str = "quantize/checkpoints/default.pt"
+    checkpoint: str = contract.QUANT_CHECKPOINT
     float_checkpoint: str | None = None  # None: the float parent the quantized checkpoint records
-    out: str = "artifacts/export"
+    out: str = contract.stage_dir("export")
     dataset: str | None = None  # None (and data_dir None): the data the quantized checkpoint was trained on
     data_dir: str | None = None
     samples: int = 0  # 0: the whole test set
@@ -129,9 +130,8 @@ def pixel_lookup_table(model, norm) -> np.ndarray:
 
 
 def tflite_inputs(images_u8: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    """(N, C, H, W) uint8 images -> (N, H, W, C) int8 codes, through the lookup table."""
-    codes = np.stack([lut[c][images_u8[:, c]] for c in range(images_u8.shape[1])], axis=-1)
-    return np.ascontiguousarray(codes, dtype=np.int8)
+    """(N, C, H, W) uint8 images -> (N, H, W, C) int8 codes, through the lookup table (the Pi's own step)."""
+    return lookup(lut, images_u8)
 
 
 def known_answers(images_u8: np.ndarray, raw: np.ndarray, labels: np.ndarray, classes: list,
@@ -161,25 +161,18 @@ def known_answers(images_u8: np.ndarray, raw: np.ndarray, labels: np.ndarray, cl
 
 
 def tflite_metadata(tflite_path: Path, qm, lut: np.ndarray, answers: dict, exactness: dict) -> dict:
-    interp = tflite_run.load(tflite_path)
+    """The Pi's metadata for ``tflite_path``, in the format rpi.model defines (metadata_document)."""
+    interp = tflite_run.load(tflite_path, runtime="ai_edge_litert")
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     _, h, w, c = (int(v) for v in inp["shape"])
     norm = qm.normalization
-    return {
-        "format": METADATA_FORMAT,
-        "model_file": tflite_path.name,
-        "model_sha256": sha256_of(tflite_path),
-        "labels": list(qm.classes),
-        "input": {"layout": "NHWC", "height": h, "width": w, "channels": c,
-                  "dtype": np.dtype(inp["dtype"]).name,
-                  "scale": float(inp["quantization"][0]), "zero_point": int(inp["quantization"][1]),
-                  "color": "gray" if c == 1 else "rgb", "resize": "bilinear",
-                  "mean": list(norm.mean), "std": list(norm.std), "lut": lut.astype(int).tolist()},
-        "output": {"dtype": np.dtype(out["dtype"]).name, "scale": float(out["quantization"][0]),
-                   "zero_point": int(out["quantization"][1]), "kind": "logits"},
-        "known_answers": answers,
-        "exactness": exactness,
-    }
+    return metadata_document(
+        model_file=tflite_path.name, model_sha256=sha256_of(tflite_path), labels=list(qm.classes),
+        height=h, width=w, channels=c, input_dtype=np.dtype(inp["dtype"]).name,
+        input_scale=inp["quantization"][0], input_zero_point=inp["quantization"][1],
+        mean=norm.mean, std=norm.std, lut=lut, output_dtype=np.dtype(out["dtype"]).name,
+        output_scale=out["quantization"][0], output_zero_point=out["quantization"][1],
+        known_answers=answers, exactness=exactness)
 
 
 def check_tflite_is_integer(interp) -> dict:
@@ -256,49 +249,77 @@ def export_all(cfg: ExportConfig, log=print) -> dict:
 ARTIFACTS = ("float_onnx", "qcdq_onnx", "qonnx", "tflite")
 
 
+@dataclass
+class ExportState:
+    """What the export steps share: the models, the test images as each parent takes them, where the files go
+    (``stage``, published into ``out`` when every gate passed), the report."""
+
+    cfg: ExportConfig
+    stage: Path
+    out: Path
+    floats: object
+    qm: object
+    shape: tuple
+    test: object
+    x_quant: torch.Tensor
+    x_float: torch.Tensor
+    report: dict
+    parents: dict = field(default_factory=dict)  # parent name -> its outputs on the test images
+
+    def checked(self, path: Path, outputs: np.ndarray, parent: str, runtime: str) -> dict:
+        labels = self.test.labels
+        reference = self.parents[parent][:len(outputs)]
+        tolerance = FLOAT_TOLERANCE if parent == "float_torch" else 0.0
+        return {**file_facts(path, self.out / path.name), "parent": parent, "runtime": runtime,
+                **compare(outputs, reference, labels[:len(outputs)], tolerance)}
+
+
+def step_reference(st: ExportState) -> None:
+    st.parents = {"float_torch": torch_logits(st.floats.model, st.x_float),
+                  "brevitas": torch_logits(st.qm.model, st.x_quant)}
+    st.report["parents"] = {k: {"top1": round(float((v.argmax(1) == st.test.labels).mean()), 6)}
+                            for k, v in st.parents.items()}
+
+
+def step_float_onnx(st: ExportState) -> None:
+    path = export_float_onnx(st.floats.model, st.shape, st.stage / "squeezenet_float.onnx")
+    st.report["float_onnx"] = st.checked(path, run_ort(ort_session(path), st.x_float.numpy()), "float_torch",
+                                         "onnxruntime")
+
+
+def step_qcdq_onnx(st: ExportState) -> None:
+    path = export_qcdq_onnx(st.qm.model, st.shape, st.stage / "squeezenet_qcdq.onnx")
+    st.report["qcdq_onnx"] = st.checked(path, run_ort(ort_session(path), st.x_quant.numpy()), "brevitas",
+                                        "onnxruntime")
+
+
+def step_qonnx(st: ExportState) -> None:
+    path = export_qonnx(st.qm.model, st.shape, st.stage / "squeezenet.qonnx.onnx")
+    n = min(len(st.test), st.cfg.qonnx_samples) if st.cfg.qonnx_samples else len(st.test)
+    st.report["qonnx"] = st.checked(path, run_qonnx(path, st.x_quant[:n].numpy()), "brevitas",
+                                    "qonnx.core.onnx_exec")
+
+
+def step_tflite(st: ExportState) -> None:
+    st.report["tflite"] = tflite_step(st.cfg, st.qm, st.test, st.parents["brevitas"], st.stage, st.out)
+    st.report["tflite_metadata"] = str(st.out / METADATA_NAME)
+
+
+STEPS = [Step("reference", step_reference, "reference outputs (float PyTorch, Brevitas)"),
+         Step("float_onnx", step_float_onnx, "float ONNX"), Step("qcdq_onnx", step_qcdq_onnx, "QCDQ ONNX"),
+         Step("qonnx", step_qonnx, "QONNX"), Step("tflite", step_tflite, "int8 TFLite")]
+
+
 def build_all(cfg: ExportConfig, qm, floats, float_path: str, test, dataset: str, data_dir: str, stage: Path,
               out: Path, log) -> dict:
     norm = qm.normalization
-    shape = (norm.channels, norm.input_size, norm.input_size)
-    labels = test.labels
-    x_quant = to_input(torch.from_numpy(test.images), norm)
-    x_float = to_input(torch.from_numpy(test.images), floats.normalization)
     report: dict = {"checkpoint": cfg.checkpoint, "checkpoint_sha256": sha256_of(cfg.checkpoint),
                     "float_checkpoint": float_path, "dataset": dataset, "data_dir": str(data_dir),
                     "samples": len(test)}
-    timings = {}
-
-    @contextmanager
-    def step(key: str, what: str):
-        log(what)
-        t = time.time()
-        yield
-        timings[key] = round(time.time() - t, 1)
-
-    def checked(path: Path, outputs: np.ndarray, parent: str, runtime: str) -> dict:
-        reference = parents[parent][:len(outputs)]
-        tolerance = FLOAT_TOLERANCE if parent == "float_torch" else 0.0
-        return {**file_facts(path, out / path.name), "parent": parent, "runtime": runtime,
-                **compare(outputs, reference, labels[:len(outputs)], tolerance)}
-
-    with step("reference", "reference outputs (float PyTorch, Brevitas)"):
-        parents = {"float_torch": torch_logits(floats.model, x_float), "brevitas": torch_logits(qm.model, x_quant)}
-        report["parents"] = {k: {"top1": round(float((v.argmax(1) == labels).mean()), 6)} for k, v in parents.items()}
-    with step("float_onnx", "float ONNX"):
-        path = export_float_onnx(floats.model, shape, stage / "squeezenet_float.onnx")
-        report["float_onnx"] = checked(path, run_ort(ort_session(path), x_float.numpy()), "float_torch", "onnxruntime")
-    with step("qcdq_onnx", "QCDQ ONNX"):
-        path = export_qcdq_onnx(qm.model, shape, stage / "squeezenet_qcdq.onnx")
-        report["qcdq_onnx"] = checked(path, run_ort(ort_session(path), x_quant.numpy()), "brevitas", "onnxruntime")
-    with step("qonnx", "QONNX"):
-        path = export_qonnx(qm.model, shape, stage / "squeezenet.qonnx.onnx")
-        n = min(len(test), cfg.qonnx_samples) if cfg.qonnx_samples else len(test)
-        report["qonnx"] = checked(path, run_qonnx(path, x_quant[:n].numpy()), "brevitas", "qonnx.core.onnx_exec")
-
-    with step("tflite", "int8 TFLite"):
-        report["tflite"] = tflite_step(cfg, qm, test, parents["brevitas"], stage, out)
-    report["tflite_metadata"] = str(out / METADATA_NAME)
-    report["seconds"] = timings
+    st = ExportState(cfg, stage, out, floats, qm, (norm.channels, norm.input_size, norm.input_size), test,
+                     x_quant=to_input(torch.from_numpy(test.images), norm),
+                     x_float=to_input(torch.from_numpy(test.images), floats.normalization), report=report)
+    report["seconds"] = run_steps(STEPS, st, log=log, digits=1)
     return report
 
 
@@ -316,7 +337,7 @@ def tflite_step(cfg: ExportConfig, qm, test, brevitas_out: np.ndarray, stage: Pa
     out_details = interp.get_output_details()[0]
     kernels = Kernels.of(interp, "ai_edge_litert")
     entry = {**file_facts(tflite, out / TFLITE_NAME), "parent": "brevitas", "runtime": "ai_edge_litert",
-             **compare(tflite_run.dequantize(raw, out_details), brevitas_out, test.labels),
+             **compare(dequantize(raw, *out_details["quantization"], dtype=np.float32), brevitas_out, test.labels),
              "kernels": kernels.describe(), "machine": platform.machine(),
              "ops": facts["ops"], "tensor_types": facts["tensor_types"], "budget_bytes": cfg.budget_bytes}
     # What the Pi checks its own kernels against: the comparison above, and the kernels that made it.
@@ -326,7 +347,7 @@ def tflite_step(cfg: ExportConfig, qm, test, brevitas_out: np.ndarray, stage: Pa
     entry["top1_agreement_tflite_runtime"] = None
     if cfg.tflite_runtime_python:
         raw_rt = run_tflite_runtime(cfg.tflite_runtime_python, tflite, x_int8)
-        other = compare(tflite_run.dequantize(raw_rt, out_details), brevitas_out, test.labels)
+        other = compare(dequantize(raw_rt, *out_details["quantization"], dtype=np.float32), brevitas_out, test.labels)
         entry.update({"top1_tflite_runtime": other["top1"],
                       "top1_agreement_tflite_runtime": other["top1_agreement"],
                       "max_abs_diff_tflite_runtime": other["max_abs_diff"],
@@ -334,7 +355,16 @@ def tflite_step(cfg: ExportConfig, qm, test, brevitas_out: np.ndarray, stage: Pa
     with atomic_path(stage / METADATA_NAME) as tmp:
         answers = known_answers(test.images, raw, test.labels, list(qm.classes))
         tmp.write_text(json.dumps(tflite_metadata(tflite, qm, lut, answers, exactness), indent=1) + "\n")
+        check_metadata(tmp)
     return entry
+
+
+def check_metadata(path: Path) -> None:
+    """Read the metadata back as the Pi will (rpi.model.read_metadata): what the export writes, the Pi reads."""
+    try:
+        read_metadata(path)
+    except RpiError as exc:
+        raise UserError(f"the Pi could not read the metadata written: {exc}") from None
 
 
 def run_qonnx(path: Path, x: np.ndarray, batch: int = 250) -> np.ndarray:
@@ -382,15 +412,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=d.out, help=f"output directory (default {d.out})")
     p.add_argument("--dataset", choices=DATASETS, default=d.dataset,
                    help="data set to compare on (default: the one the quantized checkpoint was trained on)")
-    p.add_argument("--data-dir", default=None, help="data set directory (default: the checkpoint's, else $DATA_DIR "
-                                                    "or the Debian path)")
-    p.add_argument("--samples", type=int, default=0, help="test images to compare on (default: all)")
-    p.add_argument("--qonnx-samples", type=int, default=0,
+    p.add_argument("--data-dir", default=d.data_dir, help="data set directory (default: the checkpoint's, else "
+                                                          "$DATA_DIR or the Debian path)")
+    p.add_argument("--samples", type=int, default=d.samples, help="test images to compare on (default 0: all)")
+    p.add_argument("--qonnx-samples", type=int, default=d.qonnx_samples,
                    help="test images for the (slow, reference) QONNX executor (default: as --samples)")
     p.add_argument("--tflite-runtime-python", default=d.tflite_runtime_python,
                    help="python of the tflite-runtime 2.14 venv, or 'none' to skip that runtime "
                         f"(default {d.tflite_runtime_python})")
-    p.add_argument("--budget-bytes", type=int, default=int(os.environ.get("BUDGET_BYTES", d.budget_bytes)))
+    p.add_argument("--budget-bytes", type=int, default=None,
+                   help=f"default: $BUDGET_BYTES or {d.budget_bytes:,} (0.5 MiB)")
     p.add_argument("--allow-mismatch", action="store_true",
                    help="publish and report artifacts that are not exact with their parent instead of failing "
                         "(for investigation)")
@@ -412,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = ExportConfig(checkpoint=args.checkpoint, float_checkpoint=args.float_checkpoint, out=args.out,
                        dataset=args.dataset, data_dir=args.data_dir, samples=args.samples,
                        qonnx_samples=args.qonnx_samples,
-                       tflite_runtime_python=tflite_python, budget_bytes=args.budget_bytes,
+                       tflite_runtime_python=tflite_python, budget_bytes=contract.budget_bytes(args.budget_bytes),
                        allow_mismatch=args.allow_mismatch)
     report = export_all(cfg, log=lambda msg: print(f"[export] {msg}", file=sys.stderr, flush=True))
     print("\n".join(summary_lines(report)))

@@ -16,7 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-RUNTIMES = ("ai_edge_litert", "tflite_runtime")
+# The project's one order for choosing an interpreter, rpi.model.AUTO_ORDER; this file is a standalone script
+# (it runs in the tflite-runtime venv and on the Pi without the project), so it holds a copy that a test
+# keeps equal.
+RUNTIMES = ("tflite_runtime", "ai_edge_litert")
 
 
 class TFLiteError(Exception):
@@ -97,11 +100,6 @@ def time_invocations(interp, x: np.ndarray) -> list[float]:
         interp.get_tensor(out)
         seconds.append(time.perf_counter() - t)
     return seconds
-
-
-def dequantize(raw: np.ndarray, details: dict) -> np.ndarray:
-    scale, zero_point = details["quantization"]
-    return (raw.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
 
 
 def describe(interp) -> dict:

@@ -46,12 +46,15 @@ import numpy as np
 import torch
 
 from export.qonnx_export import export_qonnx
+from export.steps import Step, run_steps
 from model.artifacts import UserError, run_cli, sha256_of, write_json
 from model.data import DATASETS, load_checkpoint_data
 from model.squeezenet import plain
 from model.training import to_input
-from quantize.qat import FPGA_QUANT, load_quant_model
-from quantize.storage import BUDGET_BYTES, storage_table
+from quantize.qat import load_quant_model
+from quantize.storage import storage_table
+from rpi import contract
+from rpi.contract import BUDGET_BYTES
 
 from .csim import run_csim
 from .design import fold_and_size
@@ -72,8 +75,8 @@ FALLBACK_FPS = 2000.0  # when no plan fits the part: the plan built instead, for
 class FpgaConfig:
     """Every knob of the build; stored next to the project as fpga_config.json."""
 
-    checkpoint: str = FPGA_QUANT
-    out: str = "artifacts/fpga"
+    checkpoint: str = contract.FPGA_QUANT_CHECKPOINT
+    out: str = contract.stage_dir("fpga")
     part: str = "xc7z020clg400-1"
     resources: str | None = None  # explicit part resources instead of the devices table
     clock_mhz: float = 100.0
@@ -422,9 +425,10 @@ def step_csim(st: BuildState) -> None:
     np.save(st.out / "csim_outputs.npy", got)
 
 
-STEPS = [("export_qonnx", step_export_qonnx), ("prepare", step_prepare), ("probe", step_probe),
-         ("plan", step_plan), ("fifo_sizing", step_fifo_sizing), ("convert", step_convert),
-         ("compile", step_compile), ("estimate", step_estimate), ("storage", step_storage), ("csim", step_csim)]
+STEPS = [Step("export_qonnx", step_export_qonnx), Step("prepare", step_prepare), Step("probe", step_probe),
+         Step("plan", step_plan), Step("fifo_sizing", step_fifo_sizing), Step("convert", step_convert),
+         Step("compile", step_compile), Step("estimate", step_estimate), Step("storage", step_storage),
+         Step("csim", step_csim)]
 
 
 def build(cfg: FpgaConfig, skip: tuple[str, ...] = ()) -> dict:
@@ -437,14 +441,7 @@ def build(cfg: FpgaConfig, skip: tuple[str, ...] = ()) -> dict:
         st.test, cfg.dataset, cfg.data_dir = load_checkpoint_data(st.quant.payload, cfg.checkpoint, "test",
                                                                   cfg.dataset, cfg.data_dir)
     t_all = time.time()
-    for name, step in STEPS:
-        if name in skip:
-            continue
-        t0 = time.time()
-        print(f"[fpga] {name} ...", flush=True)
-        step(st)
-        st.timings[name] = round(time.time() - t0, 2)
-        print(f"[fpga] {name} done in {st.timings[name]:.1f} s", flush=True)
+    st.timings = run_steps(STEPS, st, log=lambda line: print(f"[fpga] {line}", flush=True), skip=skip)
     st.report.update({"checkpoint": cfg.checkpoint, "checkpoint_sha256": sha256_of(cfg.checkpoint),
                       "step_seconds": st.timings,
                       "total_seconds": round(time.time() - t_all, 2), "config": asdict(cfg),
@@ -461,20 +458,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=d.checkpoint, help=f"quantized checkpoint (default {d.checkpoint})")
     p.add_argument("--out", default=d.out, help=f"output directory (default {d.out})")
     p.add_argument("--part", default=os.environ.get("FPGA_PART", d.part),
-                   help=f"FPGA part ($FPGA_PART; known: {', '.join(DEVICES)})")
+                   help=f"FPGA part (default $FPGA_PART or {d.part}; known: {', '.join(DEVICES)})")
     p.add_argument("--resources", default=None, metavar="dsp=N,lut=N,ff=N,bram18k=N[,lutram=N]",
                    help="the part's resources, for a part not in the table")
-    p.add_argument("--clock-mhz", type=float, default=d.clock_mhz)
+    p.add_argument("--clock-mhz", type=float, default=d.clock_mhz, help=f"default {d.clock_mhz:g}")
     p.add_argument("--resource-share", type=float, default=d.resource_share,
-                   help="share of each resource the plan may use (default 0.8)")
+                   help=f"share of each resource the plan may use (default {d.resource_share:g})")
     p.add_argument("--target-fps", type=float, default=None,
                    help="plan the cheapest folding for this many images/s (default: the fastest that fits)")
-    p.add_argument("--budget-bytes", type=int, default=int(os.environ.get("BUDGET_BYTES", d.budget_bytes)))
-    p.add_argument("--samples", default=str(d.samples), help="test images for the C simulation, or 'all'")
+    p.add_argument("--budget-bytes", type=int, default=None,
+                   help=f"default: $BUDGET_BYTES or {d.budget_bytes:,} (0.5 MiB)")
+    p.add_argument("--samples", default=str(d.samples),
+                   help=f"test images for the C simulation, or 'all' (default {d.samples})")
     p.add_argument("--dataset", choices=DATASETS, default=d.dataset,
                    help="data set of the C simulation (default: the one the checkpoint was trained on)")
-    p.add_argument("--data-dir", default=None, help="its directory (default: the checkpoint's, else $DATA_DIR)")
-    p.add_argument("--workers", type=int, default=0, help="C simulation processes (0: one per core)")
+    p.add_argument("--data-dir", default=d.data_dir, help="its directory (default: the checkpoint's, else $DATA_DIR)")
+    p.add_argument("--workers", type=int, default=d.workers, help="C simulation processes (0: one per core)")
     p.add_argument("--allow-mismatch", action="store_true",
                    help="report a C simulation that differs from the Brevitas model without failing "
                         "(for investigation)")
@@ -502,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     target = args.target_fps if args.target_fps else None
     cfg = FpgaConfig(checkpoint=args.checkpoint, out=args.out, part=args.part, resources=args.resources,
                      clock_mhz=args.clock_mhz, resource_share=args.resource_share, target_fps=target,
-                     budget_bytes=args.budget_bytes, samples=samples, dataset=args.dataset, data_dir=args.data_dir,
+                     budget_bytes=contract.budget_bytes(args.budget_bytes), samples=samples, dataset=args.dataset, data_dir=args.data_dir,
                      workers=args.workers)
     report = build(cfg, skip=("csim",) if args.no_csim else ())
     if "csim_samples" in report:

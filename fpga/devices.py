@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from model.artifacts import UserError
+from rpi.contract import UserError
 
 # The resources the estimator counts, in the order reports print them.
 RESOURCES = ("dsp", "lut", "ff", "bram18k", "lutram")

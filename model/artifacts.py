@@ -1,65 +1,14 @@
-"""Files every stage writes: atomic writes, JSON reports, safe checkpoints, and the CLI error boundary."""
+"""Checkpoints (torch) and, re-exported from ``rpi.contract`` (torch-free, shared with the Pi), the file
+helpers and the CLI error boundary every stage uses."""
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import sys
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 
-CHECKPOINT_FORMAT = "squeezenet-toolchain/checkpoint-v1"
-
-
-class UserError(Exception):
-    """An error the user can fix (bad input, missing file or tool); printed as one line, exit code 2."""
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds, so a
-    failed or interrupted stage never leaves a half-written artifact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; artifacts are ordinary files
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
-def write_json(path: str | os.PathLike, data: dict) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-
-
-def read_json(path: str | os.PathLike) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path} does not exist; run the stage that writes it first")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON: {exc}") from None
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from rpi.contract import (CHECKPOINT_FORMAT, UserError, atomic_path, read_json, run_cli, sha256_of,  # noqa: F401
+                          write_json)
 
 
 def save_checkpoint(path: str | os.PathLike, state_dict: dict, **fields) -> None:
@@ -99,19 +48,3 @@ def load_failure_reason(exc: Exception) -> str:
     if not reason or reason.startswith("[Errno"):
         return "the file is damaged or truncated, or not a PyTorch checkpoint"
     return f"the file is damaged or not a checkpoint of this toolchain ({reason}); it is not loaded any other way"
-
-
-def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> None:
-    """Turn user errors into one line on stderr and exit code 2; Ctrl-C into exit code 130."""
-    from .data import DataError
-    from .squeezenet import ConfigError
-
-    try:
-        code = main(argv)
-    except (UserError, DataError, ConfigError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
-    sys.exit(code or 0)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rpi.contract import UserError
+
 DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                          "Sneaker", "Bag", "Ankle boot"]
@@ -25,7 +27,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC = 2051, 2049
 
 
-class DataError(Exception):
+class DataError(UserError):
     """Bad or missing input data; the message is one sentence a user can act on."""
 
 

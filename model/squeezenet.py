@@ -15,10 +15,12 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from rpi.contract import UserError
+
 BYPASS_MODES = ("none", "simple", "complex")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration that cannot describe a SqueezeNet; the message says which field and why."""
 
 

@@ -29,18 +29,13 @@ from model.evaluate import classification_report, load_float_model, load_teacher
 from model.runtime import Runtime, runtime
 from model.training import (STOPPED_EXIT_CODE, TrainSettings, accuracy, add_training_arguments, fit,
                             model_device, predict_logits, settings_from_args, to_input)
+from rpi.contract import FLOAT_CHECKPOINT, FPGA_FLOAT_CHECKPOINT, FPGA_QUANT_CHECKPOINT, QUANT_CHECKPOINT
 
-from .layers import QuantSettings, build_quant_model
+from .layers import DEFAULT_OVERRIDES, QuantSettings, build_quant_model  # noqa: F401 (DEFAULT_OVERRIDES: re-export)
 from .storage import BUDGET_BYTES, storage_table
 
-DEFAULT_FLOAT = "model/checkpoints/default.pt"
-DEFAULT_QUANT = "quantize/checkpoints/default.pt"
-# The FPGA default: a narrow SqueezeNet whose folded design fits the PYNQ-Z2's xc7z020 (the default's does
-# not). Same builder, same training code; the Makefile's MODEL / FPGA_MODEL choose between the two pairs.
-FPGA_FLOAT = "model/checkpoints/pynq_z2.pt"
-FPGA_QUANT = "quantize/checkpoints/pynq_z2.pt"
-# First conv and classifier at 8 bits: together ~3% of the weights, and the layers most hurt by few bits.
-DEFAULT_OVERRIDES = {"features.0": 8, "classifier.1": 8}
+DEFAULT_FLOAT, DEFAULT_QUANT = FLOAT_CHECKPOINT, QUANT_CHECKPOINT  # the names the other modules import
+FPGA_FLOAT, FPGA_QUANT = FPGA_FLOAT_CHECKPOINT, FPGA_QUANT_CHECKPOINT
 
 
 @dataclass
@@ -177,14 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: the data set the float checkpoint was trained on")
     p.add_argument("--data-dir", default=None, help="default: the float checkpoint's data directory, else "
                                                     "$DATA_DIR or the Debian package's directory")
-    p.add_argument("--weight-bits", type=int, default=4)
-    p.add_argument("--act-bits", type=int, default=8)
-    p.add_argument("--input-bits", type=int, default=8)
-    p.add_argument("--bias-bits", type=int, default=16,
+    q = QuantSettings()  # the defaults, defined once there
+    p.add_argument("--weight-bits", type=int, default=q.weight_bits)
+    p.add_argument("--act-bits", type=int, default=q.act_bits)
+    p.add_argument("--input-bits", type=int, default=q.input_bits)
+    p.add_argument("--bias-bits", type=int, default=q.bias_bits,
                    help="bits of each bias on the accumulator grid (input scale x weight scale)")
     p.add_argument("--override", action="append", default=None, metavar="LAYER=BITS",
                    help="weight bits for one conv (fnmatch patterns allowed, e.g. 'features.*.squeeze=3'); "
-                        f"default: {' '.join(f'{k}={v}' for k, v in DEFAULT_OVERRIDES.items())}; "
+                        f"default: {' '.join(f'{k}={v}' for k, v in q.overrides.items())}; "
                         "'--override none' for none")
     p.add_argument("--limit", type=int, default=0, help="use only the first N training images (smoke runs)")
     p.add_argument("--budget-bytes", type=int, default=BUDGET_BYTES)
@@ -198,11 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def quant_settings_from_args(args: argparse.Namespace) -> QuantSettings:
+    overrides = QuantSettings().overrides if args.override is None else (
+        {} if args.override == ["none"] else parse_overrides(args.override))
+    return QuantSettings(args.weight_bits, args.act_bits, args.input_bits, args.bias_bits, overrides)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    overrides = DEFAULT_OVERRIDES if args.override is None else (
-        {} if args.override == ["none"] else parse_overrides(args.override))
-    qs = QuantSettings(args.weight_bits, args.act_bits, args.input_bits, args.bias_bits, overrides)
+    qs = quant_settings_from_args(args)
     qs.validate()
     settings = settings_from_args(args, amp=False)  # QAT in fp32: fake quantization rounds on exact grids
     if args.teacher and settings.kd_alpha == 0:

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 
 from torch import nn
 
-BUDGET_BYTES = 524_288  # 0.5 MiB: the paper's "0.5 MB" is MiB (1.25M x 4 B = "4.8 MB")
+from rpi.contract import BUDGET_BYTES
 
 
 @dataclass

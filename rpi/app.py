@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .contract import write_json
 from .errors import RpiError, run_cli
 from .model import RUNTIMES, Classifier, Prediction, load_classifier, measured_exactness
 from .sources import CameraLost, frames, make_source, parse_size
@@ -56,6 +57,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--every", type=int, default=1, help="print every Nth frame (default 1; 0: only the summary)")
     p.add_argument("--log", help="append one JSON object per frame to this file (frame, label, score, "
                                  "latency_ms, top_k, time)")
+    p.add_argument("--report", metavar="FILE", help="write the run's summary (frames, FPS, latency) as JSON")
     p.add_argument("--preview", action="store_true",
                    help="show the frames with label and FPS in a window (needs a display and a GUI OpenCV)")
     p.add_argument("--loop", action="store_true", help="start a video file or image directory over at its end")
@@ -121,13 +123,20 @@ class Stats:
             return 0.0
         return (len(self.recent) - 1) / max(self.recent[-1] - self.recent[0], 1e-9)
 
-    def summary(self, classifier: Classifier, source: str, stopped: str) -> str:
+    def figures(self, classifier: Classifier, source: str, stopped: str) -> dict:
+        """The run's summary, rounded as printed (the --report JSON and the summary line show the same)."""
         n = len(self.latencies_ms)
         elapsed = max(time.perf_counter() - self.started, 1e-9)
         lat = np.asarray(self.latencies_ms) if n else np.zeros(1)
-        return (f"summary: frames={n} fps={n / elapsed:.1f} mean_latency_ms={lat.mean():.3f} "
-                f"p90_latency_ms={np.percentile(lat, 90):.3f} interpreter={classifier.backend} "
-                f"kernels={classifier.kernels.tag()} source={source} stopped={stopped}")
+        return {"frames": n, "fps": round(n / elapsed, 1), "mean_latency_ms": round(float(lat.mean()), 3),
+                "p90_latency_ms": round(float(np.percentile(lat, 90)), 3), "interpreter": classifier.backend,
+                "kernels": classifier.kernels.tag(), "source": source, "stopped": stopped}
+
+    def summary(self, figures: dict) -> str:
+        f = figures
+        return (f"summary: frames={f['frames']} fps={f['fps']:.1f} mean_latency_ms={f['mean_latency_ms']:.3f} "
+                f"p90_latency_ms={f['p90_latency_ms']:.3f} interpreter={f['interpreter']} "
+                f"kernels={f['kernels']} source={f['source']} stopped={f['stopped']}")
 
 
 class JsonLog:
@@ -270,7 +279,10 @@ def run(args: argparse.Namespace, classifier: Classifier) -> int:
         print(f"{'error' if args.strict else 'warning'}: {truncated}"
               + ("" if args.strict else " (--strict makes this an error)"), file=sys.stderr, flush=True)
         exit_code = exit_code or (2 if args.strict else 0)
-    print(stats.summary(classifier, source.name, stop.reason or "end"), flush=True)
+    figures = stats.figures(classifier, source.name, stop.reason or "end")
+    if args.report:
+        write_json(args.report, {"model": classifier.meta.tflite_path.name, **figures})
+    print(stats.summary(figures), flush=True)
     return exit_code
 
 

@@ -40,16 +40,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import contract
+from .contract import sha256_of
 from .errors import RpiError, run_cli
-from .model import read_metadata, sha256_file
+from .model import read_metadata
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-PI_MODULES = ("__init__.py", "errors.py", "preprocess.py", "model.py", "sources.py", "app.py", "health.py",
+PI_MODULES = ("__init__.py", "contract.py", "errors.py", "preprocess.py", "model.py", "sources.py", "app.py", "health.py",
               "bench.py")
 REQUIREMENTS = "requirements-pi.txt"
 BUNDLE_FORMAT = "squeezenet-rpi-bundle/1"
 KEEP_BUNDLES = 5  # bundles kept under <work-dir>/bundles (every deploy, failed or not, builds or reuses one)
-DEFAULT_BUDGET_BYTES = 512 * 1024  # the project's 0.5 MiB budget (quantize/storage.py), without importing torch
 REMOTE_SCRIPT = PACKAGE_DIR / "remote.py"
 JSON_PREFIX = "RPI-JSON "
 RELEASE_DIGITS = 12  # hex digits of the content digest in a release name
@@ -57,11 +58,7 @@ RELEASE_DIGITS = 12  # hex digits of the content digest in a release name
 
 # --- bundle --------------------------------------------------------------------------------------------
 
-def budget_bytes(explicit: int | None) -> int:
-    value = explicit if explicit is not None else int(os.environ.get("BUDGET_BYTES") or DEFAULT_BUDGET_BYTES)
-    if value <= 0:
-        raise RpiError(f"the budget must be positive, got {value}")
-    return value
+budget_bytes = contract.budget_bytes  # --budget-bytes, else $BUDGET_BYTES, else 0.5 MiB
 
 
 def check_budget(tflite: Path, budget: int) -> None:
@@ -90,7 +87,7 @@ def build_bundle(model_json: str, work_dir: Path, budget: int) -> tuple[Path, st
     files[f"model/{meta.tflite_path.name}"] = meta.tflite_path
     files[f"model/{meta.json_path.name}"] = meta.json_path
     files[REQUIREMENTS] = PACKAGE_DIR / REQUIREMENTS
-    entries = {rel: {"sha256": sha256_file(src), "bytes": src.stat().st_size} for rel, src in sorted(files.items())}
+    entries = {rel: {"sha256": sha256_of(src), "bytes": src.stat().st_size} for rel, src in sorted(files.items())}
     release = hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()[:RELEASE_DIGITS]
     manifest = {"format": BUNDLE_FORMAT, "release": release, "model": f"model/{meta.json_path.name}",
                 "requirements": REQUIREMENTS, "files": entries}
@@ -112,7 +109,7 @@ def build_bundle(model_json: str, work_dir: Path, budget: int) -> tuple[Path, st
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone after the rename; a failed copy leaves nothing
     prune_bundles(bundles, keep=KEEP_BUNDLES)
-    return final, sha256_file(final / "manifest.json")
+    return final, sha256_of(final / "manifest.json")
 
 
 def checked_bundle(bundle: Path, budget: int) -> tuple[Path, str]:
@@ -125,7 +122,7 @@ def checked_bundle(bundle: Path, budget: int) -> tuple[Path, str]:
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("format") != BUNDLE_FORMAT or manifest.get("release") != bundle.name:
             raise RpiError(f"{bundle} is not a {BUNDLE_FORMAT} bundle named after its release")
-        sha = sha256_file(manifest_path)
+        sha = sha256_of(manifest_path)
         remote.verify_release(bundle, sha)
     except (OSError, ValueError, AttributeError, KeyError, TypeError) as exc:
         raise RpiError(f"cannot read the bundle {bundle}: {exc}") from None
@@ -349,7 +346,7 @@ def cmd_activate(args) -> int:
     bundle = Path(args.work_dir) / "bundles" / args.release
     if not (bundle / "manifest.json").is_file():
         raise RpiError(f"no bundle {bundle} here: activate a release that 'upload' built on this machine")
-    args.result.update(activate(target_of(args), args.release, sha256_file(bundle / "manifest.json"), args.python,
+    args.result.update(activate(target_of(args), args.release, sha256_of(bundle / "manifest.json"), args.python,
                                 args.service))
     return 0
 
@@ -426,6 +423,8 @@ def cmd_local(args) -> int:
     except remote.RemoteError as exc:
         raise RpiError(str(exc)) from None
     app_args = app_args_of(args, str(Path(args.work_dir).resolve()))
+    if "--report" not in app_args:  # the last local run's figures, for `make report`
+        app_args += ["--report", str((Path(args.work_dir) / contract.REPORT_NAME).resolve())]
     print(f"running bundle {bundle} here: rpi.app {shlex.join(app_args)}", flush=True)
     code = "import sys; sys.path[0] = sys.argv.pop(1); from rpi.app import cli; cli()"
     # no byte-code cache in the bundle: the same directory may be sent to Pis afterwards
@@ -466,7 +465,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             s.add_argument("--model", default="artifacts/export/squeezenet_int8.json",
                            help="the export's metadata JSON (its .tflite lies beside it)")
             s.add_argument("--budget-bytes", type=int, default=None,
-                           help=f"refuse a larger .tflite (default $BUDGET_BYTES or {DEFAULT_BUDGET_BYTES:,})")
+                           help=f"refuse a larger .tflite (default $BUDGET_BYTES or {contract.BUDGET_BYTES:,})")
         if name in ("deploy", "upload"):
             s.add_argument("--bundle", metavar="DIR", help="send this bundle (from `bundle`) instead of building "
                                                            "one from --model; it is checked again first")
@@ -523,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
         code = handlers[args.command](args)
         args.result["ok"] = code == 0
         return code
-    except RpiError as exc:
+    except contract.UserError as exc:
         args.result["error"] = str(exc)
         raise
     finally:

@@ -6,7 +6,6 @@ quantization). Everything here is read from those two files; nothing about the m
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -18,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .contract import METADATA_FORMAT, sha256_of
 from .errors import RpiError
 from .preprocess import Preprocessor, dequantize, softmax
-
-METADATA_FORMAT = "squeezenet-tflite/1"
 
 
 @dataclass(frozen=True)
@@ -40,6 +38,28 @@ class ModelMetadata:
     output_scale: float
     output_zero_point: int
     exactness: dict | None = None  # how the export measured the model against its parent, and with which kernels
+
+
+def metadata_document(*, model_file: str, model_sha256: str, labels: list, height: int, width: int,
+                      channels: int, input_dtype: str, input_scale: float, input_zero_point: int, mean: list, std: list,
+                      lut: np.ndarray, output_dtype: str, output_scale: float, output_zero_point: int, known_answers: dict,
+                      exactness: dict) -> dict:
+    """The metadata JSON the export writes beside the .tflite (``read_metadata`` reads it back): the format
+    is defined here, on the side that has to live with it."""
+    return {
+        "format": METADATA_FORMAT,
+        "model_file": model_file,
+        "model_sha256": model_sha256,
+        "labels": list(labels),
+        "input": {"layout": "NHWC", "height": height, "width": width, "channels": channels, "dtype": input_dtype,
+                  "scale": float(input_scale), "zero_point": int(input_zero_point),
+                  "color": "gray" if channels == 1 else "rgb", "resize": "bilinear",
+                  "mean": list(mean), "std": list(std), "lut": np.asarray(lut).astype(int).tolist()},
+        "output": {"dtype": output_dtype, "scale": float(output_scale), "zero_point": int(output_zero_point),
+                   "kind": "logits"},
+        "known_answers": known_answers,
+        "exactness": exactness,
+    }
 
 
 def find_metadata(path: str | Path) -> Path:
@@ -73,14 +93,6 @@ def _field(data: dict, key: str, kind, where: str):
     if not isinstance(value, kind) or isinstance(value, bool):
         raise RpiError(f"{where}: field {key!r} should be {kind.__name__}, got {value!r:.60}")
     return value
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_metadata(path: str | Path) -> ModelMetadata:
@@ -143,35 +155,37 @@ def _check_metadata(meta: ModelMetadata, inp: dict, out: dict) -> None:
 def _check_model_file(meta: ModelMetadata) -> None:
     if not meta.tflite_path.is_file():
         raise RpiError(f"model file {meta.tflite_path} does not exist (named by {meta.json_path.name})")
-    actual = sha256_file(meta.tflite_path)
+    actual = sha256_of(meta.tflite_path)
     if actual != meta.sha256:
         raise RpiError(f"model file {meta.tflite_path} ({meta.tflite_path.stat().st_size:,} bytes) does not match "
                        f"the sha256 in {meta.json_path.name}: truncated, corrupted or from another export")
 
 
-RUNTIMES = ("auto", "tflite_runtime", "ai_edge_litert")
+# The one order in which "auto" picks a TFLite interpreter, everywhere in the project (export/tflite_run.py,
+# a standalone script, keeps the same tuple; a test holds them equal): tflite_runtime first, the small
+# classic wheel a Pi image may bring, else ai_edge_litert, what requirements-pi.txt installs.
+AUTO_ORDER = ("tflite_runtime", "ai_edge_litert")
+RUNTIMES = ("auto", *AUTO_ORDER)
+INSTALL_HINT = {"tflite_runtime": "pip install tflite-runtime", "ai_edge_litert": "pip install ai-edge-litert"}
 
 
 def interpreter_class(runtime: str = "auto"):
-    """``auto``: ``tflite_runtime`` when installed (the small Pi wheel), else ``ai_edge_litert``.
+    """(the Interpreter class, its runtime's name). ``auto``: the first installed of AUTO_ORDER.
     ai-edge-litert's XNNPACK kernels reproduce the quantized model exactly (measured on x86, and on aarch64
     under emulation); tflite-runtime 2.14's built-in kernels round some ties differently (see the export
     report): ``--runtime`` picks. ``Kernels`` says which kernels actually run."""
     if runtime not in RUNTIMES:
         raise RpiError(f"unknown TFLite runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
-    if runtime in ("auto", "tflite_runtime"):
+    for name in AUTO_ORDER if runtime == "auto" else (runtime,):
         try:
-            from tflite_runtime.interpreter import Interpreter
-            return Interpreter, "tflite_runtime"
+            module = __import__(f"{name}.interpreter", fromlist=["Interpreter"])
         except ImportError:
-            if runtime == "tflite_runtime":
-                raise RpiError("tflite-runtime is not installed (pip install tflite-runtime)") from None
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-        return Interpreter, "ai_edge_litert"
-    except ImportError:
-        raise RpiError("no TFLite interpreter: install ai-edge-litert (pip install ai-edge-litert) or "
-                       "tflite-runtime") from None
+            continue
+        return module.Interpreter, name
+    if runtime != "auto":
+        raise RpiError(f"{runtime.replace('_', '-')} is not installed ({INSTALL_HINT[runtime]})")
+    raise RpiError("no TFLite interpreter: install ai-edge-litert (pip install ai-edge-litert) or "
+                   "tflite-runtime")
 
 
 @contextmanager

@@ -160,12 +160,20 @@ class Preprocessor:
 
     def __call__(self, frame: np.ndarray, order: str = "bgr") -> np.ndarray:
         image = self.pixels(frame, order)
-        quantized = np.stack([self.lut[c][image[c]] for c in range(self.channels)], axis=-1)
-        return quantized[None]
+        return lookup(self.lut, image)[None]
 
 
-def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    return (q.astype(np.float64) - zero_point) * scale
+def lookup(lut: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """uint8 pixels (..., C, H, W) -> the model's int8 input codes (..., H, W, C), through the (C, 256) table
+    the export wrote: the one pixel -> int8 step, here on the Pi and in the export's checks."""
+    codes = np.stack([lut[c][pixels[..., c, :, :]] for c in range(pixels.shape[-3])], axis=-1)
+    return np.ascontiguousarray(codes, dtype=np.int8)
+
+
+def dequantize(q: np.ndarray, scale: float, zero_point: int, dtype=np.float64) -> np.ndarray:
+    """int8 outputs -> real values. The export passes float32: Brevitas computes in float32, and the
+    comparison with it is bit for bit."""
+    return (q.astype(dtype) - dtype(zero_point)) * dtype(scale)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def tiny_quant_checkpoint(path, data_dir, cfg, qs=None, seed=0):
     """A calibrated (untrained) Brevitas SqueezeNet with non-zero biases, saved like `make qat` does."""
     torch.manual_seed(seed)
-    qs = qs or QuantSettings(overrides={"features.0": 8, "classifier.1": 8})
+    qs = qs or QuantSettings()  # the CLI default: 8-bit first and last layers
     model = build_quant_model(cfg, qs)
     with torch.no_grad():
         for m in model.modules():

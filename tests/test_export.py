@@ -32,7 +32,8 @@ def test_every_artifact_matches_its_parent(tiny_export):
         entry = report[key]
         assert entry["bytes"] == (export_dir / entry["path"].split("/")[-1]).stat().st_size
         assert len(entry["sha256"]) == 64 and entry["samples"] == 200
-        assert 0.0 <= entry["top1"] <= 1.0
+        # an artifact that agrees with its parent on every image has its parent's top-1, to the image
+        assert entry["top1"] == report["parents"][entry["parent"]]["top1"], key
     assert report["float_onnx"]["top1_agreement"] == 1.0 and report["float_onnx"]["max_abs_diff"] < 1e-3
     # The quantized artifacts are the Brevitas model, not approximations of it.
     for key in ("qcdq_onnx", "qonnx", "tflite"):
@@ -160,11 +161,11 @@ def test_default_model_export_is_exact_and_within_budget(tmp_path):
     assert abs(tfl["top1"] - report["parents"]["brevitas"]["top1"]) <= 0.003
     if TFLITE_RUNTIME_PYTHON.exists():
         assert tfl["top1_agreement_tflite_runtime"] >= 0.995
-    r = run_module("fpga.budget", "--tflite", str(out / "squeezenet_int8.tflite"), "--work-dir", str(tmp_path / "b"),
+    r = run_module("budget", "--tflite", str(out / "squeezenet_int8.tflite"), "--work-dir", str(tmp_path / "b"),
                    "--fpga-report", str(tmp_path / "none.json"), "--no-device")  # bytes only, as `make export`
     assert r.returncode == 0, r.stderr
     assert "TFLite model squeezenet_int8.tflite" in r.stdout
-    r = run_module("fpga.budget", "--tflite", str(out / "squeezenet_int8.tflite"), "--work-dir", str(tmp_path / "b"),
+    r = run_module("budget", "--tflite", str(out / "squeezenet_int8.tflite"), "--work-dir", str(tmp_path / "b"),
                    "--fpga-report", str(tmp_path / "none.json"), "--no-device", env={"BUDGET_BYTES": "100000"})
     assert r.returncode == 2 and "over budget: TFLite model" in r.stderr
 
@@ -181,3 +182,18 @@ def test_complex_bypass_is_refused_by_the_tflite_export_with_a_reason(tmp_path):
     with pytest.raises(UserError, match="complex bypass"):
         convert_to_tflite(model, (1, 28, 28), tmp_path / "m.tflite")
     assert not (tmp_path / "m.tflite").exists()
+
+
+def test_step_runner_times_skips_and_resumes():
+    """export/ and fpga/ run their named steps through export.steps.run_steps."""
+    from export.steps import Step, run_steps
+
+    ran, lines = [], []
+    steps = [Step(name, lambda st, name=name: ran.append(name)) for name in ("a", "b", "c", "d")]
+    timings = run_steps(steps, None, log=lines.append, skip=("c",))
+    assert ran == ["a", "b", "d"] and list(timings) == ["a", "b", "d"] and all(t >= 0 for t in timings.values())
+    assert lines[:2] == ["a ...", "a done in 0.0 s"]
+    ran.clear()
+    assert list(run_steps(steps, None, log=lines.append, start="c")) == ["c", "d"] and ran == ["c", "d"]
+    with pytest.raises(ValueError, match="no step named e; the steps are a, b, c, d"):
+        run_steps(steps, None, log=lines.append, skip=("e",))

@@ -1,5 +1,6 @@
 import json
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -75,20 +76,20 @@ def test_fire_network_is_bit_exact_in_csim(bypass, target_fps, tiny_idx_dir, tmp
 
     # The budget gate on the same artifact: a budget below its storage fails with the table.
     small_budget = report["weight_storage_bytes"] - 1
-    r = run_module("fpga.budget", "--checkpoint", str(ckpt), "--fpga-report", str(out / "report.json"),
+    r = run_module("budget", "--checkpoint", str(ckpt), "--fpga-report", str(out / "report.json"),
                    "--budget-bytes", str(small_budget), "--work-dir", str(tmp_path / "budget"))
     assert r.returncode != 0
     assert "OVER by 1 bytes" in r.stdout and "over budget" in r.stderr
-    r = run_module("fpga.budget", "--checkpoint", str(ckpt), "--fpga-report", str(out / "report.json"),
+    r = run_module("budget", "--checkpoint", str(ckpt), "--fpga-report", str(out / "report.json"),
                    "--work-dir", str(tmp_path / "budget"), env={"BUDGET_BYTES": str(small_budget)})
     assert r.returncode != 0 and "OVER by 1 bytes" in r.stdout  # BUDGET_BYTES=N make budget
-    r = run_module("fpga.budget", "--checkpoint", str(ckpt), "--fpga-report", str(out / "report.json"),
+    r = run_module("budget", "--checkpoint", str(ckpt), "--fpga-report", str(out / "report.json"),
                    "--work-dir", str(tmp_path / "budget"))
     assert r.returncode == 0, r.stderr
     assert "the FPGA design fits xc7z020clg400-1" in r.stdout
 
     # The device gate: the same design on a tiny part fails, naming each resource and by how much.
-    r = run_module("fpga.budget", "--checkpoint", str(ckpt), "--fpga-report", str(out / "report.json"),
+    r = run_module("budget", "--checkpoint", str(ckpt), "--fpga-report", str(out / "report.json"),
                    "--work-dir", str(tmp_path / "budget"), "--resources", "dsp=0,lut=2000,ff=4000,bram18k=2")
     assert r.returncode == 2
     lut = report["resources"]["lut"]["estimate"]
@@ -119,7 +120,7 @@ def test_budget_gate_passes_the_committed_fpga_default(tmp_path):
     stays within 0.5 MiB and its planned design within 80% of every xc7z020 resource, with no layer past
     4,096 parallel multipliers and no deadlock at the sized FIFO depths."""
     work = tmp_path / "b"
-    r = run_module("fpga.budget", "--checkpoint", str(ROOT / FPGA_QUANT),
+    r = run_module("budget", "--checkpoint", str(ROOT / FPGA_QUANT), "--fpga",
                    "--fpga-report", str(tmp_path / "none.json"), "--work-dir", str(work))
     assert r.returncode == 0, r.stdout + r.stderr
     gate = json.loads((work / "report.json").read_text())
@@ -137,7 +138,7 @@ def test_budget_gate_on_the_committed_default(tmp_path):
     same run says whether the default's FPGA design fits the PYNQ-Z2: the gate fails exactly when the
     estimate is over, naming every resource that is (today it is over: LUT and FF, docs/RESULTS.md)."""
     work = tmp_path / "b"
-    r = run_module("fpga.budget", "--checkpoint", str(ROOT / DEFAULT_QUANT),
+    r = run_module("budget", "--checkpoint", str(ROOT / DEFAULT_QUANT), "--fpga",
                    "--fpga-report", str(tmp_path / "none.json"), "--work-dir", str(work))
     gate = json.loads((work / "report.json").read_text())
     assert gate["budget_bytes"] == 524_288
@@ -156,10 +157,30 @@ def test_budget_gate_on_the_committed_default(tmp_path):
     # the same design against a part large enough passes; the bytes alone (what `make rpi` checks) pass
     big = "dsp=2000,lut=400000,ff=800000,bram18k=2000,lutram=200000"
     for extra in (["--resources", big], ["--no-device"]):
-        r = run_module("fpga.budget", "--checkpoint", str(ROOT / DEFAULT_QUANT), *extra,
+        r = run_module("budget", "--checkpoint", str(ROOT / DEFAULT_QUANT), *extra,
                        "--fpga-report", str(work / "fpga" / "report.json"), "--work-dir", str(work))
         assert r.returncode == 0, r.stdout + r.stderr
     assert "FPGA xc7z020" not in r.stdout
+
+
+def test_budget_gate_without_fpga_figures_says_so_and_builds_nothing(tmp_path):
+    """`make budget` (no FPGA=1), `make rpi`: without an fpga report of this checkpoint the FPGA figures are
+    unknown, said so, and neither hls4ml nor torch is loaded; the TFLite file is still held to the budget."""
+    tflite = tmp_path / "m.tflite"
+    tflite.write_bytes(b"\0" * 1000)
+    code = ("import sys\nfrom budget.gate import main\n"
+            f"rc = main(['--tflite', {str(tflite)!r}, '--fpga-report', {str(tmp_path / 'none.json')!r}, "
+            f"'--work-dir', {str(tmp_path / 'b')!r}, '--budget-bytes', sys.argv[1]])\n"
+            "print('loaded:', sorted(m for m in ('hls4ml', 'torch', 'tensorflow') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code, "1000"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "FPGA on-chip weights (hls4ml) and device fit: unknown (no " in r.stdout
+    assert "TFLite model m.tflite" in r.stdout and "loaded: []" in r.stdout
+    gate = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert gate["fpga_known"] is False and [row["bytes"] for row in gate["artifacts"]] == [1000]
+    r = run_module("budget", "--tflite", str(tflite), "--fpga-report", str(tmp_path / "none.json"),
+                   "--work-dir", str(tmp_path / "b"), "--budget-bytes", "999")
+    assert r.returncode == 2 and r.stderr == "error: over budget: TFLite model m.tflite by 1 bytes\n"
 
 
 @pytest.mark.slow

@@ -26,7 +26,7 @@ def test_twin_has_the_float_models_parameters(bypass):
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
 def test_integer_weights_and_power_of_two_scales(bits):
-    twin = build_quant_model(small_image_config(**TINY), QuantSettings(weight_bits=bits))
+    twin = build_quant_model(small_image_config(**TINY), QuantSettings(weight_bits=bits, overrides={}))
     from brevitas.nn import QuantConv2d
 
     convs = [m for m in twin.modules() if isinstance(m, QuantConv2d)]
@@ -125,3 +125,14 @@ def test_committed_quantized_checkpoint_reaches_its_accuracy(checkpoint, floor, 
     assert report["top1"] >= floor, report["top1"]
     assert report["top1"] >= report["float_top1"] - 0.005
     assert report["weight_storage_bytes"] <= BUDGET_BYTES
+
+
+def test_quant_settings_defaults_are_the_cli_defaults():
+    """One set of defaults: `python -m quantize` with no bit flags builds QuantSettings(), 8-bit first and last
+    layers included; --override none clears only the overrides."""
+    from quantize.qat import build_parser, quant_settings_from_args
+
+    assert quant_settings_from_args(build_parser().parse_args([])) == QuantSettings()
+    assert QuantSettings().overrides == {"features.0": 8, "classifier.1": 8} and QuantSettings().weight_bits == 4
+    none = quant_settings_from_args(build_parser().parse_args(["--override", "none"]))
+    assert none == QuantSettings(overrides={})

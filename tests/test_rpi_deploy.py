@@ -9,9 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from rpi.deploy import PI_MODULES
 from tests.rpi_helpers import (ROOT, assert_log_matches, fashion_frames, model_variant, read_log, read_video,
                                reference_predictions, write_video)
 from tests.sshd import closed_port, keygen
+
+# a bundle: the Pi-side rpi/ modules, the .tflite, its .json, requirements-pi.txt and manifest.json
+BUNDLE_FILES = len(PI_MODULES) + 4
 
 
 def pi_env(pi, pi_dir, **extra) -> dict:
@@ -66,7 +70,7 @@ def test_deploy_runs_the_app_on_the_pi_with_the_local_predictions(loopback_pi, t
                     "--source", video, "--frames", 25, "--app-args", "--every 5", env=pi_env(loopback_pi, pi_dir))
     assert result.returncode == 0, result.stderr
     assert re.search(r"^summary: frames=25 fps=[0-9.]+ ", result.stdout, re.M), result.stdout
-    assert "uploaded 12 files" in result.stdout and "with rsync" in result.stdout
+    assert f"uploaded {BUNDLE_FILES} files" in result.stdout and "with rsync" in result.stdout
     assert f"sent the local source {video} with rsync to {loopback_pi.host}:{pi_dir}/media/camera.avi" in result.stdout
     # the service follows the release; where there is none, one line says why it was not restarted
     assert ("pi: no systemd on this machine: no squeezenet.service to restart" in result.stdout
@@ -161,7 +165,7 @@ def test_scp_when_rsync_is_not_wanted_with_an_image_directory_as_the_camera(loop
         result = deploy("deploy", "--model", tiny_model, "--work-dir", tmp_path / "work", "--python", sys.executable,
                         "--transfer", "scp", "--source", images, env=pi_env(loopback_pi, pi_dir))
         assert result.returncode == 0, result.stderr
-        assert "uploaded 12 files" in result.stdout and "with scp" in result.stdout
+        assert f"uploaded {BUNDLE_FILES} files" in result.stdout and "with scp" in result.stdout
         assert current(pi_dir) == f"releases/{release_of(result.stdout)}"
         assert "summary: frames=4 " in result.stdout
     assert sorted(p.name for p in (pi_dir / "media" / "shots").iterdir()) == ["000.png", "001.png", "002.png", "003.png"]

@@ -27,7 +27,9 @@ from tests.conftest import needs_fashion
 from tests.rpi_helpers import (ROOT, fashion_frames, pil_input, read_log, read_video, reference_predictions,
                                write_video)
 
-PI_MODULES = ["rpi.app", "rpi.model", "rpi.preprocess", "rpi.sources", "rpi.errors", "rpi.remote", "rpi.bench"]
+PI_MODULES = ["rpi.app", "rpi.model", "rpi.preprocess", "rpi.sources", "rpi.errors", "rpi.contract", "rpi.remote",
+              "rpi.bench", "rpi.health"]
+TFLITE_RUNTIME_PYTHON = ROOT / ".venv-tflite-runtime" / "bin" / "python"
 HOST_ONLY = ["torch", "brevitas", "tensorflow", "keras", "tf_keras", "PIL", "model", "quantize", "export", "fpga"]
 
 
@@ -47,6 +49,19 @@ def test_pi_modules_import_nothing_from_the_host_side():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_the_bundle_holds_every_rpi_module_the_pi_runtime_imports():
+    """The Pi gets rpi/ as listed in deploy.PI_MODULES: every rpi module the Pi-side entry points load must be
+    in that list (a new shared module left out would fail only on the Pi)."""
+    from rpi.deploy import PI_MODULES as BUNDLED
+
+    code = ("import sys, importlib\nfor m in ('rpi.app', 'rpi.health', 'rpi.bench'): importlib.import_module(m)\n"
+            "print(' '.join(sorted(m for m in sys.modules if m == 'rpi' or m.startswith('rpi.'))))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    loaded = {"__init__.py" if m == "rpi" else m.split(".", 1)[1] + ".py" for m in result.stdout.split()}
+    assert "contract.py" in loaded and loaded <= set(BUNDLED), loaded - set(BUNDLED)
 
 
 # --- preprocessing ---------------------------------------------------------------------------------------
@@ -218,14 +233,34 @@ def test_empty_image_directory_is_one_clear_error(tmp_path):
         make_source(str(tmp_path)).open()
 
 
-def test_without_picamera2_the_default_source_is_webcam_0():
-    assert not picamera2_available()  # picamera2 needs Pi OS's libcamera bindings; off a Pi it cannot import
-    assert default_source() == "0"
-    source = make_source("auto")
-    assert isinstance(source, CaptureSource) and source.target == 0 and source.live
+def stand_in_picamera2(monkeypatch, tmp_path, body: str | None) -> None:
+    """Make ``import picamera2`` find a package whose __init__ is ``body``; None: no such package at all.
+    Detection is a question of what imports, so the test decides that, not the machine it runs on."""
+    monkeypatch.delitem(sys.modules, "picamera2", raising=False)
+    if body is None:
+        monkeypatch.setitem(sys.modules, "picamera2", None)  # import picamera2 -> ImportError
+        return
+    (tmp_path / "picamera2").mkdir()
+    (tmp_path / "picamera2" / "__init__.py").write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
 
 
-def test_asking_for_picamera2_off_a_pi_says_what_to_install():
+@pytest.mark.parametrize("body, available", [
+    (None, False),  # not installed (any machine but a Pi with python3-picamera2)
+    ("import libcamera_bindings_that_do_not_exist\n", False),  # installed, its libcamera bindings missing
+    ("raise RuntimeError('libcamera: no cameras')\n", False),  # imports fail another way
+    ("class Picamera2:\n    pass\n", True)])  # imports: the camera is the default source
+def test_picamera2_is_the_default_source_exactly_when_it_imports(monkeypatch, tmp_path, body, available):
+    stand_in_picamera2(monkeypatch, tmp_path, body)
+    assert picamera2_available() is available
+    assert default_source() == ("picamera2" if available else "0")
+    if not available:
+        source = make_source("auto")
+        assert isinstance(source, CaptureSource) and source.target == 0 and source.live
+
+
+def test_asking_for_picamera2_where_it_cannot_import_says_what_to_install(monkeypatch, tmp_path):
+    stand_in_picamera2(monkeypatch, tmp_path, None)
     with pytest.raises(RpiError, match="python3-picamera2"):
         make_source("picamera2").open()
 
@@ -363,14 +398,35 @@ def test_preview_without_a_display_runs_headless_with_a_warning(tiny_model, tmp_
     assert "warning: --preview: no display" in result.stderr and "summary: frames=3" in result.stdout
 
 
-def test_runtime_choice_names_the_interpreter():
+def choice_in(python, runtime: str) -> str:
+    """What rpi.model.interpreter_class picks under ``python`` (its own set of installed interpreters)."""
+    code = ("import sys\nfrom rpi.model import interpreter_class\nfrom rpi.errors import RpiError\n"
+            "try:\n    print(interpreter_class(sys.argv[1])[1])\nexcept RpiError as exc:\n    print('error:', exc)")
+    result = subprocess.run([str(python), "-c", code, runtime], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_runtime_choice_follows_the_one_documented_order():
+    """'auto' takes tflite_runtime when it is installed, else ai_edge_litert (rpi.model.AUTO_ORDER), and the
+    standalone export/tflite_run.py holds the same order. Both branches run: the host venv has only
+    ai-edge-litert, the tflite-runtime venv only tflite-runtime."""
+    from export import tflite_run
+    from rpi.model import AUTO_ORDER
+
+    assert AUTO_ORDER == ("tflite_runtime", "ai_edge_litert") and tflite_run.RUNTIMES == AUTO_ORDER
     assert interpreter_class("ai_edge_litert")[1] == "ai_edge_litert"
     with pytest.raises(RpiError, match="unknown TFLite runtime"):
         interpreter_class("tensorflow")
-    if importlib.util.find_spec("tflite_runtime") is None:  # not in the host venv: it needs numpy < 2
-        with pytest.raises(RpiError, match="tflite-runtime is not installed"):
-            interpreter_class("tflite_runtime")
-        assert interpreter_class("auto")[1] == "ai_edge_litert"
+    host = {runtime: choice_in(sys.executable, runtime) for runtime in ("auto", "tflite_runtime")}
+    assert host == {"auto": "ai_edge_litert",
+                    "tflite_runtime": "error: tflite-runtime is not installed (pip install tflite-runtime)"}
+    if not TFLITE_RUNTIME_PYTHON.exists():
+        pytest.skip("no .venv-tflite-runtime (make setup creates it)")
+    classic = {runtime: choice_in(TFLITE_RUNTIME_PYTHON, runtime) for runtime in ("auto", "ai_edge_litert")}
+    assert classic == {"auto": "tflite_runtime",
+                       "ai_edge_litert": "error: ai-edge-litert is not installed (pip install ai-edge-litert)"}
 
 
 # --- which kernels run the model ----------------------------------------------------------------------------

@@ -47,10 +47,18 @@ def test_train_cli_end_to_end(tiny_idx_dir, tmp_path):
                    "--out", str(out))
     assert r.returncode == 0, r.stderr
     report = json.loads((out / "report.json").read_text())
-    assert 0 <= report["top1"] <= 1 and report["params"] > 0 and report["samples"] == 200
+    assert report["params"] > 0 and report["samples"] == 200
     assert (out / "confusion.png").stat().st_size > 1000
     loaded = load_float_model(out / "model.pt")
     assert loaded.config.num_fire == 2 and loaded.classes[0] == "T-shirt/top"
+    # The reported top-1 is the saved model's, and one epoch learns the stripes: measured 0.305 with the
+    # default seed (x86, 1 thread); chance is 0.1.
+    from model.data import load_dataset
+    from model.training import accuracy, predict_logits
+
+    test = load_dataset("fashion-mnist", "test", str(tiny_idx_dir))
+    assert report["top1"] == accuracy(predict_logits(loaded.model, test, loaded.normalization), test.labels)
+    assert report["top1"] >= 0.2
 
 
 @pytest.mark.parametrize("args,message", [

@@ -1,14 +1,18 @@
-"""``make budget`` / ``python -m fpga.budget``: every artifact that has a budget, checked against it.
+"""``make budget`` / ``python -m budget``: every artifact that has a budget, checked against it.
 
-- the FPGA's on-chip weight storage, counted from the hls4ml model of the quantized checkpoint;
-- the FPGA design's resource estimate (DSP, LUT, FF, BRAM18K, LUTRAM) against the part and the resource
-  share the design was planned for, or another part given here (``--part`` / ``--resources``);
-- the int8 TFLite model for the Raspberry Pi, when the export stage has built it.
+- the int8 TFLite model for the Raspberry Pi, when the export stage has built it (``--tflite`` names others;
+  ``make rpi`` and ``make fleet`` name the file they send);
+- the FPGA's on-chip weight storage, as hls4ml stores it, and the FPGA design's resource estimate (DSP, LUT,
+  FF, BRAM18K, LUTRAM) against the part and the resource share it was planned for, or another part given
+  here (``--part`` / ``--resources``).
 
-The FPGA figures come from ``artifacts/fpga/report.json`` when it describes this checkpoint, else from a
-build here without compiling or simulating (the plan, the FIFO sizing and the estimate: about a minute).
+The FPGA figures come from ``artifacts/fpga/report.json`` when it describes this checkpoint. Without one
+they are unknown and the gate says so; ``--fpga`` (``make budget FPGA=1``) builds them here instead, with
+hls4ml, without compiling or simulating (the plan, the FIFO sizing and the estimate: about a minute).
+``make fpga`` runs the gate on the report it has just written.
 Exits non-zero with a table naming what is over and by how much. ``BUDGET_BYTES`` (or --budget-bytes)
-applies another byte budget; ``--no-device`` checks the bytes only.
+applies another byte budget; ``--no-device`` checks the bytes only (what ``make rpi``, ``make export`` and
+``make fleet`` do: a Pi deploy does not depend on the FPGA design).
 """
 from __future__ import annotations
 
@@ -16,25 +20,30 @@ import argparse
 import os
 from pathlib import Path
 
-from model.artifacts import UserError, read_json, run_cli, sha256_of, write_json
-from quantize.qat import FPGA_QUANT
-from quantize.storage import BUDGET_BYTES
+from fpga.devices import resolve_device
+from rpi import contract
+from rpi.contract import UserError, read_json, sha256_of, write_json
 
-from .devices import resolve_device
+WORK_DIR = contract.stage_dir("budget")
+FPGA_WEIGHTS = "FPGA on-chip weights (hls4ml)"
 
-TFLITE_CANDIDATES = ("artifacts/export/squeezenet_int8.tflite",)
 
-
-def fpga_report(checkpoint: str, fpga_report_path: Path, work_dir: Path, part: str | None = None,
-                resources: str | None = None, share: float | None = None,
-                budget_bytes: int = BUDGET_BYTES) -> tuple[dict, str]:
-    """The fpga stage's report for this checkpoint, and where it came from. Without one, a build here plans
-    the design for ``part`` / ``resources`` / ``share``."""
+def fpga_report(checkpoint: str, fpga_report_path: Path, work_dir: Path, build_if_missing: bool,
+                part: str | None = None, resources: str | None = None, share: float | None = None,
+                budget_bytes: int = contract.BUDGET_BYTES) -> tuple[dict | None, str]:
+    """The fpga stage's report for this checkpoint and where it came from; (None, why) when there is none
+    and ``build_if_missing`` is false. Otherwise a build here (hls4ml) plans the design for ``part`` /
+    ``resources`` / ``share``."""
     if fpga_report_path.is_file():
         report = read_json(fpga_report_path)
         if report.get("checkpoint_sha256") == sha256_of(checkpoint) and "resources" in report:
             return report, str(fpga_report_path)
-    from .build import FpgaConfig, build
+        why = f"{fpga_report_path} describes another checkpoint"
+    else:
+        why = f"no {fpga_report_path}"
+    if not build_if_missing:
+        return None, why
+    from fpga.build import FpgaConfig, build  # hls4ml and torch: only when asked
 
     # The build's own storage line uses the same budget as this gate (one verdict, not two); no C-sim, no data.
     cfg = FpgaConfig(checkpoint=checkpoint, out=str(work_dir / "fpga"), samples=0, resources=resources,
@@ -68,9 +77,12 @@ def device_verdict(report: dict, device: dict | None = None, share: float | None
     return rows
 
 
-def weight_rows(report: dict, source: str, budget: int, tflite_paths) -> list[dict]:
-    rows = [{"artifact": "FPGA on-chip weights (hls4ml)", "bytes": (int(report["weight_storage_bits"]) + 7) // 8,
-             "source": source}]
+def weight_rows(report: dict | None, source: str, budget: int, tflite_paths) -> list[dict]:
+    """One row per artifact with a known size; the FPGA row only when its report is known."""
+    rows = []
+    if report is not None:
+        rows.append({"artifact": FPGA_WEIGHTS, "bytes": (int(report["weight_storage_bits"]) + 7) // 8,
+                     "source": source})
     for path in map(Path, tflite_paths):
         if path.is_file():
             rows.append({"artifact": f"TFLite model {path.name}", "bytes": path.stat().st_size, "source": str(path)})
@@ -100,15 +112,20 @@ def format_device(rows: list[dict], part: str) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fpga.budget", description=__doc__,
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m budget", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", default=FPGA_QUANT)
+    p.add_argument("--checkpoint", default=contract.FPGA_QUANT_CHECKPOINT,
+                   help="the quantized checkpoint the FPGA figures must describe (default: %(default)s)")
     p.add_argument("--budget-bytes", type=int, default=None,
-                   help=f"budget in bytes (default: $BUDGET_BYTES or {BUDGET_BYTES:,} = 0.5 MiB)")
-    p.add_argument("--fpga-report", default="artifacts/fpga/report.json")
-    p.add_argument("--work-dir", default="artifacts/budget")
-    p.add_argument("--tflite", action="append", default=None, help="TFLite files to check (default: the export's)")
+                   help=f"budget in bytes (default: ${contract.BUDGET_ENV} or {contract.BUDGET_BYTES:,} = 0.5 MiB)")
+    p.add_argument("--fpga-report", default=contract.FPGA_REPORT, help="default: %(default)s")
+    p.add_argument("--work-dir", default=WORK_DIR, help="where report.json goes (default: %(default)s)")
+    p.add_argument("--tflite", action="append", default=None,
+                   help=f"TFLite file to check, repeatable (default: {contract.EXPORT_TFLITE} when it exists)")
+    p.add_argument("--fpga", action="store_true",
+                   help="build the FPGA figures here (hls4ml, about a minute) when no fpga report describes the "
+                        "checkpoint; without it they are reported as unknown (make budget FPGA=1)")
     p.add_argument("--part", default=None, help="check the FPGA design against this part (default: the one it was "
                                                 "planned for; $FPGA_PART)")
     p.add_argument("--resources", default=None, metavar="dsp=N,lut=N,ff=N,bram18k=N[,lutram=N]",
@@ -116,33 +133,40 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resource-share", type=float, default=None,
                    help="share of DSP, LUT and BRAM18K the design may use (default: the one it was planned for)")
     p.add_argument("--no-device", action="store_true", help="check the byte budgets only")
-    args = p.parse_args(argv)
-    budget = args.budget_bytes or int(os.environ.get("BUDGET_BYTES") or BUDGET_BYTES)
-    if budget <= 0:
-        raise UserError(f"the budget must be positive, got {budget}")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    budget = contract.budget_bytes(args.budget_bytes)
     part = args.part or os.environ.get("FPGA_PART") or None
-    report, source = fpga_report(args.checkpoint, Path(args.fpga_report), Path(args.work_dir), part, args.resources,
-                                 args.resource_share, budget)
-    rows = weight_rows(report, source, budget, args.tflite or TFLITE_CANDIDATES)
-    print(format_rows(rows))
+    report, source = fpga_report(args.checkpoint, Path(args.fpga_report), Path(args.work_dir), args.fpga, part,
+                                 args.resources, args.resource_share, budget)
+    rows = weight_rows(report, source, budget, args.tflite or (contract.EXPORT_TFLITE,))
+    if rows:
+        print(format_rows(rows))
     problems = [f"{r['artifact']} by {r['over_by']:,} bytes" for r in rows if not r["within_budget"]]
-    result = {"budget_bytes": budget, "artifacts": rows}
-    if not args.no_device:
+    result = {"budget_bytes": budget, "artifacts": rows, "fpga_known": report is not None}
+    if report is None:
+        result["fpga_unknown_because"] = source
+        print(f"{FPGA_WEIGHTS} and device fit: unknown ({source}); `make fpga` or `make budget FPGA=1` "
+              f"computes them")
+    fits = None
+    if not args.no_device and report is not None:
         device = resolve_device(part, args.resources).to_dict() if (part or args.resources) else report["device"]
         device_rows = device_verdict(report, device, share=args.resource_share)
         part_name = device["part"]
         print(format_device(device_rows, part_name))
         problems += [f"FPGA {r['resource'].upper()} estimate {r['estimate']:,} exceeds {r['share']:.0%} of "
                      f"{part_name}'s {r['available']:,} by {r['over_by']:,}" for r in device_rows if r["over_by"]]
-        result.update({"device": device, "device_check": device_rows,
-                       "fits_device": not any(r["over_by"] for r in device_rows)})
-    write_json(Path(args.work_dir) / "report.json", result)
+        fits = not any(r["over_by"] for r in device_rows)
+        result.update({"device": device, "device_check": device_rows, "fits_device": fits})
+    write_json(Path(args.work_dir) / contract.REPORT_NAME, result)
     if problems:
         raise UserError("over budget: " + "; ".join(problems))
+    if not rows:
+        print("nothing to check: no TFLite model and no FPGA report yet")
+        return 0
     print(f"all {len(rows)} artifact(s) within the {budget:,}-byte budget"
-          + ("" if args.no_device else f"; the FPGA design fits {part_name}"))
+          + (f"; the FPGA design fits {part_name}" if fits else ""))
     return 0
-
-
-if __name__ == "__main__":
-    run_cli(main)

@@ -1,0 +1,5 @@
+from rpi.contract import run_cli
+
+from .page import main
+
+run_cli(main)
