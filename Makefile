@@ -349,5 +349,5 @@ EXPLORE_ARGS    ?=
 .PHONY: explore
 
 explore: setup ## design-space exploration with Optuna (STUDY=paper|budget|smoke, TRIALS=N, EXPLORE_STORAGE=URL)
-	$(PY) -m explore --study $(STUDY) $(if $(TRIALS),--trials $(TRIALS)) --out $(EXPLORE_OUT) --device $(DEVICE) --part $(FPGA_PART) \
-	  --resource-share $(RESOURCE_SHARE) $(if $(EXPLORE_STORAGE),--storage "$(EXPLORE_STORAGE)") $(EXPLORE_ARGS)
+	$(PY) -m explore --study $(STUDY) $(if $(TRIALS),--trials $(TRIALS)) --out $(EXPLORE_OUT) --device $(DEVICE) \
+	  $(if $(FPGA_PART),--part $(FPGA_PART)) $(if $(RESOURCE_SHARE),--resource-share $(RESOURCE_SHARE)) $(if $(EXPLORE_STORAGE),--storage "$(EXPLORE_STORAGE)") $(EXPLORE_ARGS)
