@@ -87,9 +87,9 @@ data: ## install Debian's dataset-fashion-mnist when the default data set is mis
 # --- model ------------------------------------------------------------------------------------------
 # The exact commands that produced the committed checkpoints; `make train [MODEL=pynq_z2]` reproduces them.
 TRAIN_ARGS_default := --epochs 36 --optimizer adamw --lr 3e-3 --weight-decay 0.05 --seed 0
-TRAIN_ARGS_pynq_z2 := --set base_e=16 --set incr_e=16 --set sr=0.5 --set pct_3x3=0.5 --set stem_channels=32 \
+TRAIN_ARGS_pynq_z2 := --set base_e=16 --set incr_e=16 --set sr=0.25 --set pct_3x3=0.5 --set stem_channels=16 \
                       --epochs 24 --batch-size 256 --lr 3e-3 --weight-decay 0.01 --warmup-epochs 2 \
-                      --random-erasing 0.2 --ema 0.999 --threads 1 --seed 0
+                      --random-erasing 0.2 --ema 0.999 --threads 2 --seed 0
 TRAIN_ARGS ?= $(TRAIN_ARGS_$(MODEL))
 # Where train and qat run: DEVICE=auto|cpu|cuda|cuda:N; NPROC=N > 1 starts N processes (one per GPU, DDP)
 # through torchrun on this machine. Several machines: the torchrun line in the README.
