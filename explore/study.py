@@ -97,7 +97,10 @@ def open_storage(url: str) -> Storage:
     elif url.startswith("sqlite:"):
         raise UserError(f"--storage {url!r}: give SQLite as sqlite:///PATH (a file)")
     try:
-        with warnings.catch_warnings():  # heartbeats and their retry callback are "experimental" in Optuna 5
+        # Opening a new SQLite file creates Optuna's schema; two workers starting together would both create
+        # it (measured: "UNIQUE constraint failed: alembic_version.version_num"), so they take turns.
+        with Storage(url, None, lock_path).lock(), warnings.catch_warnings():
+            # heartbeats and their retry callback are "experimental" in Optuna 5
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             storage = RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
                                  grace_period=GRACE_S,
