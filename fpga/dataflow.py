@@ -131,6 +131,59 @@ def _sink(key: str, tokens: int, images: int, times: list[int], clock: list[int]
         times.append(clock[0])
 
 
+def _read_blocker(fifos: dict[str, _Fifo], keys, now: int, reader: str) -> int | None:
+    """None when every FIFO in ``keys`` has a token readable now; otherwise the cycle to retry at, or -1 to
+    wait until a writer wakes ``reader``."""
+    for key in keys:
+        f = fifos[key]
+        if not f.ready:
+            f.waiting_reader = reader
+            return -1
+        if f.ready[0] > now:
+            return f.ready[0]
+    return None
+
+
+def _write_blocker(fifos: dict[str, _Fifo], keys, now: int, writer: str) -> int | None:
+    """None when every FIFO in ``keys`` has room now; otherwise the cycle a slot frees, or -1 to wait until
+    a reader wakes ``writer``."""
+    for key in keys:
+        f = fifos[key]
+        if f.occupied(now) >= f.depth:
+            f.full_stalls += 1
+            if f.frees:
+                return f.frees[0]
+            f.waiting_writer = writer
+            return -1
+    return None
+
+
+def _read(fifos: dict[str, _Fifo], keys, now: int) -> list[str]:
+    """Take one token from each FIFO; returns the writers that were waiting for the room."""
+    woken = []
+    for key in keys:
+        f = fifos[key]
+        f.ready.popleft()
+        f.frees.append(now + 1)
+        if f.waiting_writer:
+            woken.append(f.waiting_writer)
+            f.waiting_writer = None
+    return woken
+
+
+def _write(fifos: dict[str, _Fifo], keys, now: int) -> list[str]:
+    """Put one token into each FIFO (readable next cycle); returns the readers that were waiting for it."""
+    woken = []
+    for key in keys:
+        f = fifos[key]
+        f.ready.append(now + 1)
+        f.max_occupancy = max(f.max_occupancy, f.occupied(now))
+        if f.waiting_reader:
+            woken.append(f.waiting_reader)
+            f.waiting_reader = None
+    return woken
+
+
 def simulate(pipeline: Pipeline, plan: dict[str, int], depths: dict[str, int], *, images: int = 3,
              source_ii: int = 1, max_cycles: int | None = None) -> SimResult:
     """Run ``images`` images through the pipeline with these FIFO depths (stream key -> depth)."""
@@ -178,55 +231,14 @@ def simulate(pipeline: Pipeline, plan: dict[str, int], depths: dict[str, int], *
                 pending[name] = None
                 wake(name, now + arg)
                 break
-            if kind == "r":
-                blocker = None
-                for key in arg:
-                    f = fifos[key]
-                    if not f.ready:
-                        f.waiting_reader = name
-                        blocker = ("wait", None)
-                        break
-                    if f.ready[0] > now:
-                        blocker = ("at", f.ready[0])
-                        break
-                if blocker:
-                    pending[name] = op
-                    if blocker[0] == "at":
-                        wake(name, blocker[1])
-                    break
-                for key in arg:
-                    f = fifos[key]
-                    f.ready.popleft()
-                    f.frees.append(now + 1)
-                    if f.waiting_writer:
-                        writer, f.waiting_writer = f.waiting_writer, None
-                        wake(writer, now + 1)
-                op = None
-                continue
-            # write
-            blocker = None
-            for key in arg:
-                f = fifos[key]
-                if f.occupied(now) >= f.depth:
-                    f.full_stalls += 1
-                    if f.frees:
-                        blocker = ("at", f.frees[0])
-                    else:
-                        f.waiting_writer = name
-                        blocker = ("wait", None)
-                    break
-            if blocker:
+            blocker = (_read_blocker if kind == "r" else _write_blocker)(fifos, arg, now, name)
+            if blocker is not None:
                 pending[name] = op
-                if blocker[0] == "at":
-                    wake(name, blocker[1])
+                if blocker >= 0:
+                    wake(name, blocker)
                 break
-            for key in arg:
-                f = fifos[key]
-                f.ready.append(now + 1)
-                f.max_occupancy = max(f.max_occupancy, f.occupied(now))
-                if f.waiting_reader:
-                    reader, f.waiting_reader = f.waiting_reader, None
-                    wake(reader, now + 1)
+            for woken in (_read if kind == "r" else _write)(fifos, arg, now):
+                wake(woken, now + 1)
             op = None
 
     deadlock = len(finished) < len(procs)
