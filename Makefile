@@ -25,6 +25,9 @@ FPGA_MODEL  ?= pynq_z2
 FLOAT_CKPT   = model/checkpoints/$(MODEL).pt
 QUANT_CKPT   = quantize/checkpoints/$(MODEL).pt
 FPGA_CKPT    = quantize/checkpoints/$(FPGA_MODEL).pt
+# Reports of a model other than the default go to their own folder, so `make fpga` (which quantizes the
+# FPGA model) leaves the default's artifacts/quantize/report.json alone.
+QUANT_OUT    = artifacts/quantize$(if $(filter default,$(MODEL)),,/$(MODEL))
 # Your own data: `make train DATASET=folder DATA_DIR=~/photos INPUT_SIZE=64 CHANNELS=3` writes
 # artifacts/model/model.pt (the committed checkpoints stay); then `make qat CHECKPOINT=artifacts/model/model.pt`,
 # and `make export|fpga|rpi|eval CHECKPOINT=artifacts/quantize/model.pt`. A checkpoint records its data set
@@ -105,7 +108,7 @@ train: setup ## retrain the default float SqueezeNet and replace the committed c
 eval: setup ## evaluate the committed checkpoints on the 10,000 test images (no retraining; CHECKPOINT= for another)
 ifeq ($(CHECKPOINT),)
 	$(PY) -m model.evaluate --checkpoint $(FLOAT_CKPT) --out artifacts/model $(DATA_ARGS)
-	$(PY) -m quantize.evaluate --checkpoint $(QUANT_CKPT) --out artifacts/quantize $(DATA_ARGS)
+	$(PY) -m quantize.evaluate --checkpoint $(QUANT_CKPT) --out $(QUANT_OUT) $(DATA_ARGS)
 else
 	@kind=$$($(PY) -c 'import sys; from model.artifacts import load_checkpoint, run_cli; run_cli(lambda _: print(load_checkpoint(sys.argv[1])["kind"]))' "$(CHECKPOINT)") || exit 2; \
 	if [ "$$kind" = float ]; then set -x; $(PY) -m model.evaluate --checkpoint "$(CHECKPOINT)" --out artifacts/model $(DATA_ARGS); \
@@ -118,8 +121,8 @@ endif
 QAT_ARGS ?= --weight-bits 4 --epochs 3 --lr 3e-4 --seed 0
 
 qat: setup ## QAT from the float checkpoint and replace the committed quantized checkpoint (DEVICE=, NPROC=; CHECKPOINT=float.pt for yours)
-	$(call launch,quantize) --checkpoint $(or $(CHECKPOINT),$(FLOAT_CKPT)) $(QAT_ARGS) --device $(DEVICE) --out artifacts/quantize $(DATA_ARGS)
-	$(if $(CHECKPOINT),@echo "quantized checkpoint: artifacts/quantize/model.pt (next: make export CHECKPOINT=artifacts/quantize/model.pt)",cp artifacts/quantize/model.pt $(QUANT_CKPT))
+	$(call launch,quantize) --checkpoint $(or $(CHECKPOINT),$(FLOAT_CKPT)) $(QAT_ARGS) --device $(DEVICE) --out $(QUANT_OUT) $(DATA_ARGS)
+	$(if $(CHECKPOINT),@echo "quantized checkpoint: $(QUANT_OUT)/model.pt (next: make export CHECKPOINT=$(QUANT_OUT)/model.pt)",cp $(QUANT_OUT)/model.pt $(QUANT_CKPT))
 
 SWEEP_ARGS ?= --epochs 1 --limit 20000
 
@@ -131,7 +134,7 @@ qat-sweep: setup ## short QAT at 8, 4, 3 and 2-bit weights: the size/accuracy ta
 quantize: setup ## the quantized model (reuses the committed checkpoint when it is up to date)
 	@$(PY) -m quantize.evaluate --is-fresh --checkpoint $(QUANT_CKPT) --float-checkpoint $(FLOAT_CKPT) \
 	  || $(MAKE) --no-print-directory qat
-	$(PY) -m quantize.evaluate --checkpoint $(QUANT_CKPT) --out artifacts/quantize --if-changed
+	$(PY) -m quantize.evaluate --checkpoint $(QUANT_CKPT) --out $(QUANT_OUT) --if-changed
 
 # --- export -----------------------------------------------------------------------------------------
 EXPORT_DIR    := artifacts/export
