@@ -62,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def fpga_figure(row: dict) -> str:
+    """The FPGA estimate of a point in a few words: its images/s, or that it does not fit the part."""
+    if row.get("fpga_fits") is False:
+        return f"does not fit {row.get('fpga_part', 'the part')}"
+    return f"{row['fpga_images_per_second']:,.0f} img/s"
+
+
 def progress_line(spec, rows: list[dict], total: int | None, started: float) -> str:
     done = sum(r["status"] in ("complete", "failed") for r in rows)
     skipped = sum(r["status"] in ("skipped", "duplicate") for r in rows)
@@ -73,7 +80,7 @@ def progress_line(spec, rows: list[dict], total: int | None, started: float) -> 
     if skipped:
         text += f" (+{skipped} skipped)"
     if last is not None:
-        figures = (f"top-1 {last['top1']:.4f}, {last['onchip_bytes']:,} B, {last['fpga_images_per_second']:,.0f} img/s"
+        figures = (f"top-1 {last['top1']:.4f}, {last['onchip_bytes']:,} B, {fpga_figure(last)}"
                    if last["status"] == "complete" else (last.get("reason") or "")[:120])
         text += f"; trial {last['trial']} {last['status']}: {figures}"
         if last.get("seconds") is not None:
@@ -131,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
           f"points: {out / 'points.jsonl'}; report: {out / spec.name / 'report.md'}")
     for name, row in picks.items():
         print(f"  {name}: " + (f"{row['label']}: top-1 {row['top1']:.4f}, {row['onchip_bytes']:,} B on chip, "
-                               f"{row['fpga_images_per_second']:,.0f} img/s" if row else "none meets it"))
+                               f"{fpga_figure(row)}" if row else "none meets it"))
     unfinished = [r for r in rows if r["status"] in ("running", "waiting")]
     if unfinished and not args.report_only:
         print(f"[explore {spec.name}] {len(unfinished)} trial(s) still running elsewhere or queued")

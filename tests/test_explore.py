@@ -277,3 +277,14 @@ def test_entry_points_explain_themselves(module):
     r = run_module(module, "--help")
     assert r.returncode == 0, r.stderr
     assert "usage:" in r.stdout and len(r.stdout) > 500
+
+
+def test_progress_line_says_when_a_point_does_not_fit_the_part():
+    from explore.__main__ import progress_line
+
+    row = {"status": "complete", "trial": 3, "top1": 0.725, "onchip_bytes": 126740, "label": "p",
+           "fpga_fits": False, "fpga_part": "xc7z020clg400-1", "fpga_images_per_second": 0.0, "seconds": 192}
+    line = progress_line(STUDIES["paper"], [row], 9, time.time())
+    assert "1/9 done" in line and "does not fit xc7z020clg400-1" in line and "0 img/s" not in line
+    row.update(fpga_fits=True, fpga_images_per_second=6141.2)
+    assert "6,141 img/s" in progress_line(STUDIES["paper"], [row], 9, time.time())
