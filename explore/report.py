@@ -258,11 +258,15 @@ def _save(fig, path: Path) -> None:
 
 # --- report.md ---------------------------------------------------------------------------------------------
 
+def _fps_cell(r: dict) -> str:
+    return f"{r['fpga_images_per_second']:,.0f}" if r["fpga_fits"] else "-"
+
+
 def _row_line(r: dict) -> str:
     res = r["fpga_resources"]
     return (f"| {r['label']} | {100 * r['top1']:.2f} | {100 * r['float_top1']:.2f} | {r['params']:,} | "
             f"{r['macs'] / 1e6:.2f} | {r['onchip_bytes']:,} | {r['tflite_bytes']:,} | "
-            f"{'yes' if r['fpga_fits'] else 'no'} | {r['fpga_images_per_second']:,.0f} | "
+            f"{'yes' if r['fpga_fits'] else 'no'} | {_fps_cell(r)} | "
             f"{res['lut']['share']:.0%} / {res['ff']['share']:.0%} / {res['bram18k']['share']:.0%} / "
             f"{res['dsp']['share']:.0%} | {r['tflite_median_ms']:.3f} |")
 
@@ -287,9 +291,10 @@ def describe_pick(title: str, row: dict | None, why: str) -> list[str]:
              f"- on-chip weights + biases: {row['onchip_bytes']:,} bytes "
              f"({row['onchip_bytes'] / row['budget_bytes']:.1%} of {row['budget_bytes']:,}); int8 TFLite file "
              f"{row['tflite_bytes']:,} bytes",
-             f"- FPGA ({row['fpga_part']}, estimate): {'fits' if row['fpga_fits'] else 'does not fit'} at "
-             f"{row['fpga_share_allowed']:.0%} of each resource, {row['fpga_images_per_second']:,.0f} images/s at "
-             f"100 MHz; DSP {res['dsp']['estimate']:,}, LUT {res['lut']['estimate']:,}, FF {res['ff']['estimate']:,}, "
+             f"- FPGA ({row['fpga_part']}, estimate): " + (
+                 f"fits at {row['fpga_share_allowed']:.0%} of each resource, {row['fpga_images_per_second']:,.0f} "
+                 f"images/s at 100 MHz" if row['fpga_fits'] else
+                 f"does not fit at {row['fpga_share_allowed']:.0%} of each resource") + f"; DSP {res['dsp']['estimate']:,}, LUT {res['lut']['estimate']:,}, FF {res['ff']['estimate']:,}, "
              f"BRAM18K {res['bram18k']['estimate']:,}, LUTRAM {res['lutram']['estimate']:,} "
              f"({res['lut']['share']:.0%} LUT, {res['ff']['share']:.0%} FF, {res['bram18k']['share']:.0%} BRAM18K)",
              f"- int8 TFLite on this machine (ai-edge-litert, 1 thread, batch 1): median {row['tflite_median_ms']:.3f} "
