@@ -40,7 +40,7 @@ from optuna.trial import TrialState
 from model.artifacts import UserError, atomic_path
 
 from .space import DesignPoint, StudySpec
-from .trial import Settings, TrialFailed, evaluate, precheck
+from .trial import INTERRUPT, Settings, TrialFailed, evaluate, precheck
 
 # Objectives, in this order: proxy top-1 of the quantized model, on-chip bytes, estimated FPGA images/s.
 OBJECTIVES = ("top1", "onchip_bytes", "fpga_images_per_second")
@@ -314,8 +314,13 @@ class Worker:
 
     def run(self, study: optuna.Study, after_trial: Callable[[optuna.Study], None]) -> int:
         """Evaluate trials until the study has nothing left to start. Returns how many this worker ran."""
+        with INTERRUPT.installed():
+            return self._run(study, after_trial)
+
+    def _run(self, study: optuna.Study, after_trial: Callable[[optuna.Study], None]) -> int:
         ran = 0
         while True:
+            INTERRUPT.check()
             self._lock_cm = self.storage.lock()
             self._lock_cm.__enter__()
             self._locked = True
@@ -330,6 +335,7 @@ class Worker:
                 self.release()
             ran += 1
             after_trial(study)
+            INTERRUPT.check()
         return ran
 
 

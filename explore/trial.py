@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,22 +65,70 @@ def precheck(point: DesignPoint, settings: Settings) -> dict:
             "within_budget": table.within_budget}
 
 
+class DeferredInterrupt:
+    """Ctrl-C that never tears a study write in half. While installed, SIGINT only sets a flag and is passed
+    on to the running stage (which stops and exits 130; a second Ctrl-C kills it). The worker raises
+    KeyboardInterrupt at safe points: when a stage ends and between trials, never inside Optuna's database
+    writes (an interrupted SQLite transaction kept the write lock, and the heartbeat thread waited on it)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.child: subprocess.Popen | None = None
+
+    def _handle(self, signum, frame) -> None:
+        child = self.child
+        if child is not None and child.poll() is None:
+            child.send_signal(signal.SIGINT if not self.requested else signal.SIGKILL)
+        self.requested = True
+
+    def check(self) -> None:
+        """Raise KeyboardInterrupt here if Ctrl-C came since the last check."""
+        if self.requested:
+            self.requested = False
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def installed(self):
+        previous = signal.signal(signal.SIGINT, self._handle)
+        self.requested = False
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+INTERRUPT = DeferredInterrupt()
+
+
 def run_stage(name: str, module: str, args: list[str], log: Path) -> tuple[float, float]:
     """``python -m module args`` with its output in ``log``; returns its wall and CPU seconds (user + system
     of the stage's process: a figure the other jobs on a shared machine inflate far less than the wall
-    time); raises TrialFailed."""
+    time); raises TrialFailed, or KeyboardInterrupt after a Ctrl-C."""
+    INTERRUPT.check()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
            "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
     t, cpu = time.time(), _children_cpu()
     with open(log, "a") as f:
         f.write(f"$ python -m {module} {' '.join(args)}\n")
         f.flush()
-        proc = subprocess.run([sys.executable, "-m", module, *args], stdout=f, stderr=subprocess.STDOUT,
-                              cwd=ROOT, env=env, stdin=subprocess.DEVNULL)
-    if proc.returncode in (130, -2):  # the stage got the user's Ctrl-C first: the trial is interrupted, not failed
+        proc = subprocess.Popen([sys.executable, "-m", module, *args], stdout=f, stderr=subprocess.STDOUT,
+                                cwd=ROOT, env=env, stdin=subprocess.DEVNULL)
+        INTERRUPT.child = proc
+        if INTERRUPT.requested:  # Ctrl-C came while the stage was starting
+            proc.send_signal(signal.SIGINT)
+        try:
+            returncode = proc.wait()
+        except BaseException:  # without the deferred handler (a library caller): stop the stage, pass it on
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            INTERRUPT.child = None
+    if INTERRUPT.requested or returncode in (130, -2):
+        INTERRUPT.requested = False  # the stage got the user's Ctrl-C: the trial is interrupted, not failed
         raise KeyboardInterrupt
-    if proc.returncode != 0:
-        raise TrialFailed(f"{name} failed (exit status {proc.returncode}): {last_error_line(log)}")
+    if returncode != 0:
+        raise TrialFailed(f"{name} failed (exit status {returncode}): {last_error_line(log)}")
     return time.time() - t, _children_cpu() - cpu
 
 

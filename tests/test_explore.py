@@ -92,12 +92,19 @@ def test_resume_after_interrupt(tiny_idx_dir, tmp_path):
     first = start_explore(out, tiny_idx_dir, tmp_path / "first.log")
     trials = out / "smoke" / "trials"
     deadline = time.time() + STUDY_TIMEOUT
-    while time.time() < deadline and not any(trials.glob("*/float/model.pt")):
+    def qat_started() -> bool:  # the worker logs each stage's command just before starting it
+        return any("$ python -m quantize" in log.read_text() for log in trials.glob("*/log.txt"))
+
+    while time.time() < deadline and not qat_started():
         assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-        time.sleep(0.5)
-    time.sleep(3)  # into the QAT stage
-    first.send_signal(signal.SIGINT)
-    assert first.wait(timeout=120) == 130, (tmp_path / "first.log").read_text()[-3000:]
+        time.sleep(0.05)
+    first.send_signal(signal.SIGINT)  # Ctrl-C as the QAT stage starts: it stops before writing anything
+    try:
+        code = first.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        first.kill()
+        pytest.fail("explore did not stop within 120 s of Ctrl-C: " + (tmp_path / "first.log").read_text()[-3000:])
+    assert code == 130, (tmp_path / "first.log").read_text()[-3000:]
     rows = read_points(out)
     assert [r["status"] for r in rows] == ["interrupted"], rows
     interrupted_key = rows[0]["key"]
@@ -288,3 +295,25 @@ def test_progress_line_says_when_a_point_does_not_fit_the_part():
     assert "1/9 done" in line and "does not fit xc7z020clg400-1" in line and "0 img/s" not in line
     row.update(fpga_fits=True, fpga_images_per_second=6141.2)
     assert "6,141 img/s" in progress_line(STUDIES["paper"], [row], 9, time.time())
+
+
+def test_ctrl_c_waits_for_a_safe_point_and_stops_the_running_stage(tmp_path):
+    """SIGINT during a database write only sets a flag (raised at the next check); during a stage it is passed
+    on to the stage's process, and run_stage raises KeyboardInterrupt once that process has stopped."""
+    import threading
+
+    from explore.trial import INTERRUPT, run_stage
+
+    with INTERRUPT.installed():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)  # e.g. Optuna writing to SQLite: not torn by the signal
+        with pytest.raises(KeyboardInterrupt):
+            INTERRUPT.check()
+        INTERRUPT.check()  # consumed: no second raise
+
+        threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+        started = time.time()
+        with pytest.raises(KeyboardInterrupt):
+            run_stage("sleep", "timeit", ["-n", "1", "-r", "1", "import time; time.sleep(60)"], tmp_path / "log.txt")
+        assert time.time() - started < 30
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
