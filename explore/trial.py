@@ -69,7 +69,8 @@ class DeferredInterrupt:
     """Ctrl-C that never tears a study write in half. While installed, SIGINT only sets a flag and is passed
     on to the running stage (which stops and exits 130; a second Ctrl-C kills it). The worker raises
     KeyboardInterrupt at safe points: when a stage ends and between trials, never inside Optuna's database
-    writes (an interrupted SQLite transaction kept the write lock, and the heartbeat thread waited on it)."""
+    writes (a run once hung 120 s after Ctrl-C; the likely cause, inferred and not observed, is a SQLite
+    transaction torn mid-write that kept the lock the heartbeat thread then waited on)."""
 
     def __init__(self) -> None:
         self.requested = False
