@@ -1,8 +1,8 @@
 """``python -m explore.cost``: what a study's proxy schedule costs per point, before running it.
 
 For each point of a study it times a few real steps on random Fashion-MNIST-shaped batches in this process:
-a float training step (AdamW, batch 128, the float stage's loop shape), a QAT step of the Brevitas twin
-(batch 128), and inference passes of both (batch 500, the test evaluations), as CPU seconds per image
+a float training step (AdamW, at the schedule's float batch, the float stage's loop shape), a QAT step of
+the Brevitas twin (batch 128), and inference passes of both (batch 500, the test evaluations), as CPU seconds per image
 (``time.process_time``: the other jobs of a shared machine inflate it far less than the wall time). From
 those and the schedule it predicts each point's training and evaluation CPU seconds:
 
@@ -27,7 +27,7 @@ from model.squeezenet import SqueezeNet, count_macs, without_norm_layers
 
 from .space import STUDIES, DesignPoint, Schedule
 
-TRAIN_BATCH, EVAL_BATCH = 128, 500
+QAT_BATCH, EVAL_BATCH = 128, 500  # quantize's default batch; the float batch is the schedule's
 TEST_IMAGES = 10_000
 DATASET_TRAIN = 60_000
 
@@ -40,10 +40,11 @@ def _cpu_per_image(fn, batch: int, steps: int) -> float:
     return (time.process_time() - start) / (steps * batch)
 
 
-def step_costs(model: torch.nn.Module, steps: int, lr: float) -> tuple[float, float]:
-    """CPU seconds per image of one training step and of one inference pass of ``model`` (28x28x1)."""
+def step_costs(model: torch.nn.Module, steps: int, lr: float, batch: int) -> tuple[float, float]:
+    """CPU seconds per image of one training step (``batch`` images) and of one inference pass of ``model``
+    (28x28x1)."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    x, y = torch.randn(TRAIN_BATCH, 1, 28, 28), torch.randint(0, 10, (TRAIN_BATCH,))
+    x, y = torch.randn(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
     x_eval = torch.randn(EVAL_BATCH, 1, 28, 28)
 
     def train_step():
@@ -56,7 +57,7 @@ def step_costs(model: torch.nn.Module, steps: int, lr: float) -> tuple[float, fl
             model(x_eval)
 
     model.train()
-    train = _cpu_per_image(train_step, TRAIN_BATCH, steps)
+    train = _cpu_per_image(train_step, batch, steps)
     model.eval()
     return train, _cpu_per_image(eval_pass, EVAL_BATCH, max(1, steps // 2))
 
@@ -68,8 +69,8 @@ def point_cost(point: DesignPoint, schedule: Schedule, steps: int) -> dict:
     config = point.config()
     float_model = SqueezeNet(config)
     quant_model = build_quant_model(config, QuantSettings(point.weight_bits, overrides=dict(DEFAULT_OVERRIDES)))
-    f_train, f_eval = step_costs(float_model, steps, 3e-3)
-    q_train, q_eval = step_costs(quant_model, steps, 3e-4)
+    f_train, f_eval = step_costs(float_model, steps, 3e-3, schedule.float_batch)
+    q_train, q_eval = step_costs(quant_model, steps, 3e-4, QAT_BATCH)
     images = schedule.limit or DATASET_TRAIN
     val = images // 12
     train = images - val

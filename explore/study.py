@@ -257,7 +257,7 @@ class Worker:
                 trial.set_user_attr("status", "skipped")
                 trial.set_user_attr("reason", reason)
                 raise optuna.TrialPruned(reason)
-            trial_dir = self.out / self.spec.name / "trials" / f"{point.key}-{self.spec.schedule.name}"
+            trial_dir = self.out / self.spec.name / "trials" / f"{point.key}-{self.spec.schedule.tag}"
             trial.set_user_attr("trial_dir", str(trial_dir))
             record = evaluate(point, self.spec.schedule, self.settings, trial_dir,
                               on_step=lambda step: trial.set_user_attr("step", step))

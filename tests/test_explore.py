@@ -248,6 +248,19 @@ def test_cost_estimate_adds_up_the_schedule():
                                            + 10_000 * (ms["float_eval"] + ms["qat_eval"]))
 
 
+def test_schedule_flags_and_trial_directory_follow_every_setting():
+    """The proxy trains its float stage at batch 32 (the measured fix for its seed spread); a schedule that
+    differs in any flag gets another trial directory, so it never reuses an older schedule's checkpoints."""
+    from dataclasses import replace
+
+    from explore.space import PROXY
+
+    flags = PROXY.float_flags()
+    assert flags[flags.index("--batch-size") + 1] == "32" and "batch 32" in PROXY.describe()
+    assert PROXY.tag != replace(PROXY, float_batch=128).tag != replace(PROXY, qat_args=("--lr", "1e-4")).tag
+    assert PROXY.tag == replace(PROXY).tag and PROXY.tag.startswith("proxy-")
+
+
 def test_budget_search_skips_over_budget_points_and_stops_at_its_target(tmp_path):
     """The NSGA-II search: its queued seeds are asked first, a point over the byte budget is skipped before
     any training (not counted), and the worker stops once --trials points are counted. (The data directory
@@ -265,7 +278,7 @@ def test_budget_search_skips_over_budget_points_and_stops_at_its_target(tmp_path
     assert [(r["key"], r["status"]) for r in rows] == [(over.key, "skipped"), (SMOKE_POINTS[0].key, "failed"),
                                                        (SMOKE_POINTS[1].key, "failed")]
     assert "over budget before training" in rows[0]["reason"] and rows[0]["precheck"]["onchip_bytes"] > BUDGET
-    assert not (tmp_path / "search" / "trials" / f"{over.key}-smoke").exists()
+    assert not (tmp_path / "search" / "trials" / f"{over.key}-{SMOKE.tag}").exists()
     # A third counted trial: the sampler draws a new point (no seed left).
     Worker(spec, storage, settings, tmp_path, target=3, log=lambda line: None).run(study, lambda s: None)
     rows = study_rows(storage, "search")
@@ -276,7 +289,7 @@ def test_budget_search_skips_over_budget_points_and_stops_at_its_target(tmp_path
     Worker(spec, storage, settings, tmp_path, target=4, log=lambda line: None).run(study, lambda s: None)
     again = study_rows(storage, "search")[-1]
     assert again["status"] == "failed" and again["reason"].startswith("the same point as trial 1, which failed: ")
-    assert (tmp_path / "search" / "trials" / f"{SMOKE_POINTS[0].key}-smoke" / "log.txt").read_text().count("$ ") == 1
+    assert (tmp_path / "search" / "trials" / f"{SMOKE_POINTS[0].key}-{SMOKE.tag}" / "log.txt").read_text().count("$ ") == 1
 
 
 @pytest.mark.parametrize("module", ["explore", "explore.measure", "explore.cost"])
