@@ -123,7 +123,7 @@ def paper_points() -> list[DesignPoint]:
 # retrained). Widths start at 8 because only narrow networks fit the xc7z020 (docs/RESULTS.md, "FPGA").
 BUDGET_SPACE: dict[str, tuple] = {
     "base_e": (8, 12, 16, 20, 24, 32, 48, 64, 96, 128),
-    "incr_e": (0, 4, 8, 12, 16, 24, 32, 48, 64, 128),
+    "incr_e": (0, 4, 8, 12, 16, 20, 24, 32, 48, 64, 128),
     "sr": (0.125, 0.25, 0.375, 0.5, 0.75, 1.0),
     "pct_3x3": (0.125, 0.25, 0.5, 0.75, 0.875),
     # The complex bypass is left out: the int8 TFLite export (the Pi) refuses it.
