@@ -21,6 +21,9 @@ QONNX and the int8 TFLite under ai-edge-litert must equal the Brevitas model on 
 the float model within FLOAT_TOLERANCE; otherwise the export fails with the figures and the first differing
 image, and publishes nothing (--allow-mismatch reports and publishes, for investigation). tflite-runtime's
 figures are reported, not gated (its reference kernels round some ties differently; see the README).
+--no-xnnpack measures and gates the int8 TFLite model under ai-edge-litert's built-in kernels instead of
+XNNPACK (what the Pi app's --no-xnnpack runs); they round ties differently, so the gate usually fails: it is
+for investigation, with --allow-mismatch.
 The artifacts are built in a staging directory and moved into --out only when every step succeeded.
 
 The TFLite model is measured under ai-edge-litert (in this process) and under tflite-runtime 2.14 (which
@@ -79,6 +82,7 @@ class ExportConfig:
     tflite_runtime_python: str | None = DEFAULT_TFLITE_RUNTIME_PYTHON
     budget_bytes: int = BUDGET_BYTES
     allow_mismatch: bool = False
+    xnnpack: bool = True  # False: the TFLite gate runs ai-edge-litert's built-in kernels (--no-xnnpack)
 
 
 def compare(outputs: np.ndarray, parent: np.ndarray, labels: np.ndarray, tolerance: float = 0.0) -> dict:
@@ -101,7 +105,8 @@ def compare(outputs: np.ndarray, parent: np.ndarray, labels: np.ndarray, toleran
 def mismatch_line(name: str, entry: dict) -> str:
     """One artifact's failed exactness check, in words."""
     first = entry["first_mismatch"]
-    return (f"{name} differs from {entry['parent']} ({entry['runtime']}) on {entry['rows_off']} of {entry['samples']} "
+    runtime = f"{entry['runtime']} with {entry['kernels']}" if "kernels" in entry else entry["runtime"]
+    return (f"{name} differs from {entry['parent']} ({runtime}) on {entry['rows_off']} of {entry['samples']} "
             f"images (top-1 agreement {entry['top1_agreement']:.4f}, max |diff| {entry['max_abs_diff']:.3g}, "
             f"tolerance {entry['tolerance']:g}); first: test image {first['index']} (class {first['top1']} vs "
             f"{first['parent_top1']}, max |diff| {first['max_abs_diff']:.3g})")
@@ -330,12 +335,12 @@ def tflite_step(cfg: ExportConfig, qm, test, brevitas_out: np.ndarray, stage: Pa
     norm = qm.normalization
     tflite = convert_to_tflite(qm.model, (norm.channels, norm.input_size, norm.input_size), stage / TFLITE_NAME)
     facts = check_tflite_is_integer(tflite_run.load(tflite, runtime="ai_edge_litert", delegates=False))
-    interp = tflite_run.load(tflite, threads=1, runtime="ai_edge_litert")
+    interp = tflite_run.load(tflite, threads=1, runtime="ai_edge_litert", delegates=cfg.xnnpack)
     lut = pixel_lookup_table(qm.model, norm)
     x_int8 = tflite_inputs(test.images, lut)
     raw = tflite_run.run(interp, x_int8)
     out_details = interp.get_output_details()[0]
-    kernels = Kernels.of(interp, "ai_edge_litert")
+    kernels = Kernels.of(interp, "ai_edge_litert", () if cfg.xnnpack else ("XNNPACK turned off by --no-xnnpack",))
     entry = {**file_facts(tflite, out / TFLITE_NAME), "parent": "brevitas", "runtime": "ai_edge_litert",
              **compare(dequantize(raw, *out_details["quantization"], dtype=np.float32), brevitas_out, test.labels),
              "kernels": kernels.describe(), "machine": platform.machine(),
@@ -425,6 +430,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-mismatch", action="store_true",
                    help="publish and report artifacts that are not exact with their parent instead of failing "
                         "(for investigation)")
+    p.add_argument("--no-xnnpack", action="store_true",
+                   help="measure and gate the int8 TFLite model under ai-edge-litert's built-in kernels instead of "
+                        "XNNPACK, as the Pi app's --no-xnnpack runs it; they round ties differently, so the gate "
+                        "usually fails (for investigation, with --allow-mismatch)")
     return p
 
 
@@ -444,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
                        dataset=args.dataset, data_dir=args.data_dir, samples=args.samples,
                        qonnx_samples=args.qonnx_samples,
                        tflite_runtime_python=tflite_python, budget_bytes=contract.budget_bytes(args.budget_bytes),
-                       allow_mismatch=args.allow_mismatch)
+                       allow_mismatch=args.allow_mismatch, xnnpack=not args.no_xnnpack)
     report = export_all(cfg, log=lambda msg: print(f"[export] {msg}", file=sys.stderr, flush=True))
     print("\n".join(summary_lines(report)))
     print(f"report: {Path(cfg.out) / 'report.json'}")

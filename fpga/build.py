@@ -88,6 +88,9 @@ class FpgaConfig:
     dataset: str | None = None  # None (and data_dir None): the data the checkpoint was trained on
     data_dir: str | None = None
     workers: int = 0  # 0: one per core
+    # Expert knob, for investigation: hls4ml precisions that replace what the build sets or hls4ml infers,
+    # {ONNX node: {variable: type}} (--layer-precision). The C simulation gate judges the result.
+    layer_precision: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def validate(self) -> None:
         for name, value, rule in (("clock-mhz", self.clock_mhz, self.clock_mhz > 0),
@@ -102,6 +105,34 @@ class FpgaConfig:
         if self.target_fps is not None and self.target_fps <= 0:
             raise UserError(f"the target frame rate must be positive, got {self.target_fps}")
         resolve_device(self.part, self.resources)
+        if self.layer_precision:
+            check_precisions(self.layer_precision)
+
+
+def check_precisions(layer_precision: dict[str, dict[str, str]]) -> None:
+    """Every type of --layer-precision is one hls4ml can parse; a typo fails here, before any step."""
+    from hls4ml.backends.fpga.fpga_backend import FPGABackend
+
+    for node, precisions in layer_precision.items():
+        for var, precision in precisions.items():
+            try:
+                FPGABackend.convert_precision_string(precision)
+            except Exception:  # hls4ml raises ValueError, AttributeError or IndexError for a bad string
+                raise UserError(f"--layer-precision {node}.{var}={precision}: not an hls4ml precision (e.g. "
+                                f"fixed<16,6>, ufixed<8,0>, auto)") from None
+
+
+def parse_layer_precision(specs: list[str]) -> dict[str, dict[str, str]]:
+    """``NODE.VARIABLE=TYPE`` strings (--layer-precision) -> {NODE: {VARIABLE: TYPE}}."""
+    parsed: dict[str, dict[str, str]] = {}
+    for spec in specs:
+        target, equals, precision = spec.partition("=")
+        node, dot, var = target.strip().rpartition(".")
+        if not (equals and dot and node and var and precision.strip()):
+            raise UserError(f"--layer-precision takes NODE.VARIABLE=TYPE (e.g. GlobalAveragePool_0.accum=fixed<16,6>), "
+                            f"got {spec!r}")
+        parsed.setdefault(node, {})[var] = precision.strip()
+    return parsed
 
 
 @dataclass
@@ -151,7 +182,7 @@ def step_prepare(st: BuildState) -> None:
 
 def hls_config(model, cfg: FpgaConfig, reuse_factors: dict[str, int] | None = None) -> dict:
     """hls4ml's per-layer config: Strategy Resource, the planned reuse factor per conv (set under the ONNX
-    node name, where hls4ml reads it), and the two exactness fixes."""
+    node name, where hls4ml reads it), the two exactness fixes, and the user's --layer-precision last."""
     import hls4ml
 
     hc = hls4ml.utils.config.config_from_onnx_model(model, granularity="name", backend="Vitis",
@@ -181,6 +212,18 @@ def hls_config(model, cfg: FpgaConfig, reuse_factors: dict[str, int] | None = No
         integer = grid_in.integer + math.ceil(math.log2(h * w)) + 1
         wide = FixedPoint(integer + frac, frac, True).hls()
         hc["LayerName"].setdefault(node.name, {})["Precision"] = {"result": wide, "accum": wide}
+    # 3. The user's precisions (an investigation knob) win over the fixes: narrowing one shows what it prevents.
+    for name, precisions in cfg.layer_precision.items():
+        layer = hc["LayerName"].get(name)
+        if layer is None:
+            nodes = [n.name for n in model.graph.node if n.op_type != "Quant" and n.name in hc["LayerName"]]
+            raise UserError(f"--layer-precision names {name}, which the hls4ml config does not have (its layers "
+                            f"besides the Quant_N nodes: {', '.join(nodes)})")
+        unknown = sorted(set(precisions) - set(layer["Precision"]))
+        if unknown:
+            raise UserError(f"--layer-precision: {name} has no precision {', '.join(unknown)} (it has "
+                            f"{', '.join(layer['Precision'])})")
+        layer["Precision"].update(precisions)
     return hc
 
 
@@ -277,7 +320,8 @@ def step_convert(st: BuildState) -> None:
         st.hls_model.output_vars[key].pragma = ("stream", int(depth))
     st.report["hls_config"] = {"part": st.device.part, "clock_mhz": st.cfg.clock_mhz, "strategy": "Resource",
                                "io_type": st.cfg.io_type,
-                               "input_precision": hc["LayerName"][model.graph.input[0].name]["Precision"]["result"]}
+                               "input_precision": hc["LayerName"][model.graph.input[0].name]["Precision"]["result"],
+                               "layer_precision": st.cfg.layer_precision}
 
 
 def _fifo_bindings(st: BuildState) -> dict[str, str]:
@@ -288,6 +332,8 @@ def _fifo_bindings(st: BuildState) -> dict[str, str]:
 def _project_key(st: BuildState) -> str:
     key = {"onnx": sha256_of(st.hls_onnx), "part": st.device.part, "clock": st.cfg.clock_mhz,
            "plan": st.reuse_factors, "depths": st.depths, "io": st.cfg.io_type, "prepare": PREPARE_VERSION}
+    if st.cfg.layer_precision:  # only when set: the default build keeps the key of the projects it cached
+        key["layer_precision"] = st.cfg.layer_precision
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -477,6 +523,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-mismatch", action="store_true",
                    help="report a C simulation that differs from the Brevitas model without failing "
                         "(for investigation)")
+    p.add_argument("--layer-precision", action="append", default=[], metavar="NODE.VAR=TYPE",
+                   help="expert, for investigation: set one hls4ml precision of one layer (the ONNX node name, "
+                        "as in hls4ml's per-layer config), overriding the build's exactness fixes and hls4ml's "
+                        "inference; repeatable. E.g. GlobalAveragePool_0.accum=fixed<10,4> narrows the average "
+                        "pool's accumulator ('auto': hls4ml's own choice). The C simulation gate then says "
+                        "whether the design still equals the Brevitas model")
     p.add_argument("--no-csim", action="store_true", help="generate, estimate and check storage only")
     p.add_argument("--preset", default=None,
                    help="estimate a model.squeezenet preset (e.g. squeezenet1_1) from its config alone: no "
@@ -502,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = FpgaConfig(checkpoint=args.checkpoint, out=args.out, part=args.part, resources=args.resources,
                      clock_mhz=args.clock_mhz, resource_share=args.resource_share, target_fps=target,
                      budget_bytes=contract.budget_bytes(args.budget_bytes), samples=samples, dataset=args.dataset, data_dir=args.data_dir,
-                     workers=args.workers)
+                     workers=args.workers, layer_precision=parse_layer_precision(args.layer_precision))
     report = build(cfg, skip=("csim",) if args.no_csim else ())
     if "csim_samples" in report:
         print(f"C simulation on {report['csim_samples']:,} images: top-1 agreement "

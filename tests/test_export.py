@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from export import tflite_run
-from export.build import check_tflite_is_integer, pixel_lookup_table, tflite_inputs
+from export.build import TFLITE_NAME, check_tflite_is_integer, pixel_lookup_table, tflite_inputs, torch_logits
 from export.onnx_export import check_onnx, ort_session
 from model.artifacts import UserError
 from model.data import load_dataset
 from model.training import to_input
 from quantize.qat import load_quant_model
+from rpi.preprocess import dequantize
 
 from .conftest import ROOT, needs_fashion, run_module
 from .helpers import TFLITE_RUNTIME_PYTHON
@@ -140,6 +141,58 @@ def test_pi_side_runner_imports_no_training_stack():
             "sys.exit(f'imported {bad}' if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_gate_refuses_a_tflite_model_that_differs_and_allow_mismatch_publishes_it(tiny_export, tmp_path):
+    """The exactness gate on a real mismatch, nothing substituted: --no-xnnpack measures the int8 TFLite model
+    under ai-edge-litert's built-in kernels, which round power-of-two rescale ties differently from Brevitas
+    (MEASURED.md), so its outputs really differ on the tiny model's test images. The export then publishes
+    nothing: an earlier publication in --out stays byte for byte, and no staging directory is left. With
+    --allow-mismatch it publishes, records the mismatch and warns."""
+    _, data_dir, root = tiny_export
+    out = tmp_path / "export"
+    out.mkdir()
+    for path in tiny_export[0].iterdir():  # a previous, exact publication
+        if path.is_file():
+            (out / path.name).write_bytes(path.read_bytes())
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    args = ["export", "--checkpoint", str(root / "quant.pt"), "--float-checkpoint", str(root / "float.pt"),
+            "--data-dir", str(data_dir), "--out", str(out), "--tflite-runtime-python", "none",
+            "--qonnx-samples", "20", "--no-xnnpack"]
+    r = run_module(*args)
+    assert r.returncode == 2, r.stderr[-3000:]
+    error = r.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: not exact, nothing published: squeezenet_int8.tflite differs from brevitas "
+                            "(ai_edge_litert with built-in kernels for all "), error
+    assert error.endswith("(--allow-mismatch publishes and reports without failing)")
+    assert error.count("differs from") == 1  # the ONNX artifacts and the QONNX are still exact
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+
+    r = run_module(*args, "--allow-mismatch")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "warning (--allow-mismatch): squeezenet_int8.tflite differs from brevitas" in r.stderr
+    assert sorted(path.name for path in out.iterdir()) == sorted(before)  # published in place, no staging left
+    report = read_report(out)
+    assert report["exact"] is False and report["allow_mismatch"] is True
+    assert all(report[key]["exact"] for key in ("float_onnx", "qcdq_onnx", "qonnx"))
+    tfl = report["tflite"]
+    assert tfl["exact"] is False and tfl["rows_off"] > 0 and tfl["kernels"].startswith("built-in kernels")
+    meta = json.loads((out / "squeezenet_int8.json").read_text())
+    assert meta["exactness"]["kernels"]["delegate"] is None and meta["exactness"]["max_abs_diff"] > 0
+
+    # The report tells the truth: the published file, run here under both kinds of kernels, differs from
+    # Brevitas on exactly the images it names with the built-in ones and on none with XNNPACK.
+    qm = load_quant_model(root / "quant.pt")
+    test = load_dataset("fashion-mnist", "test", str(data_dir))
+    brevitas = torch_logits(qm.model, to_input(torch.from_numpy(test.images), qm.normalization))
+    x = tflite_inputs(test.images, np.asarray(meta["input"]["lut"], np.int8))
+    for delegates, rows_off in ((False, tfl["rows_off"]), (True, 0)):
+        interp = tflite_run.load(out / TFLITE_NAME, threads=1, runtime="ai_edge_litert", delegates=delegates)
+        got = dequantize(tflite_run.run(interp, x), *interp.get_output_details()[0]["quantization"], dtype=np.float32)
+        off = np.flatnonzero((got != brevitas).any(axis=1))
+        assert len(off) == rows_off, delegates
+        if not delegates:
+            assert off[0] == tfl["first_mismatch"]["index"]
 
 
 @pytest.mark.slow

@@ -4,13 +4,17 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
+from fpga.devices import resolve_device
 from fpga.pipeline import pipeline_from_config
 from fpga.project import read_dense_configs, stream_depths
 from model import small_image_config
-from model.artifacts import load_checkpoint
-from model.squeezenet import SqueezeNetConfig
-from quantize.qat import DEFAULT_QUANT, FPGA_QUANT
+from model.artifacts import UserError, load_checkpoint
+from model.data import load_dataset
+from model.squeezenet import SqueezeNetConfig, plain
+from model.training import to_input
+from quantize.qat import DEFAULT_QUANT, FPGA_QUANT, load_quant_model
 
 from .conftest import ROOT, needs_fashion, run_module
 from .helpers import tiny_quant_checkpoint
@@ -95,6 +99,71 @@ def test_fire_network_is_bit_exact_in_csim(bypass, target_fps, tiny_idx_dir, tmp
     lut = report["resources"]["lut"]["estimate"]
     assert f"FPGA LUT estimate {lut:,} exceeds 80% of custom's 2,000 by {lut - 1600:,}" in r.stderr
     assert "OVER by" in r.stdout and "BRAM18K" in r.stderr
+
+
+def test_csim_gate_fails_a_design_that_differs_from_brevitas(tiny_idx_dir, tmp_path):
+    """The C simulation gate on a real mismatch: --layer-precision narrows the global average pool's
+    accumulator to fixed<10,4> (the build's exactness fix gives it fixed<24,7>), so the sum of its 49 values
+    wraps in the generated project, which g++ compiles and runs as usual. The stage fails with one line and
+    the first differing image; --allow-mismatch reports the same figures as a warning and exits 0."""
+    ckpt = tmp_path / "q.pt"
+    tiny_quant_checkpoint(ckpt, tiny_idx_dir, small_image_config(**SMALL))
+    out = tmp_path / "fpga"
+    args = ["fpga", "--checkpoint", str(ckpt), "--data-dir", str(tiny_idx_dir), "--samples", "20", "--out", str(out),
+            "--layer-precision", "GlobalAveragePool_0.accum=fixed<10,4>"]
+    r = run_module(*args)
+    assert r.returncode == 2, r.stderr[-3000:]
+    error = r.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: the C simulation differs from the Brevitas model on "), error
+    assert error.endswith("(--allow-mismatch reports without failing)")
+    report = json.loads((out / "report.json").read_text())
+    assert report["csim_exact"] is False and report["csim_samples"] == 20
+    assert report["hls_config"]["layer_precision"] == {"GlobalAveragePool_0": {"accum": "fixed<10,4>"}}
+    defines = (out / "hls_project" / "firmware" / "defines.h").read_text()
+    assert "typedef ap_fixed<10,4> globalaveragepool_0_accum_t;" in defines
+    # The report tells the truth: the C simulation's outputs against the Brevitas model, computed here.
+    qm, test = load_quant_model(ckpt), load_dataset("fashion-mnist", "test", str(tiny_idx_dir))
+    with torch.no_grad():
+        x = to_input(torch.from_numpy(test.images[:20]), qm.normalization)
+        brevitas = plain(qm.model.eval()(x)).numpy().astype(np.float64)
+    off = np.flatnonzero((np.load(out / "csim_outputs.npy") != brevitas).any(axis=1))
+    first = report["csim_first_mismatch"]
+    assert report["csim_rows_off"] == len(off) > 0 and first["index"] == off[0]
+    assert f"on {len(off)} of 20 images" in error and f"first: test image {off[0]} " in error
+
+    r = run_module(*args, "--allow-mismatch")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "warning (--allow-mismatch): the C simulation differs from the Brevitas model on " in r.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["compile_cached"] is True and report["csim_exact"] is False
+
+    # A layer the hls4ml config does not have is one line, once the graph is known.
+    r = run_module("fpga", *args[1:-1], "Conv_99.accum=fixed<10,4>")
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith(
+        "error: --layer-precision names Conv_99, which the hls4ml config does not have (its layers besides")
+
+
+def test_layer_precision_is_checked_first_and_keys_the_compiled_project(tmp_path):
+    """A malformed --layer-precision fails before any step; a set one is part of the compile cache's key (a
+    project compiled with other precisions is never reused), and the default build's key is unchanged."""
+    from fpga.build import BuildState, FpgaConfig, _project_key, main
+
+    for spec, message in (("GlobalAveragePool_0=fixed<10,4>", "takes NODE.VARIABLE=TYPE"),
+                          ("GlobalAveragePool_0.accum=fixed<10>", "not an hls4ml precision"),
+                          ("GlobalAveragePool_0.accum=wide", "not an hls4ml precision")):
+        with pytest.raises(UserError, match=message):
+            main(["--checkpoint", str(tmp_path / "missing.pt"), "--layer-precision", spec])
+    onnx = tmp_path / "g.onnx"
+    onnx.write_bytes(b"graph")
+
+    def key(**knobs):
+        st = BuildState(FpgaConfig(**knobs), tmp_path)
+        st.hls_onnx, st.device, st.reuse_factors, st.depths = onnx, resolve_device("xc7z020clg400-1", None), {}, {}
+        return _project_key(st)
+
+    narrowed = key(layer_precision={"GlobalAveragePool_0": {"accum": "fixed<10,4>"}})
+    assert key() != narrowed != key(layer_precision={"GlobalAveragePool_0": {"accum": "fixed<12,4>"}})
+    assert key() == key(layer_precision={})
 
 
 def test_csim_crash_becomes_a_clear_error(tmp_path):
