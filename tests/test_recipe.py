@@ -138,7 +138,7 @@ def test_makefile_arguments_reproduce_the_committed_checkpoints(model):
     assert {k: v for k, v in config.items() if k in float_ckpt["config"]} == float_ckpt["config"]
     stored = {k: v for k, v in float_meta["settings"].items() if k not in ("threads", "amp", "time_limit")}
     assert stored.items() <= settings_from_args(train_args).recipe().items()
-    qat_args = qat_parser().parse_args(shlex.split(_make_variable("QAT_ARGS")))
+    qat_args = qat_parser().parse_args(shlex.split(_make_variable("QAT_ARGS", f"MODEL={model}")))
     assert settings_from_args(qat_args, amp=False).recipe() == _recipe_of_command(qat_parser, quant_meta["command"],
                                                                                    amp=False)
 
