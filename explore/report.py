@@ -81,6 +81,13 @@ def pi_pick(rows: list[dict], budget_bytes: int, tie_pp: float = SEED_SPREAD_PP)
 
 # --- the full-recipe commands for a picked point ------------------------------------------------------
 
+# Options of the recorded commands that take no value (so dropping one does not drop the next word too).
+VALUELESS = frozenset({"--no-eval", "--resume"})
+# Where and how a run happened, not what it trains: left out of the full-recipe commands (which add their own
+# --device and --out); --set too, since the point's own --set flags say which network to train.
+NOT_RECIPE = ("--out", "--set", "--device", "--threads", "--no-eval", "--resume")
+
+
 def recorded_flags(checkpoint: str, drop: tuple[str, ...]) -> list[str]:
     """The flags of the command that made a committed checkpoint (its meta), without ``drop`` options."""
     command = load_checkpoint(checkpoint).get("meta", {}).get("command", "")
@@ -92,7 +99,7 @@ def recorded_flags(checkpoint: str, drop: tuple[str, ...]) -> list[str]:
             continue
         name = word.split("=", 1)[0]
         if name in drop:
-            skip = "=" not in word
+            skip = "=" not in word and name not in VALUELESS
             continue
         flags.append(word)
     return flags
@@ -102,8 +109,8 @@ def full_recipe_commands(row: dict, root: Path = Path(".")) -> list[str]:
     """Train the point with the committed default's full recipe, QAT it the same way, build its FPGA project."""
     point = DesignPoint.from_dict(row)
     name = point.key
-    float_flags = recorded_flags(str(root / FLOAT_DEFAULT), ("--out",))
-    qat_flags = recorded_flags(str(root / QUANT_DEFAULT), ("--out", "--checkpoint", "--weight-bits"))
+    float_flags = recorded_flags(str(root / FLOAT_DEFAULT), NOT_RECIPE)
+    qat_flags = recorded_flags(str(root / QUANT_DEFAULT), (*NOT_RECIPE, "--checkpoint", "--weight-bits"))
     q = shlex.quote
     return [
         f"python -m model.train {' '.join(float_flags)} {' '.join(q(f) for f in point.train_flags())} "

@@ -220,12 +220,20 @@ def test_paper_study_is_the_two_sweeps_and_its_plot(tmp_path):
 
 
 def test_full_recipe_commands_come_from_the_committed_checkpoints():
-    assert recorded_flags(str(ROOT / "model/checkpoints/default.pt"), ("--out",)) == [
-        "--epochs", "36", "--optimizer", "adamw", "--lr", "3e-3", "--weight-decay", "0.05", "--seed", "0"]
+    """The default's recorded recipe, without where it ran (--device, --threads, --out, --resume, --no-eval)
+    or which network (--set: the point's own flags say that)."""
+    from explore.report import NOT_RECIPE
+
+    flags = recorded_flags(str(ROOT / "model/checkpoints/default.pt"), NOT_RECIPE)
+    assert flags[flags.index("--epochs") + 1] == "49" and flags[flags.index("--label-smoothing") + 1] == "0.1"
+    assert not set(flags) & {"--set", "--device", "--threads", "--out", "--resume", "--no-eval", "cpu"}
+    # A valueless option dropped does not take the next option with it.
+    assert recorded_flags(str(ROOT / "model/checkpoints/default.pt"), ("--no-eval",)).count("--out") == 1
     point = DesignPoint(16, 16, 0.125, 0.25, "none", 3)
     commands = full_recipe_commands({**point.to_dict(), "fpga_part": "xc7z020clg400-1"}, ROOT)
-    assert commands[0].startswith("python -m model.train --epochs 36 ") and "--set=bypass=none" in commands[0]
-    assert "--weight-bits 3" in commands[1] and "--epochs 3 --lr 3e-4" in commands[1]
+    assert commands[0].startswith("python -m model.train --batch-size 256 ") and "--set=bypass=none" in commands[0]
+    assert "base_e=96" not in commands[0] and commands[0].count("--device") == 1
+    assert "--weight-bits 3" in commands[1] and "--label-smoothing 0.1 --ema 0.999" in commands[1]
     assert f"artifacts/quantize/{point.key}/model.pt" in commands[2]
 
 

@@ -91,5 +91,5 @@ def test_committed_default_checkpoint_reaches_its_accuracy(tmp_path):
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["samples"] == 10_000
-    assert report["top1"] >= 0.935, report["top1"]
+    assert report["top1"] >= 0.94, report["top1"]
     assert report["params"] < 450_000
