@@ -41,6 +41,9 @@ DEVICES: dict[str, Device] = {d.part: d for d in (
            dsp_a_bits=27),
     Device("xck26-sfvc784-2LV-c", "Kria KV260 (K26 SOM)", lut=117_120, ff=234_240, dsp=1_248, bram18k=288,
            lutram=57_600, dsp_a_bits=27),
+    # The ZCU104's part: the smallest board here that the 415k-parameter default (base_e = incr_e = 96) fits.
+    Device("xczu7ev-ffvc1156-2-e", "ZCU104", lut=230_400, ff=460_800, dsp=1_728, bram18k=624, lutram=101_760,
+           dsp_a_bits=27),
 )}
 
 
