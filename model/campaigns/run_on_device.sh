@@ -11,8 +11,10 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --tar
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import sys, torch, brevitas, numpy; print(sys.version.split()[0], 'torch', torch.__version__, 'brevitas', brevitas.__version__, 'numpy', numpy.__version__, 'cuda', torch.cuda.is_available())"
-python3 -m model.campaign --plan "$plan" --out /tmp/campaign --seconds "$seconds" --device cuda --data-dir .gpu_data
+# A fresh directory per call: a machine kept warm between calls still holds the last campaign's files.
+out=$(mktemp -d /tmp/campaign.XXXXXX)
+python3 -m model.campaign --plan "$plan" --out "$out" --seconds "$seconds" --device cuda --data-dir .gpu_data
 status=$?
-cp /tmp/campaign/campaign-*.tar.gz /tmp/campaign/campaign.json "${OUT:-/tmp}/" 2>/dev/null
-tar czf "${OUT:-/tmp}/calibration-logs.tar.gz" --exclude="*.pt" -C /tmp/campaign calibration 2>/dev/null
+cp "$out"/campaign-*.tar.gz "$out"/campaign.json "${OUT:-/tmp}/" 2>/dev/null
+tar czf "${OUT:-/tmp}/calibration-logs.tar.gz" --exclude="*.pt" -C "$out" calibration 2>/dev/null
 exit $status
