@@ -73,7 +73,8 @@ def device_verdict(report: dict, device: dict | None = None, share: float | None
         allowed = share * available
         estimate = figures["estimate"]
         rows.append({"resource": name, "estimate": estimate, "available": available, "share": share,
-                     "allowed": allowed, "over_by": max(0, round(estimate - allowed))})
+                     "allowed": allowed, "over_by": max(0, round(estimate - allowed)),
+                     "band": figures.get("band")})
     return rows
 
 
@@ -103,12 +104,14 @@ def format_rows(rows: list[dict]) -> str:
 
 
 def format_device(rows: list[dict], part: str) -> str:
-    lines = [f"{'FPGA ' + part + ' (estimate)':<34}{'estimate':>10}{'allowed':>10}{'used':>8}  verdict"]
+    lines = [f"{'FPGA ' + part + ' (estimate)':<34}{'estimate':>10}{'allowed':>10}{'used':>8}  "
+             f"{'calibrated range':<19}verdict"]
     for r in rows:
         verdict = "ok" if not r["over_by"] else f"OVER by {r['over_by']:,}"
         label = f"{r['resource'].upper()} ({r['share']:.0%} of {r['available']:,})"
         used = r["estimate"] / r["available"] if r["available"] else float("inf")
-        lines.append(f"{label:<34}{r['estimate']:>10,}{r['allowed']:>10,.0f}{used:>8.1%}  {verdict}")
+        band = f"{r['band'][0]:,}-{r['band'][1]:,}" if r.get("band") else "-"
+        lines.append(f"{label:<34}{r['estimate']:>10,}{r['allowed']:>10,.0f}{used:>8.1%}  {band:<19}{verdict}")
     return "\n".join(lines)
 
 

@@ -79,6 +79,17 @@ def parse_resources(spec: str, part: str = "custom") -> Device:
     return Device(part, "given by --resources", **values)
 
 
+def device_for_part(part: str) -> Device:
+    """The table's entry, or for another part a device with no resource counts (figures without a fit
+    verdict) and the DSP width of its family: DSP48E1 (25 x 18) on 7-series, DSP48E2 (27 x 18) after."""
+    try:
+        return lookup_device(part)
+    except UserError:
+        seven_series = part.lower().startswith(("xc7", "xa7", "xq7"))
+        return Device(part or "unknown", "not in fpga/devices.py", 0, 0, 0, 0, 0,
+                      dsp_a_bits=25 if seven_series else 27)
+
+
 def resolve_device(part: str, resources: str | None = None) -> Device:
     """``resources`` (explicit counts) when given, else the table's entry for ``part``."""
     return parse_resources(resources, part or "custom") if resources else lookup_device(part)

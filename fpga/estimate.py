@@ -53,6 +53,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+from pathlib import Path
+
 from .devices import RESOURCES, Device
 from .pipeline import Pipeline, Stage
 
@@ -67,9 +69,23 @@ FINN_LUT_C0, FINN_LUT_C1 = 300, 1.1  # FINN-R: per-layer control LUTs, datapath 
 SMALL_STAGE_LUT, SMALL_STAGE_FF = 40, 40  # assumption: FSM, counters, handshakes of a simple stage
 CONV_CONTROL_FF = 150  # assumption: counters, FSM and pipeline valid bits of a conv
 SRL_MAX_DEPTH = 64  # FIFOs up to this depth are bound to SRLs, deeper ones to block RAM
+ROM_BRAM_MIN_DEPTH = 64  # weight ROMs shallower than this end up in LUTs (``weight_rom``)
 FIFO_CONTROL_LUT, FIFO_CONTROL_FF = 8, 4  # assumption: counters and full/empty flags of one FIFO
 BRAM18K_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
 BRAM18K_BITS = 18 * 1024
+BANDS = Path(__file__).parent / "calibration" / "bands.json"  # written by python -m fpga.calibrate --write
+KERNEL_KINDS = ("conv", "dense")  # stages with a dense kernel (weights, reuse factor, strategy)
+
+
+def load_bands(path: Path = BANDS) -> dict[str, tuple[float, float]]:
+    """resource -> (low, high): on every design of the calibration set (fpga/calibrate.py) the synthesized
+    figure lay within estimate x [low, high]. Resources without calibration points carry no band."""
+    import json
+
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    return {name: tuple(v["band"]) for name, v in data.get("resources", {}).items()}
 
 
 def bram18k(depth: int, width: int) -> int:
@@ -121,6 +137,8 @@ class LayerEstimate:
     cost: Cost
     weight_bits: int = 0  # weight + bias storage
     line_buffer_bits: int = 0
+    function: str = ""  # the nnet:: function, where the pipeline was read from a written project
+    strategy: str = ""
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -191,10 +209,18 @@ class Estimate:
         return not self.over()
 
     def resources(self) -> dict[str, dict]:
+        """Per resource: the estimate, the part's count, the share, and ``band``: the range the calibration
+        against published Vivado syntheses puts the synthesized figure in (absent for an uncalibrated one)."""
         avail = self.device.available()
-        return {name: {"estimate": int(getattr(self.totals, name)), "available": avail[name],
-                       "share": round(getattr(self.totals, name) / avail[name], 4) if avail[name] else None}
-                for name in RESOURCES}
+        bands = load_bands()
+        out = {}
+        for name in RESOURCES:
+            value = int(getattr(self.totals, name))
+            out[name] = {"estimate": value, "available": avail[name],
+                         "share": round(value / avail[name], 4) if avail[name] else None}
+            if name in bands:
+                out[name]["band"] = [round(value * bands[name][0]), round(value * bands[name][1])]
+        return out
 
 
 def conv_cycles(stage: Stage, reuse_factor: int) -> int:
@@ -225,45 +251,93 @@ def stage_latency(stage: Stage, reuse_factor: int = 1) -> int:
     return STREAM_II
 
 
+def _dsp_per_multiplier(a: int, w: int, device: Device) -> int:
+    hi, lo = max(a, w), min(a, w)
+    return math.ceil(hi / device.dsp_a_bits) * math.ceil(lo / device.dsp_b_bits)
+
+
+def constant_multiplier_luts(a_bits: int, w_bits: int) -> int:
+    """LUTs of a multiplication by a constant (Strategy Latency at RF 1: the weights are constants in the
+    logic): a shift-and-add of the constant's non-zero bits, on average half of them, each adder A + W bits
+    wide (one LUT per bit on the carry chain)."""
+    return max(0, math.ceil(w_bits / 2) - 1) * (a_bits + w_bits)
+
+
+def multipliers(stage: Stage, rf: int) -> tuple[int, bool]:
+    """Parallel multipliers of a conv / dense kernel, and whether each multiplies by a constant.
+
+    Resource: ``block_factor`` (``nnet_dense_resource.h``; zero weights are not pruned). Latency at RF 1:
+    every non-zero weight is its own constant multiplier (``nnet_dense_latency.h`` fully unrolls; HLS
+    removes a multiplication by zero). Latency at RF > 1: ``ALLOCATION ... limit=multiplier_limit`` shares
+    ``ceil(n_in * n_out / RF) - n_zeros / RF`` generic multipliers (parameters.h's ``multiplier_limit``)."""
+    if stage.strategy == "latency":
+        if rf <= 1:
+            return max(0, stage.weights - stage.zero_weights), True
+        return max(1, block_factor(stage.n_in, stage.n_out, rf) - stage.zero_weights // rf), False
+    return block_factor(stage.n_in, stage.n_out, rf), False
+
+
 def conv_cost(stage: Stage, rf: int, device: Device) -> tuple[Cost, int, bool]:
-    """Resources of one conv at reuse factor ``rf``; also its block factor and DSP mapping."""
+    """Resources of one conv or dense kernel at reuse factor ``rf``; also its multipliers and DSP mapping."""
     a, wb, acc = stage.in_bits, stage.weight_bits, stage.accum_bits
-    bf = block_factor(stage.n_in, stage.n_out, rf)
+    bf, constant = multipliers(stage, rf)
     on_dsp = wb >= DSP_MIN_WEIGHT_BITS
-    hi, lo = max(a, wb), min(a, wb)
-    dsp = bf * math.ceil(hi / device.dsp_a_bits) * math.ceil(lo / device.dsp_b_bits) if on_dsp else 0
-    mult_luts = 0 if on_dsp else bf * lut_multiplier(a, wb)
-    adder_luts = bf * acc
-    if rf <= 1:
-        select_luts = 0
-    elif rf <= stage.n_in:
-        select_luts = (stage.n_in // rf) * a * mux_luts(rf)
+    dsp = bf * _dsp_per_multiplier(a, wb, device) if on_dsp else 0
+    if on_dsp:
+        mult_luts = 0
     else:
-        select_luts = a * mux_luts(stage.n_in) + bf * acc * mux_luts(rf // stage.n_in)
+        mult_luts = bf * (constant_multiplier_luts(a, wb) if constant else lut_multiplier(a, wb))
+    if stage.strategy == "latency":
+        # an adder tree per output over its non-zero products: one adder fewer than products
+        adder_luts = max(0, bf - stage.n_out) * acc if constant else bf * acc
+        select_luts = 0 if rf <= 1 else bf * (a + wb) * mux_luts(rf)
+    else:
+        # a DSP adds into its accumulator itself (P = A * B + C, UG479); LUT products need an adder
+        adder_luts = 0 if on_dsp else bf * acc
+        if rf <= 1:
+            select_luts = 0
+        elif rf <= stage.n_in:
+            select_luts = (stage.n_in // rf) * a * mux_luts(rf)
+        else:
+            select_luts = a * mux_luts(stage.n_in) + bf * acc * mux_luts(rf // stage.n_in)
     cast_luts = stage.n_out * stage.out_bits  # rounding + saturation of every output
     lut = math.ceil(FINN_LUT_C1 * (mult_luts + adder_luts + select_luts + cast_luts)) + FINN_LUT_C0
     lutram = 0
-    if stage.kernel > 1:  # line buffer: (K-1) rows x channels shift registers of in_width words
+    if stage.kind == "conv" and stage.kernel > 1:  # line buffer: (K-1) rows x channels SRLs of in_width words
         channels = stage.n_in // (stage.kernel * stage.kernel)
         lutram = (stage.kernel - 1) * channels * a * math.ceil(stage.in_shape[1] / 32)
-    ff = stage.n_out * acc + stage.n_in * a + bf * (a + wb) + CONV_CONTROL_FF
-    # RF 1: no ROM pragma (``if (reuse_factor > 1)``), the weights become registers
-    bram = bram18k(rf, bf * wb) if rf > 1 else 0
-    if rf <= 1:
+    product_regs = 0 if on_dsp else bf * (a + wb)  # a DSP registers its product inside (MREG)
+    ff = stage.n_out * acc + stage.n_in * a + product_regs + CONV_CONTROL_FF
+    # Resource at RF > 1: a ROM RF words deep (``if (reuse_factor > 1)``: ARRAY_RESHAPE + ROM_nP_BRAM);
+    # RF 1 or Latency: the weights are constants or registers
+    bram = rom_luts = 0
+    if rf > 1 and stage.strategy != "latency":
+        bram, rom_luts = weight_rom(rf, bf * wb)
+    if rf <= 1 and stage.strategy != "latency":
         ff += stage.weights * wb
-    return Cost(dsp, lut + lutram, ff, bram, lutram), bf, on_dsp
+    return Cost(dsp, lut + lutram + rom_luts, ff, bram, lutram), bf, on_dsp
 
 
-def small_stage_cost(stage: Stage) -> tuple[Cost, int]:
+def weight_rom(depth: int, width: int) -> tuple[int, int]:
+    """(RAMB18s, LUTs) of a constant ROM ``depth`` words deep. Vivado builds a ROM shallower than
+    ROM_BRAM_MIN_DEPTH from LUT6s (64 x 1 each), whatever block RAM the HLS tool asked for: in the calibration
+    set the 9- and 8-deep ROMs of pominiq model_01 (csynth: 33 RAMB18) took no block RAM after synthesis
+    (8 RAMB18, all FIFOs), while model_02's 64- and 72-deep ones did."""
+    if depth < ROM_BRAM_MIN_DEPTH:
+        return 0, width * math.ceil(depth / 64)
+    return bram18k(depth, width), 0
+
+
+def small_stage_cost(stage: Stage, device: Device | None = None) -> tuple[Cost, int]:
     """Resources of a non-conv stage, and its line-buffer bits."""
     c = stage.out_shape[2]
     out_bits = c * stage.out_bits
     if stage.kind in ("input", "clone"):
         return Cost(0, SMALL_STAGE_LUT // 2, SMALL_STAGE_FF // 2), 0
-    if stage.kind == "maxpool":
+    if stage.kind in ("maxpool", "avgpool"):
         k, a = stage.kernel, stage.in_bits
         line = (k - 1) * c * a * math.ceil(stage.in_shape[1] / 32)
-        compare = c * (k * k - 1) * a  # compare + select per channel and window element
+        compare = c * (k * k - 1) * (a if stage.kind == "maxpool" else stage.accum_bits)  # compare or add
         return Cost(0, compare + line + SMALL_STAGE_LUT, k * k * c * a + out_bits + SMALL_STAGE_FF, 0,
                     line), (k - 1) * c * a * stage.in_shape[1]
     if stage.kind == "global_avgpool":
@@ -272,14 +346,39 @@ def small_stage_cost(stage: Stage) -> tuple[Cost, int]:
         # pipelined and unrolled over the channels). Assumption: HLS instantiates a pipelined divider for
         # the constant divisor, about acc^2 LUTs and acc^2 FFs per channel.
         return Cost(0, c * acc + c * acc * acc + SMALL_STAGE_LUT, c * acc + c * acc * acc + SMALL_STAGE_FF), 0
-    if stage.kind == "add":  # adder + rounding/saturation per channel, straight into the FIFO
+    if stage.kind == "global_maxpool":
+        return Cost(0, c * stage.in_bits + SMALL_STAGE_LUT, c * stage.in_bits + SMALL_STAGE_FF), 0
+    if stage.kind in ("add", "mul"):  # adder + rounding/saturation per channel, straight into the FIFO
+        if stage.kind == "mul":
+            return Cost(c * _dsp_per_multiplier(stage.in_bits, stage.in_bits, device) if device else c,
+                        c * stage.out_bits + SMALL_STAGE_LUT, SMALL_STAGE_FF), 0
         return Cost(0, c * (stage.out_bits + 2) + SMALL_STAGE_LUT, SMALL_STAGE_FF), 0
     if stage.kind == "cast":
         return Cost(0, out_bits + SMALL_STAGE_LUT, SMALL_STAGE_FF), 0
+    if stage.kind == "batchnorm":  # y = x * scale + bias per channel, every channel in parallel
+        wb = stage.weight_bits or stage.in_bits
+        if wb >= DSP_MIN_WEIGHT_BITS and device is not None:
+            return Cost(c * _dsp_per_multiplier(stage.in_bits, wb, device), out_bits + SMALL_STAGE_LUT,
+                        out_bits + SMALL_STAGE_FF), 0
+        return Cost(0, c * lut_multiplier(stage.in_bits, wb) + out_bits + SMALL_STAGE_LUT,
+                    c * (stage.in_bits + wb) + out_bits + SMALL_STAGE_FF), 0
+    if stage.kind == "activation":  # a lookup table per channel read in parallel (dual-port ROMs)
+        copies = math.ceil(c / 2)
+        return Cost(0, out_bits + SMALL_STAGE_LUT, out_bits + SMALL_STAGE_FF,
+                    copies * bram18k(stage.table_size, stage.table_bits)), 0
+    if stage.kind == "softmax":  # exp table read by every input at once, one inverse table, n multipliers
+        n, bits = c, stage.table_bits or 18
+        tables = math.ceil(n / 2) * bram18k(stage.table_size, bits) + bram18k(stage.table_size, bits)
+        dsp = n * (_dsp_per_multiplier(bits, bits, device) if device else 1)
+        return Cost(dsp, n * bits + out_bits + SMALL_STAGE_LUT, n * bits + out_bits + SMALL_STAGE_FF, tables), 0
+    if stage.kind == "repack":
+        return Cost(0, out_bits // 4 + SMALL_STAGE_LUT, out_bits + SMALL_STAGE_FF), 0
     if stage.kind == "pad":
         return Cost(0, out_bits // 4 + SMALL_STAGE_LUT, SMALL_STAGE_FF), 0
     if stage.kind == "concat":  # wires from the two FIFOs into the third
         return Cost(0, SMALL_STAGE_LUT, SMALL_STAGE_FF), 0
+    if stage.kind == "unmodeled":
+        return Cost(), 0
     raise ValueError(f"unknown stage kind {stage.kind}")
 
 
@@ -289,15 +388,21 @@ def fifo_impl(depth: int) -> str:
     return "srl" if depth <= SRL_MAX_DEPTH else "bram"
 
 
-def fifo_cost(width: int, depth: int) -> tuple[str, Cost]:
+def fifo_cost(width: int, depth: int, parts: int = 1) -> tuple[str, Cost]:
+    """One stream's FIFO, or ``parts`` FIFOs of width / parts bits each: Vivado HLS splits an
+    ``nnet::array`` stream into one FIFO per element (``layer2_out_V_data_0_V`` ...), Vitis HLS keeps one."""
     impl = fifo_impl(depth)
+    width = max(1, width // parts)
     if impl == "reg":
         lut = (width // 2 if depth == 2 else 0) + FIFO_CONTROL_LUT
-        return impl, Cost(0, lut, depth * width + FIFO_CONTROL_FF)
-    if impl == "srl":
+        one = Cost(0, lut, depth * width + FIFO_CONTROL_FF)
+    elif impl == "srl":
         lutram = width * math.ceil(depth / 32)
-        return impl, Cost(0, lutram + FIFO_CONTROL_LUT, FIFO_CONTROL_FF, 0, lutram)
-    return impl, Cost(0, 4 * FIFO_CONTROL_LUT, 4 * FIFO_CONTROL_FF, bram18k(depth, width))
+        # address counter + empty/full flags (Vivado HLS's fifo_w*_d*_A: log2(depth) + 3 registers)
+        one = Cost(0, lutram + FIFO_CONTROL_LUT, math.ceil(math.log2(depth)) + 3, 0, lutram)
+    else:  # read and write pointers and counters (Vivado HLS's BRAM FIFO: 48 registers at depth 676)
+        one = Cost(0, 4 * FIFO_CONTROL_LUT, 4 * math.ceil(math.log2(depth + 1)) + 8, bram18k(depth, width))
+    return impl, Cost(*(getattr(one, n) * parts for n in RESOURCES))
 
 
 def default_depths(pipeline: Pipeline) -> dict[str, int]:
@@ -306,29 +411,30 @@ def default_depths(pipeline: Pipeline) -> dict[str, int]:
 
 
 def estimate(pipeline: Pipeline, plan: dict[str, int], device: Device, *, depths: dict[str, int] | None = None,
-             share: float = 0.8, clock_mhz: float = 100.0) -> Estimate:
+             share: float = 0.8, clock_mhz: float = 100.0, split_streams: bool = False) -> Estimate:
     """Per-layer and total estimates for ``pipeline`` folded by ``plan`` (conv name -> reuse factor; a
     conv not in the plan keeps the reuse factor its stage holds) with FIFO ``depths``."""
     depths = depths or default_depths(pipeline)
     layers = []
     for stage in pipeline.stages:
-        if stage.kind == "conv":
+        if stage.kind in KERNEL_KINDS:
             rf = plan.get(stage.name, stage.reuse_factor)
             cost, bf, on_dsp = conv_cost(stage, rf, device)
             channels = stage.n_in // (stage.kernel * stage.kernel)
-            line_bits = (stage.kernel - 1) * channels * stage.in_bits * stage.in_shape[1] if stage.kernel > 1 else 0
+            line_bits = (stage.kernel - 1) * channels * stage.in_bits * stage.in_shape[1] \
+                if stage.kind == "conv" and stage.kernel > 1 else 0
             layers.append(LayerEstimate(stage.name, stage.kind, rf, bf, on_dsp, stage_cycles(stage, rf),
                                         stage_latency(stage, rf), cost,
                                         stage.weights * stage.weight_bits + stage.n_out * stage.bias_bits,
-                                        line_bits))
+                                        line_bits, stage.function, stage.strategy))
         else:
-            cost, line_bits = small_stage_cost(stage)
+            cost, line_bits = small_stage_cost(stage, device)
             layers.append(LayerEstimate(stage.name, stage.kind, 1, 0, False, stage_cycles(stage),
-                                        stage_latency(stage), cost, 0, line_bits))
+                                        stage_latency(stage), cost, 0, line_bits, stage.function))
     fifos = []
     for stream in pipeline.fifos():
         depth = depths.get(stream.key, 2)
-        impl, cost = fifo_cost(stream.width, depth)
+        impl, cost = fifo_cost(stream.width, depth, stream.channels if split_streams else 1)
         fifos.append(FifoEstimate(stream.key, stream.name, stream.width, depth, impl, cost))
     slowest = max(layers, key=lambda layer: layer.cycles)
     totals = Cost()
@@ -348,3 +454,11 @@ def critical_path_latency(pipeline: Pipeline, layers: list[LayerEstimate]) -> in
         for k in stage.outputs:
             ready[k] = start + by_name[stage.name].latency
     return max(ready.values(), default=0)
+
+
+if __name__ == "__main__":
+    from rpi.contract import run_cli
+
+    from .estimate_cli import main
+
+    run_cli(main)

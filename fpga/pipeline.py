@@ -17,8 +17,12 @@ import fnmatch
 import math
 from dataclasses import dataclass, field
 
-from model.artifacts import UserError
-from model.squeezenet import SqueezeNetConfig, bypass_plan, fire_specs
+from typing import TYPE_CHECKING
+
+from rpi.contract import UserError
+
+if TYPE_CHECKING:  # the config builder needs model/ (torch); reading a written project does not
+    from model.squeezenet import SqueezeNetConfig
 
 # Stage kinds and the hls4ml functions they stand for (templates/vivado/nnet_utils unless noted).
 KINDS = {
@@ -72,6 +76,12 @@ class Stage:
     zero_weights: int = 0
     reuse_factor: int = 1  # as hls4ml holds it for this layer
     config_key: str = ""  # where the hls4ml config takes this layer's settings (the ONNX node name)
+    strategy: str = "resource"  # conv / dense: hls4ml's Strategy (our own designs are all Resource)
+    function: str = ""  # the nnet:: function, where read from a written project
+    table_size: int = 0  # softmax / table activations: entries of each lookup table
+    table_bits: int = 0
+    implementation: str = ""  # softmax: latency | stable | legacy | argmax
+    hls_config: str = ""  # the parameters.h struct (configN), where read from a written project
 
     @property
     def in_tokens(self) -> int:
@@ -301,11 +311,13 @@ def _pooled(size: int, k: int, s: int, ceil_mode: bool) -> int:
     return steps + 1
 
 
-def pipeline_from_config(cfg: SqueezeNetConfig, bits: BitWidths | None = None, name: str = "squeezenet") -> Pipeline:
+def pipeline_from_config(cfg: "SqueezeNetConfig", bits: BitWidths | None = None, name: str = "squeezenet") -> Pipeline:
     """The pipeline the fpga stage builds for a quantized SqueezeNet of this config: the input quantizer,
     a padded stem conv, max pools, Fire modules (squeeze, clone, 1x1 and padded 3x3 expand, concat,
     bypass add with its quantizer folded in), the classifier conv, the global average pool and the
     output quantizer; every ReLU folded into its conv's unsigned output quantizer."""
+    from model.squeezenet import bypass_plan, fire_specs
+
     bits = bits or BitWidths()
     b = _Builder(name)
     act = bits.act_bits
