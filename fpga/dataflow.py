@@ -30,7 +30,7 @@ import heapq
 from collections import deque
 from dataclasses import dataclass, field
 
-from .estimate import DENSE_EXTRA, PIXEL_CYCLES, STREAM_II, stage_cycles
+from .estimate import DENSE_EXTRA, LATENCY_DEPTH, STREAM_DEPTH, STREAM_II, pixel_cycles, stage_cycles
 from .pipeline import Pipeline, Stage
 
 UNBOUNDED = 1 << 40
@@ -89,13 +89,17 @@ def _process(stage: Stage, images: int, rf: int, source_ii: int):
                 yield ("t", source_ii)
         elif kind == "conv":
             k, s = stage.kernel, stage.stride
+            latency = stage.strategy == "latency"
             for r in range(h):
                 for c in range(w):
                     yield ("r", ins)
-                    yield ("t", PIXEL_CYCLES)
+                    yield ("t", max(1, rf) if latency else pixel_cycles(stage))
                     if _window_done(r, c, k, s):
-                        yield ("t", rf + DENSE_EXTRA)
+                        if not latency:
+                            yield ("t", rf + DENSE_EXTRA)
                         yield ("w", outs)
+            if latency:
+                yield ("t", LATENCY_DEPTH)
         elif kind == "pad":
             oh, ow, _ = stage.out_shape
             top, left = (oh - h) // 2, (ow - w) // 2
@@ -105,23 +109,30 @@ def _process(stage: Stage, images: int, rf: int, source_ii: int):
                         yield ("r", ins)
                     yield ("t", STREAM_II)
                     yield ("w", outs)
-        elif kind == "maxpool":
+            yield ("t", STREAM_DEPTH)
+        elif kind in ("maxpool", "avgpool"):
             for r in range(h):
                 for c in range(w):
                     yield ("r", ins)
                     yield ("t", STREAM_II)
                     if _window_done(r, c, stage.kernel, stage.stride):
                         yield ("w", outs)
-        elif kind == "global_avgpool":
+            yield ("t", STREAM_DEPTH)
+        elif kind in ("global_avgpool", "global_maxpool", "dense", "softmax"):  # read all, then write
             for _ in range(stage.in_tokens):
                 yield ("r", ins)
                 yield ("t", STREAM_II)
-            yield ("w", outs)
+            yield ("t", max(0, stage_cycles(stage, rf) - stage.in_tokens - stage.out_tokens))
+            for _ in range(stage.out_tokens):
+                yield ("w", outs)
+                yield ("t", STREAM_II)
         else:  # cast, clone, concat, add: one token of every input -> one token on every output
             for _ in range(stage.out_tokens):
                 yield ("r", ins)
                 yield ("t", STREAM_II)
                 yield ("w", outs)
+            if stage.out_tokens > 1:  # as stage_cycles: a one-token loop has no fill to flush
+                yield ("t", STREAM_DEPTH)
 
 
 def _sink(key: str, tokens: int, images: int, times: list[int], clock: list[int]):

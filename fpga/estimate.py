@@ -58,10 +58,24 @@ from pathlib import Path
 from .devices import RESOURCES, Device
 from .pipeline import Pipeline, Stage
 
-# --- timing assumptions (cycles) ---
-PIXEL_CYCLES = 2  # conv: read one pixel and shift the line buffer (pixel loop not pipelined)
-DENSE_EXTRA = 5  # conv: ReuseLoop pipeline depth + result cast + stream write, per output pixel
+# --- timing (cycles). Calibrated: csynth's per-layer latencies of the designs in fpga/calibration/ ---
+# Resource conv, hls4ml >= 0.8 (shift_line_buffer a pipelined function, compute_output_buffer INLINE OFF):
+# every input pixel costs a stream read and a line-buffer shift. Assumption: no calibration design has it.
+PIXEL_CYCLES = 2
+# Resource conv: a window's dense_resource call costs RF + 3 cycles. csynth's (max - min) / input pixels is
+# exactly RF + 3 on all six convs of pominiq model_01/02/03 (RF 3 to 72, both dense_resource variants).
+DENSE_EXTRA = 3
+# io_stream Dense, Resource: the inputs read one token a cycle, then RF + 5, then the write (model_01/02/03's
+# dense: 18, 74 and 14 cycles at RF 8, 64 and 4 over 4 tokens).
+STREAM_DENSE_EXTRA = 5
+# Latency conv: the pixel loop is pipelined at II = RF (nnet_conv2d_stream.h), plus its fill: csynth shows
+# 3-4 cycles over H*W*RF (pruned_cnn 1,027/1,024, 229/225, 40/36; MNIST_original 787/784, 39/36).
+LATENCY_DEPTH = 4
+# A stage pipelined at II=1 is flushed after every image (csynth's interval equals its latency): tokens plus
+# its pipeline depth, 2-5 cycles in the calibration set (relu 679/676, max pool 681/676, 903/900, 20/16).
+STREAM_DEPTH = 3
 STREAM_II = 1  # every other stage: PIPELINE II=1 per token
+SOFTMAX_DEPTH = 6  # one softmax packet: exp lookups, add tree, inverse lookup, multiply (csynth: 5-7)
 
 # --- resource rules ---
 DSP_MIN_WEIGHT_BITS = 9  # hls4ml's DSP estimator: narrower weights are multiplied in LUTs
@@ -70,6 +84,7 @@ SMALL_STAGE_LUT, SMALL_STAGE_FF = 40, 40  # assumption: FSM, counters, handshake
 CONV_CONTROL_FF = 150  # assumption: counters, FSM and pipeline valid bits of a conv
 SRL_MAX_DEPTH = 64  # FIFOs up to this depth are bound to SRLs, deeper ones to block RAM
 ROM_BRAM_MIN_DEPTH = 64  # weight ROMs shallower than this end up in LUTs (``weight_rom``)
+CSD_DSP_MIN_DIGITS = 3  # a constant weight with fewer signed digits is shifts and adds (``constant_weights``)
 FIFO_CONTROL_LUT, FIFO_CONTROL_FF = 8, 4  # assumption: counters and full/empty flags of one FIFO
 BRAM18K_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
 BRAM18K_BITS = 18 * 1024
@@ -223,19 +238,55 @@ class Estimate:
         return out
 
 
-def conv_cycles(stage: Stage, reuse_factor: int) -> int:
-    return stage.in_tokens * PIXEL_CYCLES + stage.out_tokens * (reuse_factor + DENSE_EXTRA)
+def pixel_cycles(stage: Stage) -> int:
+    """Cycles a Resource conv spends on every input pixel before any dense call. hls4ml 0.7.x inlined the
+    line-buffer shift recursively, which made it a loop over the channels (hls4ml PR #800: 3-20x slower): its
+    per-pixel cost grows with K*K*C. From the two published points (pominiq model_01: 6 cycles at C=1, 34 at
+    C=4, 3x3) this is K*K*C - 3, a fit to an hls4ml release we do not generate, used only to read such
+    projects."""
+    if stage.serial_line_buffer and stage.kernel > 1:
+        channels = stage.n_in // (stage.kernel * stage.kernel)
+        return max(PIXEL_CYCLES, stage.kernel * stage.kernel * channels - 3)
+    return PIXEL_CYCLES
 
 
-def stage_cycles(stage: Stage, reuse_factor: int = 1) -> int:
-    """Cycles one stage needs per image at its own pace."""
+def conv_cycles(stage: Stage, reuse_factor: int, worst: bool = False) -> int:
+    """Cycles per image of a conv. Latency: the pixel loop at II = RF. Resource: the pixel loop is not
+    pipelined; each input pixel costs ``pixel_cycles``, each output pixel one dense_resource call (RF +
+    DENSE_EXTRA). ``worst``: as the HLS tool's static analysis counts it, every pixel taking the call."""
+    if stage.strategy == "latency":
+        return stage.in_tokens * max(1, reuse_factor) + LATENCY_DEPTH
+    calls = stage.in_tokens if worst else stage.out_tokens
+    return stage.in_tokens * pixel_cycles(stage) + calls * (reuse_factor + DENSE_EXTRA)
+
+
+def stage_cycles(stage: Stage, reuse_factor: int = 1, worst: bool = False) -> int:
+    """Cycles one stage needs per image at its own pace (``worst``: the HLS tool's static worst case)."""
     if stage.kind == "conv":
-        return conv_cycles(stage, reuse_factor)
+        return conv_cycles(stage, reuse_factor, worst)
+    if stage.kind == "dense":
+        # DataPrepare and ResWrite are pipelined loops only over more than one token; a single token is a
+        # plain read or write inside the call's schedule (csynth: 3 cycles at 1 token in, 7 at 4)
+        call = reuse_factor + 1 if stage.strategy == "latency" else reuse_factor + STREAM_DENSE_EXTRA
+        return (stage.in_tokens if stage.in_tokens > 1 else 0) + call + stage.out_tokens
     if stage.kind == "input":
         return stage.out_tokens * STREAM_II
+    if stage.kind == "softmax":
+        # PIPELINE II = size / ceil(size / RF) per packet; at II > 1 the ceil(size / RF) multipliers work
+        # through the packet's products one after another, adding II - 1 to the depth (MNIST_R16: 23 cycles)
+        size = stage.out_shape[2]
+        ii = size // -(-size // max(1, reuse_factor))
+        return stage.out_tokens * ii + SOFTMAX_DEPTH + ii - 1
+    if stage.kind == "batchnorm":  # PIPELINE II = n_in / multiplier_limit, i.e. about RF per token
+        ii = max(1, min(reuse_factor, stage.in_shape[2]))
+        return stage.in_tokens * ii + (STREAM_DEPTH if stage.in_tokens > 1 else 0)
     if stage.kind == "pad":
-        return stage.out_tokens * STREAM_II
-    return max(stage.in_tokens, stage.out_tokens) * STREAM_II
+        return stage.out_tokens * STREAM_II + STREAM_DEPTH
+    if stage.kind == "unmodeled":
+        return 0
+    tokens = max(stage.in_tokens, stage.out_tokens)
+    # one token: the loop disappears into a pipelined function (csynth: 0-1 cycles for a 1-token ReLU)
+    return tokens * STREAM_II + (STREAM_DEPTH if tokens > 1 else 0)
 
 
 def stage_latency(stage: Stage, reuse_factor: int = 1) -> int:
@@ -257,10 +308,12 @@ def _dsp_per_multiplier(a: int, w: int, device: Device) -> int:
 
 
 def constant_multiplier_luts(a_bits: int, w_bits: int) -> int:
-    """LUTs of a multiplication by a constant (Strategy Latency at RF 1: the weights are constants in the
-    logic): a shift-and-add of the constant's non-zero bits, on average half of them, each adder A + W bits
-    wide (one LUT per bit on the carry chain)."""
-    return max(0, math.ceil(w_bits / 2) - 1) * (a_bits + w_bits)
+    """LUTs one constant weight adds to its output's sum (Strategy Latency at RF 1: the weights are
+    constants in the logic). Each non-zero bit of the constant is a shifted copy of the A-bit input, about
+    half of the W bits of a weight; Vivado sums all the copies of one dot product in one tree of ternary
+    adders, one LUT6 per bit adding two more operands (UG474), so a weight costs about (W / 2) * (A + W) / 2
+    LUTs, its share of the final adder included."""
+    return math.ceil(math.ceil(w_bits / 2) * (a_bits + w_bits) / 2)
 
 
 def multipliers(stage: Stage, rf: int) -> tuple[int, bool]:
@@ -277,23 +330,55 @@ def multipliers(stage: Stage, rf: int) -> tuple[int, bool]:
     return block_factor(stage.n_in, stage.n_out, rf), False
 
 
+def constant_weights(stage: Stage) -> tuple[int, int, int]:
+    """(multiplications on DSPs, multiplications in LUTs, LUTs of those) of a constant-weight kernel
+    (Latency at RF 1). With the weights known (``weight_digits``): a zero weight costs nothing; a constant
+    of at most CSD_DSP_MIN_DIGITS - 1 signed digits is shifts and adds in LUTs; a wider one goes to a DSP
+    when the weight type is wide enough for hls4ml's rule (DSP_MIN_WEIGHT_BITS). Calibration: MNIST_original's
+    644 weights (16-bit) have 79 with at most two digits; Vivado used 565 DSPs, 555 of them outside the
+    softmax, and the rule gives 565. Without the values, every non-zero weight counts, half of its bits
+    non-zero digits... expected CSD digits of a random W-bit constant: W / 3."""
+    a, wb = stage.in_bits, stage.weight_bits
+    wide = wb >= DSP_MIN_WEIGHT_BITS
+    if stage.weight_digits is not None:
+        digits = [d for d in stage.weight_digits if d > 0]
+        dsp = sum(1 for d in digits if wide and d >= CSD_DSP_MIN_DIGITS)
+        lut_digits = [d for d in digits if not (wide and d >= CSD_DSP_MIN_DIGITS)]
+        return dsp, len(lut_digits), sum(math.ceil(d * (a + wb) / 2) for d in lut_digits)
+    nonzero = max(0, stage.weights - stage.zero_weights)
+    if wide:
+        return nonzero, 0, 0
+    return 0, nonzero, nonzero * constant_multiplier_luts(a, wb)
+
+
 def conv_cost(stage: Stage, rf: int, device: Device) -> tuple[Cost, int, bool]:
     """Resources of one conv or dense kernel at reuse factor ``rf``; also its multipliers and DSP mapping."""
     a, wb, acc = stage.in_bits, stage.weight_bits, stage.accum_bits
     bf, constant = multipliers(stage, rf)
-    on_dsp = wb >= DSP_MIN_WEIGHT_BITS
-    dsp = bf * _dsp_per_multiplier(a, wb, device) if on_dsp else 0
-    if on_dsp:
-        mult_luts = 0
+    if constant:
+        on_dsp_count, _, mult_luts = constant_weights(stage)
+        bf = on_dsp_count + _
+        on_dsp = on_dsp_count > 0
+        dsp = on_dsp_count * _dsp_per_multiplier(a, wb, device)
     else:
-        mult_luts = bf * (constant_multiplier_luts(a, wb) if constant else lut_multiplier(a, wb))
+        on_dsp = wb >= DSP_MIN_WEIGHT_BITS
+        dsp = bf * _dsp_per_multiplier(a, wb, device) if on_dsp else 0
+        mult_luts = 0 if on_dsp else bf * lut_multiplier(a, wb)
     if stage.strategy == "latency":
-        # an adder tree per output over its non-zero products: one adder fewer than products
-        adder_luts = max(0, bf - stage.n_out) * acc if constant else bf * acc
+        # LUT constants: the sum is part of their compressor tree (above); DSP products and shared
+        # multipliers: an adder tree per output in the fabric, one adder fewer than its products
+        # (II = RF shares the multipliers only, ``ALLOCATION ... mul``: every product keeps its own adder)
+        products = dsp // max(1, _dsp_per_multiplier(a, wb, device)) if constant \
+            else max(0, stage.weights - stage.zero_weights)
+        adder_luts = max(0, products - stage.n_out) * acc
         select_luts = 0 if rf <= 1 else bf * (a + wb) * mux_luts(rf)
     else:
-        # a DSP adds into its accumulator itself (P = A * B + C, UG479); LUT products need an adder
-        adder_luts = 0 if on_dsp else bf * acc
+        # every product is added into an accumulator. A DSP does one add itself (P = A * B + C, UG479); at
+        # RF <= n_in each accumulator takes n_in / RF products a cycle, so the others need fabric adders
+        if on_dsp:
+            adder_luts = max(0, bf - stage.n_out) * acc if rf <= stage.n_in else 0
+        else:
+            adder_luts = bf * acc
         if rf <= 1:
             select_luts = 0
         elif rf <= stage.n_in:
@@ -306,8 +391,18 @@ def conv_cost(stage: Stage, rf: int, device: Device) -> tuple[Cost, int, bool]:
     if stage.kind == "conv" and stage.kernel > 1:  # line buffer: (K-1) rows x channels SRLs of in_width words
         channels = stage.n_in // (stage.kernel * stage.kernel)
         lutram = (stage.kernel - 1) * channels * a * math.ceil(stage.in_shape[1] / 32)
-    product_regs = 0 if on_dsp else bf * (a + wb)  # a DSP registers its product inside (MREG)
-    ff = stage.n_out * acc + stage.n_in * a + product_regs + CONV_CONTROL_FF
+    # Registers: the window (kernel_data) and the kernel's own copy of it (the dense call's data argument,
+    # sampled into its pipeline), the accumulators, the cast results, and for LUT products the operand
+    # registers (a DSP takes its operands and product into its own A/B/M registers, UG479); constant
+    # weights have no second operand.
+    # Latency: the kernel is inlined into the pipelined pixel loop, one copy of the window.
+    product_regs = 0 if on_dsp or constant else bf * (a + wb)
+    windows = 1 if stage.strategy == "latency" else 2
+    ff = windows * stage.n_in * a + stage.n_out * (acc + stage.out_bits) + product_regs + CONV_CONTROL_FF
+    if stage.strategy == "latency" and rf > 1:
+        # II = RF with shared multipliers: each product comes out in its own cycle and is held until the
+        # adder tree takes it (MNIST_R16 has 9,129 more registers than the same network at RF 1)
+        ff += max(0, stage.weights - stage.zero_weights) * acc
     # Resource at RF > 1: a ROM RF words deep (``if (reuse_factor > 1)``: ARRAY_RESHAPE + ROM_nP_BRAM);
     # RF 1 or Latency: the weights are constants or registers
     bram = rom_luts = 0
@@ -337,8 +432,11 @@ def small_stage_cost(stage: Stage, device: Device | None = None) -> tuple[Cost, 
     if stage.kind in ("maxpool", "avgpool"):
         k, a = stage.kernel, stage.in_bits
         line = (k - 1) * c * a * math.ceil(stage.in_shape[1] / 32)
-        compare = c * (k * k - 1) * (a if stage.kind == "maxpool" else stage.accum_bits)  # compare or add
-        return Cost(0, compare + line + SMALL_STAGE_LUT, k * k * c * a + out_bits + SMALL_STAGE_FF, 0,
+        # a max is a comparator and a 2:1 select of the larger (2 LUTs a bit: the carry chain cannot also
+        # select); an average an adder (1 LUT a bit)
+        compare = c * (k * k - 1) * (2 * a if stage.kind == "maxpool" else stage.accum_bits)
+        # registers: the window (kernel_data) and the reduction's own copy (pool_window), as in the convs
+        return Cost(0, compare + line + SMALL_STAGE_LUT, 2 * k * k * c * a + out_bits + SMALL_STAGE_FF, 0,
                     line), (k - 1) * c * a * stage.in_shape[1]
     if stage.kind == "global_avgpool":
         acc = stage.accum_bits
@@ -353,8 +451,8 @@ def small_stage_cost(stage: Stage, device: Device | None = None) -> tuple[Cost, 
             return Cost(c * _dsp_per_multiplier(stage.in_bits, stage.in_bits, device) if device else c,
                         c * stage.out_bits + SMALL_STAGE_LUT, SMALL_STAGE_FF), 0
         return Cost(0, c * (stage.out_bits + 2) + SMALL_STAGE_LUT, SMALL_STAGE_FF), 0
-    if stage.kind == "cast":
-        return Cost(0, out_bits + SMALL_STAGE_LUT, SMALL_STAGE_FF), 0
+    if stage.kind == "cast":  # rounding/saturation into the output register
+        return Cost(0, out_bits + SMALL_STAGE_LUT, out_bits + SMALL_STAGE_FF), 0
     if stage.kind == "batchnorm":  # y = x * scale + bias per channel, every channel in parallel
         wb = stage.weight_bits or stage.in_bits
         if wb >= DSP_MIN_WEIGHT_BITS and device is not None:
@@ -368,8 +466,12 @@ def small_stage_cost(stage: Stage, device: Device | None = None) -> tuple[Cost, 
                     copies * bram18k(stage.table_size, stage.table_bits)), 0
     if stage.kind == "softmax":  # exp table read by every input at once, one inverse table, n multipliers
         n, bits = c, stage.table_bits or 18
-        tables = math.ceil(n / 2) * bram18k(stage.table_size, bits) + bram18k(stage.table_size, bits)
-        dsp = n * (_dsp_per_multiplier(bits, bits, device) if device else 1)
+        # ``ALLOCATION ... mul limit=multiplier_limit``: ceil(n / RF) multipliers (MNIST_R16: 1 at RF 16),
+        # PIPELINE II = n / that; the n exp lookups of one II share dual-port copies of the table
+        mults = -(-n // max(1, stage.reuse_factor))
+        ii = max(1, n // mults)
+        tables = math.ceil(n / (2 * ii)) * bram18k(stage.table_size, bits) + bram18k(stage.table_size, bits)
+        dsp = mults * (_dsp_per_multiplier(bits, bits, device) if device else 1)
         return Cost(dsp, n * bits + out_bits + SMALL_STAGE_LUT, n * bits + out_bits + SMALL_STAGE_FF, tables), 0
     if stage.kind == "repack":
         return Cost(0, out_bits // 4 + SMALL_STAGE_LUT, out_bits + SMALL_STAGE_FF), 0
@@ -429,7 +531,7 @@ def estimate(pipeline: Pipeline, plan: dict[str, int], device: Device, *, depths
                                         line_bits, stage.function, stage.strategy))
         else:
             cost, line_bits = small_stage_cost(stage, device)
-            layers.append(LayerEstimate(stage.name, stage.kind, 1, 0, False, stage_cycles(stage),
+            layers.append(LayerEstimate(stage.name, stage.kind, 1, 0, False, stage_cycles(stage, stage.reuse_factor),
                                         stage_latency(stage), cost, 0, line_bits, stage.function))
     fifos = []
     for stream in pipeline.fifos():

@@ -79,6 +79,8 @@ class HlsProject:
     inputs: list[str]
     outputs: list[str]
     calls: list[Call] = field(default_factory=list)
+    serial_line_buffer: bool = False
+
 
     @property
     def part(self) -> str:
@@ -298,10 +300,53 @@ def read_project(path: str | Path) -> HlsProject:
     inputs, outputs, streams, depths, calls = read_dataflow(_read(firmware / "myproject.cpp"))
     if not calls:
         raise UserError(f"{firmware / 'myproject.cpp'} holds no nnet:: layer calls")
-    project = HlsProject(path, config, scalars, arrays, structs, streams, depths, inputs, outputs, calls)
+    project = HlsProject(path, config, scalars, arrays, structs, streams, depths, inputs, outputs, calls,
+                         serial_line_buffer(firmware / "nnet_utils" / "nnet_conv_stream.h"))
     if "stream" not in project.io_type:
         raise UserError(f"{path}: IOType is {project.io_type}; the estimator models io_stream projects only")
     return project
+
+
+def csd_digits(value: int) -> int:
+    """Non-zero digits of ``value`` in canonical signed-digit form: the shifted copies a multiplication by
+    this constant adds up."""
+    value, digits = abs(value), 0
+    while value:
+        if value & 1:
+            digits += 1
+            value = value - 1 if value & 3 == 1 else value + 1
+        value >>= 1
+    return digits
+
+
+def read_weight_digits(path: Path, weight_type: FixedType) -> list[int] | None:
+    """The CSD digit count of every weight in hls4ml's ``wN.txt`` (comma-separated floats), on the grid of
+    the weight type (round to nearest, saturate). None when the project does not ship its weights."""
+    if not path.is_file():
+        return None
+    try:
+        values = [float(v) for v in path.read_text().replace(",", " ").split()]
+    except ValueError:
+        return None
+    scale = 2 ** (weight_type.width - weight_type.integer)
+    high = 2 ** (weight_type.width - 1) - 1 if weight_type.signed else 2 ** weight_type.width - 1
+    low = -(2 ** (weight_type.width - 1)) if weight_type.signed else 0
+    return [csd_digits(max(low, min(high, round(v * scale)))) for v in values]
+
+
+def serial_line_buffer(conv_stream: Path) -> bool:
+    """Whether the project's own templates inline ``compute_output_buffer_2d`` recursively (hls4ml 0.7.x:
+    the line-buffer shift becomes a loop over the channels, PR #800) instead of ``INLINE OFF`` (0.8 on).
+    Without the template file the project is taken to be a current one."""
+    if not conv_stream.is_file():
+        return False
+    text = conv_stream.read_text(errors="replace")
+    start = text.find("void compute_output_buffer_2d")
+    if start < 0:
+        return False
+    body = text[start:text.find("\nvoid ", start + 1) if "\nvoid " in text[start + 1:] else len(text)]
+    body = re.sub(r"//[^\n]*", "", body)
+    return "INLINE recursive" in body and "INLINE OFF" not in body
 
 
 # --- to a Pipeline --------------------------------------------------------------------------------
@@ -383,6 +428,7 @@ def _stage(project: HlsProject, call: Call, stream, streams: dict[str, Stream]) 
                   reuse_factor=int(cfg.get("reuse_factor", 1) or 1), config_key=call.layer)
     stage.function = call.function
     stage.hls_config = call.config
+    stage.serial_line_buffer = project.serial_line_buffer and kind == "conv"
     stage.strategy = str(cfg.get("strategy", "latency")).lower()
     types = cfg.get("types", {})
     if kind in ("conv", "dense"):
@@ -401,6 +447,11 @@ def _stage(project: HlsProject, call: Call, stream, streams: dict[str, Stream]) 
         stage.accum_bits = _type_width(project, mult.get("types", {}).get("accum_t") or types.get("accum_t"))
         if kind == "dense":
             stage.in_shape = (1, first.tokens, first.channels)
+        weight_arg = next((a for a in call.args if re.fullmatch(r"w\d+", a)), None)
+        weight_type = project.types.get(types.get("weight_t") or mult.get("types", {}).get("weight_t") or "")
+        if weight_arg and weight_type:
+            stage.weight_digits = read_weight_digits(project.path / "firmware" / "weights" / f"{weight_arg}.txt",
+                                                     weight_type)
     elif kind == "pool":
         stage.kernel = int(cfg.get("pool_height", cfg.get("pool_width", 1)) or 1)
         if call.function == "pooling1d_cl":

@@ -82,6 +82,10 @@ class Stage:
     table_bits: int = 0
     implementation: str = ""  # softmax: latency | stable | legacy | argmax
     hls_config: str = ""  # the parameters.h struct (configN), where read from a written project
+    serial_line_buffer: bool = False  # conv: hls4ml 0.7.x's recursively inlined line-buffer shift (PR #800)
+    # conv / dense with weights in the project (firmware/weights/wN.txt): the non-zero signed digits (CSD)
+    # of every weight on its fixed-point grid; None when the values are not known
+    weight_digits: list[int] | None = None
 
     @property
     def in_tokens(self) -> int:

@@ -84,7 +84,7 @@ class _Folding:
                                 f"with at most {max_multipliers} multipliers")
             opts = sorted((stage_cycles(stage, rf), rf, conv_cost(stage, rf, device)[0]) for rf in rfs)
             self.options[stage.name] = opts
-        self.floor = max((stage_cycles(s) for s in pipeline.stages if s.kind != "conv"), default=1)
+        self.floor = max((stage_cycles(s, s.reuse_factor) for s in pipeline.stages if s.kind != "conv"), default=1)
 
     def budgets(self) -> list[int]:
         """Every bottleneck value a plan can have, fastest first."""

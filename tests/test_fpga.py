@@ -65,6 +65,12 @@ def test_fire_network_is_bit_exact_in_csim(bypass, target_fps, tiny_idx_dir, tmp
     cpp = (out / "hls_project" / "firmware" / "myproject.cpp").read_text()
     bound = [name for name, d in report["fifo_depths"].items() if d["impl"] in ("srl", "bram")]
     assert cpp.count("BIND_STORAGE") == len(bound) > 0
+    # python -m fpga.estimate reads the same design back from the written files alone: the same figures.
+    r = run_module("fpga.estimate", str(out / "hls_project"), "--json")
+    assert r.returncode == 0, r.stderr
+    read_back = json.loads(r.stdout)
+    assert read_back["totals"] == {name: v["estimate"] for name, v in report["resources"].items()}
+    assert read_back["ii_cycles"] == report["ii_cycles_slowest_stage"] and read_back["unmodeled"] == []
     assert (out / "layers.png").stat().st_size > 10_000 and "images/s" in (out / "estimate.txt").read_text()
     assert (out / "hls_project" / "build_prj.tcl").is_file()
     assert (out / "hls_project" / "firmware" / "myproject.cpp").is_file()
