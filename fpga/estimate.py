@@ -407,18 +407,21 @@ def conv_cost(stage: Stage, rf: int, device: Device) -> tuple[Cost, int, bool]:
     # RF 1 or Latency: the weights are constants or registers
     bram = rom_luts = 0
     if rf > 1 and stage.strategy != "latency":
-        bram, rom_luts = weight_rom(rf, bf * wb)
+        bram, rom_luts = weight_rom(rf, bf * wb, stage.weights_bound_to_bram)
     if rf <= 1 and stage.strategy != "latency":
         ff += stage.weights * wb
     return Cost(dsp, lut + lutram + rom_luts, ff, bram, lutram), bf, on_dsp
 
 
-def weight_rom(depth: int, width: int) -> tuple[int, int]:
-    """(RAMB18s, LUTs) of a constant ROM ``depth`` words deep. Vivado builds a ROM shallower than
-    ROM_BRAM_MIN_DEPTH from LUT6s (64 x 1 each), whatever block RAM the HLS tool asked for: in the calibration
-    set the 9- and 8-deep ROMs of pominiq model_01 (csynth: 33 RAMB18) took no block RAM after synthesis
-    (8 RAMB18, all FIFOs), while model_02's 64- and 72-deep ones did."""
-    if depth < ROM_BRAM_MIN_DEPTH:
+def weight_rom(depth: int, width: int, bound_to_bram: bool = True) -> tuple[int, int]:
+    """(RAMB18s, LUTs) of a Resource kernel's weight ROM, ``depth`` (= RF) words deep.
+
+    hls4ml >= 1.0 binds it to block RAM (``core=ROM_nP_BRAM``), which the RTL carries to Vivado: block RAM
+    whatever the depth (an assumption: no synthesis of a >= 1.0 project is in the calibration set). Where the
+    templates leave the choice to the tools (hls4ml <= 0.8), Vivado builds a ROM shallower than
+    ROM_BRAM_MIN_DEPTH from LUT6s (64 x 1 each): the 9- and 8-deep ROMs of pominiq model_01 (csynth: 33
+    RAMB18) took no block RAM after synthesis (8 RAMB18, all FIFOs), model_02's 64- and 72-deep ones did."""
+    if depth < ROM_BRAM_MIN_DEPTH and not bound_to_bram:
         return 0, width * math.ceil(depth / 64)
     return bram18k(depth, width), 0
 

@@ -80,6 +80,7 @@ class HlsProject:
     outputs: list[str]
     calls: list[Call] = field(default_factory=list)
     serial_line_buffer: bool = False
+    weights_bound_to_bram: bool = True
 
 
     @property
@@ -301,7 +302,8 @@ def read_project(path: str | Path) -> HlsProject:
     if not calls:
         raise UserError(f"{firmware / 'myproject.cpp'} holds no nnet:: layer calls")
     project = HlsProject(path, config, scalars, arrays, structs, streams, depths, inputs, outputs, calls,
-                         serial_line_buffer(firmware / "nnet_utils" / "nnet_conv_stream.h"))
+                         serial_line_buffer(firmware / "nnet_utils" / "nnet_conv_stream.h"),
+                         weights_bound_to_bram(firmware / "nnet_utils" / "nnet_dense_resource.h"))
     if "stream" not in project.io_type:
         raise UserError(f"{path}: IOType is {project.io_type}; the estimator models io_stream projects only")
     return project
@@ -332,6 +334,16 @@ def read_weight_digits(path: Path, weight_type: FixedType) -> list[int] | None:
     high = 2 ** (weight_type.width - 1) - 1 if weight_type.signed else 2 ** weight_type.width - 1
     low = -(2 ** (weight_type.width - 1)) if weight_type.signed else 0
     return [csd_digits(max(low, min(high, round(v * scale)))) for v in values]
+
+
+def weights_bound_to_bram(dense_resource: Path) -> bool:
+    """Whether the project's Resource kernel binds its weight ROM to block RAM (hls4ml >= 1.0:
+    ``#pragma HLS RESOURCE variable=weights core=ROM_nP_BRAM``; up to 0.8 the line is commented out and the
+    tools choose). Without the template file the project is taken to be a current one."""
+    if not dense_resource.is_file():
+        return True
+    code = re.sub(r"//[^\n]*", "", dense_resource.read_text(errors="replace"))
+    return bool(re.search(r"#pragma HLS (RESOURCE|BIND_STORAGE) variable=weights\b.*(BRAM|bram)", code))
 
 
 def serial_line_buffer(conv_stream: Path) -> bool:
@@ -429,6 +441,7 @@ def _stage(project: HlsProject, call: Call, stream, streams: dict[str, Stream]) 
     stage.function = call.function
     stage.hls_config = call.config
     stage.serial_line_buffer = project.serial_line_buffer and kind == "conv"
+    stage.weights_bound_to_bram = project.weights_bound_to_bram
     stage.strategy = str(cfg.get("strategy", "latency")).lower()
     types = cfg.get("types", {})
     if kind in ("conv", "dense"):

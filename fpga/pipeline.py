@@ -86,6 +86,9 @@ class Stage:
     # conv / dense with weights in the project (firmware/weights/wN.txt): the non-zero signed digits (CSD)
     # of every weight on its fixed-point grid; None when the values are not known
     weight_digits: list[int] | None = None
+    # Resource weights: hls4ml >= 1.0 binds the ROM to block RAM (``RESOURCE core=ROM_nP_BRAM`` in
+    # nnet_dense_resource.h); earlier releases left the choice to the tools
+    weights_bound_to_bram: bool = True
 
     @property
     def in_tokens(self) -> int:
