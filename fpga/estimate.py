@@ -1,52 +1,52 @@
 """Analytic resource and throughput estimates of an hls4ml io_stream pipeline, layer by layer.
 
-These are estimates, not synthesis results: no HLS or Vivado run is involved. Each formula below names
-its source; the constants that are not read from a source are marked as assumptions. docs/RESULTS.md
-says how far off we expect them to be.
+These are estimates, not synthesis results: no HLS or Vivado run is involved. They predict Vivado's
+post-synthesis utilization (what decides whether a design fits), and are checked against published
+syntheses of hls4ml designs (``python -m fpga.calibrate``, fpga/calibration/): every total carries the band
+that calibration gives (``load_bands``), and docs/RESULTS.md lists every point. Each formula names its
+source: a template, a user guide, or a calibration point; a constant that is neither is marked an
+assumption.
 
-Compute, for a conv with dense kernel n_in x n_out and reuse factor RF (Strategy Resource,
-``nnet_dense_resource.h``):
-- ``block_factor = ceil(n_in * n_out / RF)`` multipliers work in parallel; the ``ReuseLoop`` runs RF
-  iterations at II=1. Zero weights are not pruned under Resource (parameters.h's ``multiplier_limit``
-  subtracts them, but only as a report).
-- A product goes to a DSP when the weight is at least 9 bits wide, and to LUTs otherwise: the rule of
-  hls4ml's own DSP estimator (``optimization/dsp_aware_pruning/objectives/vivado_objectives.py``). A DSP
-  product of an A-bit input and a W-bit weight takes ceil(max/25) x ceil(min/18) DSP48E1 slices (25x18
-  multiplier, UG479; 27x18 DSP48E2 on UltraScale+, UG579).
-- A LUT multiplier costs ``(2 * ceil((A + W) / 6) - 1) * (A + W)`` LUTs, an adder or accumulator one LUT
-  per bit, the datapath sum times 1.1 plus 300 LUTs of control per layer: FINN-R's MVAU model (Blott et
-  al., ACM TRETS 2018), as FINN's ``MVAU_hls.lut_estimation`` applies it.
-- The operand selection of the folded kernel: with RF <= n_in each of the n_in / RF distinct input
-  slices is an RF:1 multiplexer of A bits; with RF > n_in one n_in:1 input multiplexer, and each
-  multiplier selects which of its RF / n_in accumulators it adds to. An N:1 multiplexer bit costs ceil(N / 4)
-  LUT6 (a slice makes a 16:1 multiplexer from 4 LUTs and its F7/F8 muxes, UG474).
-- Weights: ``ARRAY_RESHAPE block factor=block_factor`` + ``RESOURCE core=ROM_nP_BRAM`` (RF > 1) make a
-  ROM RF words deep and block_factor x W bits wide; it takes the cheapest of the RAMB18 shapes 16Kx1,
-  8Kx2, 4Kx4, 2Kx9, 1Kx18, 512x36 (UG473): ceil(width / w) x ceil(depth / d) blocks. Biases are
-  partitioned into registers (constants).
-- Registers: the accumulators (n_out x accumulator bits), the kernel window (K*K*C x A) and one product
-  register per multiplier (A + W); the output word goes straight into the FIFO.
-- Line buffers (K > 1): ``ap_shift_reg<T, in_width>`` per channel and kernel row, partitioned by channel:
-  shift registers of in_width words, i.e. ceil(in_width / 32) SRLC32E LUTs per bit (UG474).
-- Cycles per image (hls4ml's ``conv_2d_buffer_resource_cl``: the pixel loop is not pipelined): every
-  input pixel costs PIXEL_CYCLES (stream read, line-buffer shift), every output pixel RF + DENSE_EXTRA
-  more (the ReuseLoop, its pipeline depth and the output write). PIXEL_CYCLES and DENSE_EXTRA are
-  assumptions read from the template structure, not measured.
+Kernels (conv and dense: a dense kernel n_in x n_out at reuse factor RF):
+- Resource (``nnet_dense_resource.h``): ``block_factor = ceil(n_in * n_out / RF)`` multipliers; the
+  ``ReuseLoop`` runs RF iterations at II=1. Zero weights are not pruned. Weights: ``ARRAY_RESHAPE`` into a
+  ROM RF words deep and block_factor x W bits wide (``weight_rom``: block RAM in the cheapest RAMB18
+  shape of UG473, or LUTs where the templates leave shallow ROMs to Vivado).
+- Latency (``nnet_dense_latency.h``): at RF 1 every non-zero weight is a constant multiplier, costed from
+  its canonical-signed-digit count when the project ships its weights (``constant_weights``); at RF > 1
+  ``ALLOCATION`` shares ``multiplier_limit`` generic multipliers but not the adders.
+- A generic product goes to a DSP when the weight is at least 9 bits wide, and to LUTs otherwise (hls4ml's
+  own DSP rule, ``optimization/dsp_aware_pruning/objectives/vivado_objectives.py``): ceil(max/25) x
+  ceil(min/18) DSP48E1 (UG479; 27 x 18 DSP48E2, UG579), or FINN-R's LUT multiplier
+  ``(2 * ceil((A + W) / 6) - 1) * (A + W)``, an adder one LUT a bit, the datapath sum x 1.1 plus 300 LUTs of
+  control per layer (Blott et al., ACM TRETS 2018; FINN's ``MVAU_hls.lut_estimation``).
+- Operand selection: with RF <= n_in each of the n_in / RF input slices is an RF:1 multiplexer; with
+  RF > n_in one n_in:1 input multiplexer and an accumulator select per multiplier; an N:1 multiplexer bit
+  costs ceil(N / 4) LUT6 (UG474).
+- Registers: the window and the kernel's own copy of it (Resource: the dense call is a separate function,
+  INLINE OFF), the accumulators, the cast results, the operands of LUT products (a DSP keeps its own).
+- Line buffers (K > 1): ``ap_shift_reg`` per channel and kernel row: ceil(in_width / 32) SRLC32E per bit
+  (UG474; the calibration's "LUT as Memory" is matched exactly on the pominiq designs).
 
-FIFOs (one per stream between two stages; hls::stream, Vitis HLS):
+Cycles per image, from the templates' loops and the calibration (each constant names its points below):
+Resource conv: the pixel loop is not pipelined, PIXEL_CYCLES a pixel plus RF + DENSE_EXTRA per window;
+Latency conv: the pixel loop at II = RF; Dense: its reads, the call, its write; II=1 stages: a token a
+cycle plus their pipeline depth, flushed per image (csynth's interval equals their latency).
+
+FIFOs (one per stream between two stages; Vivado HLS splits an ``nnet::array`` stream into one FIFO per
+element, Vitis HLS keeps one):
 - depth <= 2: Vitis' shift-register FIFO (``fifo_w*_d*_S``), which Vivado keeps in flip-flops below its
   SRL inference threshold (``synth_design -shreg_min_size``, default 3, UG901): depth x width FFs, plus a
   width/2-LUT read multiplexer at depth 2;
-- 3 <= depth <= SRL_MAX_DEPTH: the same FIFO in SRLC32E shift registers: width x ceil(depth / 32) LUTs as
-  memory; the project binds these with ``BIND_STORAGE type=fifo impl=srl`` so Vitis cannot choose
-  otherwise;
+- 3 <= depth <= SRL_MAX_DEPTH: SRLC32E shift registers, width x ceil(depth / 32) LUTs as memory; our
+  projects bind these with ``BIND_STORAGE type=fifo impl=srl`` so Vitis cannot choose otherwise;
 - deeper: block RAM (``impl=bram``), same geometry rule as the weights.
 Vitis' own default (``config_storage fifo -auto_srl_max_bits 1024``, UG1399) would put most of our
 shallow but wide FIFOs (512-2,048 bits per element) in block RAM, where one costs 15-57 RAMB18s whatever
 its depth.
 
-Small stages (stream copies, casts, concat, add, pad, pools) cost a few LUT/FF per output bit and 40 LUT /
-40 FF of control each (assumption).
+Small stages (stream copies, casts, concat, add, pad) cost a few LUT/FF per output bit and 40 LUT / 40 FF of
+control each (assumption); a max pool a comparator and a select per window element and bit.
 """
 from __future__ import annotations
 
@@ -443,10 +443,15 @@ def small_stage_cost(stage: Stage, device: Device | None = None) -> tuple[Cost, 
                     line), (k - 1) * c * a * stage.in_shape[1]
     if stage.kind == "global_avgpool":
         acc = stage.accum_bits
-        # accumulate every channel, then divide by H*W (``data_window[i] / (in_height * in_width)``,
-        # pipelined and unrolled over the channels). Assumption: HLS instantiates a pipelined divider for
-        # the constant divisor, about acc^2 LUTs and acc^2 FFs per channel.
-        return Cost(0, c * acc + c * acc * acc + SMALL_STAGE_LUT, c * acc + c * acc * acc + SMALL_STAGE_FF), 0
+        # accumulate every channel, then ``data_window[i] / (in_height * in_width)`` (nnet_pooling_stream.h),
+        # unrolled over the channels. A division by a constant is strength-reduced by the compiler (LLVM, under
+        # both HLS tools) to a multiplication by its reciprocal and shifts; the reciprocal is a dense constant,
+        # so by the rule of ``constant_weights`` each channel's multiplication goes to DSPs (a power-of-two
+        # divisor is a plain shift). Not calibrated: no design of the calibration set has a global average.
+        pixels = stage.in_tokens
+        dsp = 0 if pixels & (pixels - 1) == 0 else \
+            c * (_dsp_per_multiplier(acc, acc + 1, device) if device else 2)
+        return Cost(dsp, 2 * c * acc + SMALL_STAGE_LUT, c * (2 * acc + stage.out_bits) + SMALL_STAGE_FF), 0
     if stage.kind == "global_maxpool":
         return Cost(0, c * stage.in_bits + SMALL_STAGE_LUT, c * stage.in_bits + SMALL_STAGE_FF), 0
     if stage.kind in ("add", "mul"):  # adder + rounding/saturation per channel, straight into the FIFO
