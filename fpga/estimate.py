@@ -388,7 +388,8 @@ def conv_cost(stage: Stage, rf: int, device: Device) -> tuple[Cost, int, bool]:
     cast_luts = stage.n_out * stage.out_bits  # rounding + saturation of every output
     lut = math.ceil(FINN_LUT_C1 * (mult_luts + adder_luts + select_luts + cast_luts)) + FINN_LUT_C0
     lutram = 0
-    if stage.kind == "conv" and stage.kernel > 1:  # line buffer: (K-1) rows x channels SRLs of in_width words
+    if stage.kind == "conv" and stage.kernel > 1 and stage.in_shape[0] > 1:
+        # 2D line buffer: (K-1) rows x channels SRLs of in_width words (a 1D conv shifts its window only)
         channels = stage.n_in // (stage.kernel * stage.kernel)
         lutram = (stage.kernel - 1) * channels * a * math.ceil(stage.in_shape[1] / 32)
     # Registers: the window (kernel_data) and the kernel's own copy of it (the dense call's data argument,
@@ -434,13 +435,17 @@ def small_stage_cost(stage: Stage, device: Device | None = None) -> tuple[Cost, 
         return Cost(0, SMALL_STAGE_LUT // 2, SMALL_STAGE_FF // 2), 0
     if stage.kind in ("maxpool", "avgpool"):
         k, a = stage.kernel, stage.in_bits
-        line = (k - 1) * c * a * math.ceil(stage.in_shape[1] / 32)
+        rows = k - 1 if stage.in_shape[0] > 1 else 0  # a 1D pool keeps no line buffer
+        line = rows * c * a * math.ceil(stage.in_shape[1] / 32)
         # a max is a comparator and a 2:1 select of the larger (2 LUTs a bit: the carry chain cannot also
         # select); an average an adder (1 LUT a bit)
         compare = c * (k * k - 1) * (2 * a if stage.kind == "maxpool" else stage.accum_bits)
         # registers: the window (kernel_data) and the reduction's own copy (pool_window), as in the convs
-        return Cost(0, compare + line + SMALL_STAGE_LUT, 2 * k * k * c * a + out_bits + SMALL_STAGE_FF, 0,
-                    line), (k - 1) * c * a * stage.in_shape[1]
+        window = (k * k if stage.in_shape[0] > 1 else k) * c * a
+        compare = compare if stage.in_shape[0] > 1 else c * (k - 1) * (2 * a if stage.kind == "maxpool"
+                                                                      else stage.accum_bits)
+        return Cost(0, compare + line + SMALL_STAGE_LUT, 2 * window + out_bits + SMALL_STAGE_FF, 0,
+                    line), rows * c * a * stage.in_shape[1]
     if stage.kind == "global_avgpool":
         acc = stage.accum_bits
         # accumulate every channel, then ``data_window[i] / (in_height * in_width)`` (nnet_pooling_stream.h),
@@ -532,7 +537,7 @@ def estimate(pipeline: Pipeline, plan: dict[str, int], device: Device, *, depths
             cost, bf, on_dsp = conv_cost(stage, rf, device)
             channels = stage.n_in // (stage.kernel * stage.kernel)
             line_bits = (stage.kernel - 1) * channels * stage.in_bits * stage.in_shape[1] \
-                if stage.kind == "conv" and stage.kernel > 1 else 0
+                if stage.kind == "conv" and stage.kernel > 1 and stage.in_shape[0] > 1 else 0
             layers.append(LayerEstimate(stage.name, stage.kind, rf, bf, on_dsp, stage_cycles(stage, rf),
                                         stage_latency(stage, rf), cost,
                                         stage.weights * stage.weight_bits + stage.n_out * stage.bias_bits,

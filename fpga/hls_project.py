@@ -513,7 +513,7 @@ def _out_shape(kind: str, cfg: dict, in_shape, call: Call, project: HlsProject, 
     h, w, c = in_shape
     if kind in ("conv", "pool", "pad"):
         oh = cfg.get("out_height", 1 if "1d" in call.function else h)
-        ow = cfg.get("out_width", w)
+        ow = cfg.get("out_width", cfg.get("n_out", w) if call.function == "pooling1d_cl" else w)
         return (int(oh), int(ow), c), int(oh) * int(ow)
     if kind in ("dense", "global_pool"):
         return (1, 1, c), 1

@@ -87,3 +87,24 @@ def test_bad_project_is_one_error_line(tmp_path, breakage, message):
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], r.stderr
+
+
+def test_a_keras_project_of_hls4ml_1_3_is_estimated_whole(tmp_path):
+    """Not one of ours: a Keras model written by hls4ml 1.3.0's Vitis backend, with layer kinds our
+    SqueezeNet never has (Conv1D, batchnorm, tanh, dense, softmax). Every layer is modelled, the shapes
+    follow the stream through the 1D pool, and the project's own part and clock are used."""
+    out = tmp_path / "prj"
+    r = run_module("tests.keras_project", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = run_module("fpga.estimate", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["unmodeled"] == [] and data["part"] == "xc7z020clg400-1" and data["clock_mhz"] == 200.0
+    layers = {layer["name"]: layer for layer in data["layers"]}
+    assert {layers[n]["kind"] for n in ("c1", "p1", "t1", "gap", "d1", "sm")} == \
+        {"conv", "maxpool", "activation", "global_avgpool", "dense", "softmax"}
+    assert layers["c1"]["strategy"] == "resource" and layers["d1"]["strategy"] == "latency"
+    assert layers["c1"]["line_buffer_bits"] == 0  # a 1D conv shifts its window, it keeps no rows
+    # c2 reads the pool's 31 pixels and writes 29: 31 x 2 + 29 x (RF 3 + 3) cycles
+    assert layers["c2"]["cycles"] == 31 * 2 + 29 * (3 + 3)
+    assert data["totals"]["dsp"] > 0 and data["totals"]["bram18k"] > 0
