@@ -31,6 +31,7 @@ from .synth_reports import read_csynth, read_vivado_utilization
 
 CALIBRATION = Path(__file__).parent / "calibration"
 DESIGNS = CALIBRATION / "designs"
+HELDOUT = CALIBRATION / "heldout"  # collected after the formulas were written: the check, not the fit
 COMPARED = ("lut", "ff", "dsp", "bram18k")
 VALUE_DEPENDENT = ("lut", "dsp")
 
@@ -63,8 +64,15 @@ class Point:
 
     def comparable(self, resource: str) -> bool:
         """LUTs and DSPs of constant weights (Latency at RF 1) depend on the weights' values: without them
-        (a rebuilt project with stand-in weights) the comparison says nothing about the formulas."""
+        (a rebuilt project with stand-in weights) the comparison says nothing about the formulas. A design
+        with a layer the estimator does not model is never compared: its totals leave that layer out."""
+        if self.unmodeled:
+            return False
         return not (self.value_dependent and resource in VALUE_DEPENDENT)
+
+    @property
+    def unmodeled(self) -> list[str]:
+        return [layer.name for layer in self.estimate.layers if layer.kind == "unmodeled"]
 
     def ratio(self, resource: str) -> float | None:
         """estimate / Vivado; None when Vivado used none (the comparison is then in blocks, not a ratio)."""
@@ -131,31 +139,38 @@ def markdown(points: list[Point], summary: dict) -> str:
     for p in points:
         for resource in COMPARED:
             ratio = p.ratio(resource)
-            shown = '-' if ratio is None else f'{ratio:.2f}' + ('' if p.comparable(resource) else ' (a)')
+            mark = '' if p.comparable(resource) else (' (b)' if p.unmodeled else ' (a)')
+            shown = '-' if ratio is None else f'{ratio:.2f}' + mark
             lines.append(f"| {p.name} | {p.estimate.device.part}, {p.estimate.clock_mhz:.0f} MHz | {resource} | "
                          f"{getattr(p.estimate.totals, resource):,} | {p.vivado[resource]:,} | {shown} | "
                          f"{p.csynth_totals.get(resource, 0):,} |")
     lines.append("\n(a) not counted in the summary: constant weights (Latency, RF 1) whose values the project does "
-                 "not ship (a rebuild with stand-in weights); their LUTs and DSPs depend on the values.")
-    lines += ["", "| resource | points | median abs error | worst abs error | band (Vivado / estimate) |",
-              "|---|---|---|---|---|"]
-    for resource in COMPARED:
-        s = summary[resource]
-        lines.append(f"| {resource} | {s['points']} | {_pct(s['median_abs_error'])} | {_pct(s['worst_abs_error'])} "
-                     f"| {s['band'][0]:.2f} - {s['band'][1]:.2f} |")
+                 "not ship (a rebuild with stand-in weights); their LUTs and DSPs depend on the values.\n"
+                 "(b) not counted in the summary: the design has layers the estimator does not model (below).")
+    lines += ["", markdown_summary(summary)]
     lines += ["", "| design | layer | kind | estimate (cycles/image) | estimate, worst case | csynth min | csynth max "
               "| worst case / csynth max |", "|---|---|---|---|---|---|---|---|"]
     for p in points:
         for layer in p.layers:
             lines.append(f"| {p.name} | {layer.layer} | {layer.kind} | {layer.estimate:,} | {layer.worst:,} | "
                          f"{layer.csynth_min:,} | {layer.csynth_max:,} | {layer.ratio:.2f} |")
-    c = summary["cycles"]
-    lines.append(f"\nLayer cycles: {c['within_30pct']} of {c['points']} within 30% of csynth's worst case; "
-                 f"median abs error {_pct(c['median_abs_error'])}, worst {_pct(c['worst_abs_error'])}.")
     unmodeled = sorted({f"{p.name}: {layer.name} ({layer.kind})" for p in points for layer in p.estimate.layers
                         if layer.kind == "unmodeled"})
     if unmodeled:
         lines.append("Not modelled (counted as zero): " + "; ".join(unmodeled))
+    return "\n".join(lines)
+
+
+def markdown_summary(summary: dict) -> str:
+    lines = ["| resource | points | median abs error | worst abs error | band (Vivado / estimate) |",
+             "|---|---|---|---|---|"]
+    for resource in COMPARED:
+        s = summary[resource]
+        lines.append(f"| {resource} | {s['points']} | {_pct(s['median_abs_error'])} | {_pct(s['worst_abs_error'])} "
+                     f"| {s['band'][0]:.2f} - {s['band'][1]:.2f} |")
+    c = summary["cycles"]
+    lines.append(f"\nLayer cycles: {c['within_30pct']} of {c['points']} within 30% of csynth's worst case; "
+                 f"median abs error {_pct(c['median_abs_error'])}, worst {_pct(c['worst_abs_error'])}.")
     return "\n".join(lines)
 
 
@@ -164,26 +179,45 @@ def _pct(x: float | None) -> str:
 
 
 def bands_document(summary: dict, points: list[Point]) -> dict:
-    return {"what": "Vivado post-synthesis figure / our estimate over the calibration set (fpga/calibrate.py)",
+    return {"what": "Vivado post-synthesis figure / our estimate over the calibration and held-out designs "
+                    "(python -m fpga.calibrate)",
             "designs": [p.name for p in points],
             "resources": {r: summary[r] for r in COMPARED}, "cycles": summary["cycles"]}
+
+
+def load_sets(folders: list[Path]) -> list[tuple[Path, list[Point]]]:
+    sets = []
+    for folder in folders:
+        found = designs(folder)
+        if not found:
+            raise UserError(f"no calibration designs (a folder with vivado_synth.rpt and firmware/) under {folder}")
+        sets.append((folder, [calibration_point(d) for d in found]))
+    return sets
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m fpga.calibrate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--designs", type=Path, default=DESIGNS, help="folder of calibration designs")
+    p.add_argument("--designs", type=Path, action="append",
+                   help="a folder of designs (repeatable; default: fpga/calibration/designs and the held-out "
+                        "fpga/calibration/heldout, each reported on its own, the band over both)")
     p.add_argument("--write", action="store_true", help="rewrite fpga/calibration/bands.json from these designs")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON instead of the tables")
+    p.add_argument("--json", action="store_true", help="print the summaries as JSON instead of the tables")
     args = p.parse_args(argv)
-    found = designs(args.designs)
-    if not found:
-        raise UserError(f"no calibration designs (a folder with vivado_synth.rpt and firmware/) under {args.designs}")
-    points = [calibration_point(d) for d in found]
-    summary = summarize(points)
-    print(json.dumps(summary, indent=2) if args.json else markdown(points, summary))
+    sets = load_sets(args.designs or [DESIGNS, HELDOUT])
+    every = [point for _, points in sets for point in points]
+    combined = summarize(every)
+    if args.json:
+        print(json.dumps({"sets": {str(folder): summarize(points) for folder, points in sets},
+                          "combined": combined}, indent=2))
+    else:
+        for folder, points in sets:
+            shown = folder.resolve().relative_to(Path.cwd()) if folder.resolve().is_relative_to(Path.cwd()) else folder
+            print(f"## {shown}\n\n{markdown(points, summarize(points))}\n")
+        if len(sets) > 1:
+            print("## all designs (the band)\n\n" + markdown_summary(combined))
     if args.write:
-        write_json(BANDS, bands_document(summary, points))
+        write_json(BANDS, bands_document(combined, every))
         print(f"wrote {BANDS}")
     return 0
 
