@@ -336,8 +336,8 @@ def constant_weights(stage: Stage) -> tuple[int, int, int]:
     of at most CSD_DSP_MIN_DIGITS - 1 signed digits is shifts and adds in LUTs; a wider one goes to a DSP
     when the weight type is wide enough for hls4ml's rule (DSP_MIN_WEIGHT_BITS). Calibration: MNIST_original's
     644 weights (16-bit) have 79 with at most two digits; Vivado used 565 DSPs, 555 of them outside the
-    softmax, and the rule gives 565. Without the values, every non-zero weight counts, half of its bits
-    non-zero digits... expected CSD digits of a random W-bit constant: W / 3."""
+    softmax, and the rule gives 565. Without the values every non-zero weight counts: on a DSP when the type
+    is wide enough, else ``constant_multiplier_luts`` (half its bits taken as non-zero)."""
     a, wb = stage.in_bits, stage.weight_bits
     wide = wb >= DSP_MIN_WEIGHT_BITS
     if stage.weight_digits is not None:
@@ -356,8 +356,8 @@ def conv_cost(stage: Stage, rf: int, device: Device) -> tuple[Cost, int, bool]:
     a, wb, acc = stage.in_bits, stage.weight_bits, stage.accum_bits
     bf, constant = multipliers(stage, rf)
     if constant:
-        on_dsp_count, _, mult_luts = constant_weights(stage)
-        bf = on_dsp_count + _
+        on_dsp_count, in_luts, mult_luts = constant_weights(stage)
+        bf = on_dsp_count + in_luts
         on_dsp = on_dsp_count > 0
         dsp = on_dsp_count * _dsp_per_multiplier(a, wb, device)
     else:

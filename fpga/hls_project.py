@@ -254,11 +254,11 @@ def read_dataflow(text: str) -> tuple[list[str], list[str], dict[str, str], dict
         args = [aliases.get(a.strip(), a.strip()) for a in args.split(",") if a.strip()]
         templates = [t.strip() for t in _split_templates(templates)]
         calls.append(Call(function, templates, args, layer or function))
-    # ports are in signature order; inputs come first in hls4ml's writer, outputs after
-    produced = {a for c in calls for a in c.args}
-    consumed_first = [name for _, name in ports]
-    inputs = [p for p in consumed_first if _first_use_is_read(p, calls)]
-    outputs = [p for p in consumed_first if p not in inputs and p in produced]
+    # a port whose first call reads it is an input; the others that some call uses are outputs
+    used = {a for c in calls for a in c.args}
+    port_names = [name for _, name in ports]
+    inputs = [p for p in port_names if _first_use_is_read(p, calls)]
+    outputs = [p for p in port_names if p not in inputs and p in used]
     return inputs, outputs, streams, depths, calls
 
 
