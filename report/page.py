@@ -136,8 +136,11 @@ def build_page(root: Path) -> str:
     fpga = Section(root, "fpga")
     if fpga.data:
         fpga.figures(FPGA)
-        fpga.figures([(f"{name.upper()} estimate", f"resources/{name}/estimate")
-                      for name in fpga.data.get("resources", {})])
+        # each estimate with the range the calibration against published syntheses puts it in
+        fpga.figures([(f"{name.upper()} {label}", f"resources/{name}/{path}")
+                      for name, figures in fpga.data.get("resources", {}).items()
+                      for label, path in (("estimate", "estimate"), ("calibrated low", "band/0"),
+                                          ("calibrated high", "band/1")) if "band" in figures or path == "estimate"])
         fpga.image("layers.png", "per-layer resource estimate")
     sections.append(fpga.html("fpga: hls4ml design, estimate, C simulation"))
 
