@@ -97,7 +97,7 @@ def test_planner_raises_reuse_factors_until_a_tiny_part_fits(small_pipeline):
     smallest = estimate(small_pipeline, smallest_plan(small_pipeline), PYNQ)
     # a part whose LUTs sit between the smallest and the fastest plan
     lut = (smallest.totals.lut + fastest.estimate.totals.lut) // 2
-    part = tiny_part(lut=math.ceil(lut / 0.8), ff=10**6, bram18k=10**4, lutram=10**6)
+    part = tiny_part(lut=math.ceil(lut / 0.8), ff=10**6, bram18k=10**4, lutram=10**6, dsp=10**4)
     plan = plan_folding(small_pipeline, part)
     assert plan.estimate.totals.lut <= 0.8 * part.lut
     assert plan.estimate.ii_cycles > fastest.estimate.ii_cycles  # slower than unconstrained ...
