@@ -81,10 +81,10 @@ data: ## install Debian's dataset-fashion-mnist when the default data set is mis
 	  echo "installing Debian's dataset-fashion-mnist"; \
 	  (apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
 	   (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null)) \
-	  || { echo "error: could not install dataset-fashion-mnist" >&2; exit 1; }; \
+	  || { echo "error: could not install dataset-fashion-mnist" >&2; exit 2; }; \
 	else \
 	  echo "error: no Fashion-MNIST in $(DATA_DIR): run 'sudo apt-get install dataset-fashion-mnist' or set DATA_DIR to a directory holding the four *-idx?-ubyte.gz files" >&2; \
-	  exit 1; \
+	  exit 2; \
 	fi
 
 # --- model ------------------------------------------------------------------------------------------
@@ -94,7 +94,9 @@ TRAIN_ARGS_default := --set base_e=96 --set incr_e=96 --epochs 49 --batch-size 2
 TRAIN_ARGS_pynq_z2 := --set base_e=16 --set incr_e=16 --set sr=0.25 --set pct_3x3=0.5 --set stem_channels=16 \
                       --epochs 24 --batch-size 256 --lr 3e-3 --weight-decay 0.01 --warmup-epochs 2 \
                       --random-erasing 0.2 --ema 0.999 --threads 2 --seed 0
-TRAIN_ARGS ?= $(TRAIN_ARGS_$(MODEL))
+# The committed checkpoints were trained before --head-leak existed: reproducing them turns it off. Your own
+# data (DATASET= or CHECKPOINT=) gets model.train's default, which keeps every class alive.
+TRAIN_ARGS ?= $(TRAIN_ARGS_$(MODEL)) $(if $(OWN_DATA),,--head-leak 0)
 # Where train and qat run: DEVICE=auto|cpu|cuda|cuda:N; NPROC=N > 1 starts N processes (one per GPU, DDP)
 # through torchrun on this machine. Several machines: the torchrun line in the README.
 DEVICE ?= auto
@@ -154,15 +156,23 @@ EXPORT_INPUTS := $(EXPORT_DIR)/.inputs
 export: setup $(if $(CHECKPOINT),,quantize) $(EXPORT_REPORT) ## float/QCDQ ONNX, QONNX, int8 TFLite (+ .json for the Pi), each checked; budget (CHECKPOINT=)
 	$(MAKE) --no-print-directory budget
 
-# Which checkpoint and data the artifacts were made from, rewritten only when that changes: switching
-# CHECKPOINT rebuilds even when the other checkpoint file is older than the report.
-ifneq ($(filter export bench rpi rpi-local rpi-bench fleet,$(MAKECMDGOALS)),)
-$(shell mkdir -p $(EXPORT_DIR) && echo '$(EXPORT_CKPT) $(DATA_ARGS)' | cmp -s - $(EXPORT_INPUTS) || echo '$(EXPORT_CKPT) $(DATA_ARGS)' > $(EXPORT_INPUTS))
-endif
+# $(EXPORT_INPUTS) says which checkpoint and data the artifacts were made from; the export writes it after
+# it succeeded (a failed export leaves the directory as it was). `make export` replaces an export of another
+# checkpoint; the targets that only use the export (rpi, rpi-local, rpi-bench, fleet, bench) refuse it and
+# name both, rather than rebuilding another model's export over the user's.
+EXPORT_WANT   = $(strip $(EXPORT_CKPT) $(DATA_ARGS))
+EXPORT_HELD  := $(strip $(shell cat $(EXPORT_INPUTS) 2>/dev/null))
+EXPORT_OTHER  = $(and $(EXPORT_HELD),$(filter-out x$(subst $() ,_,$(EXPORT_WANT)),x$(subst $() ,_,$(EXPORT_HELD))))
+EXPORT_REFUSE = $(and $(EXPORT_OTHER),$(if $(filter export,$(MAKECMDGOALS)),,refuse))
 
 # Real file dependencies: the artifacts are rebuilt when a checkpoint or the export/model code changes.
-$(EXPORT_REPORT): $(EXPORT_CKPT) $(if $(CHECKPOINT),,$(FLOAT_CKPT)) $(wildcard $(EXPORT_INPUTS)) $(wildcard export/*.py model/*.py quantize/*.py) | setup
+$(EXPORT_REPORT): $(EXPORT_CKPT) $(if $(CHECKPOINT),,$(FLOAT_CKPT)) $(if $(EXPORT_OTHER)$(if $(EXPORT_HELD),,x),FORCE) $(wildcard export/*.py model/*.py quantize/*.py) | setup
+	@$(if $(EXPORT_REFUSE),echo 'error: $(EXPORT_DIR) holds the export of $(EXPORT_HELD) and this make uses $(EXPORT_WANT): add CHECKPOINT=$(firstword $(EXPORT_HELD)) to use that one or replace it with make export$(if $(CHECKPOINT), CHECKPOINT=$(CHECKPOINT))' >&2; exit 2)
 	$(PY) -m export --checkpoint $(EXPORT_CKPT) $(if $(CHECKPOINT),,--float-checkpoint $(FLOAT_CKPT)) --out $(EXPORT_DIR) $(DATA_ARGS) $(EXPORT_ARGS)
+	@echo '$(EXPORT_WANT)' > $(EXPORT_INPUTS)
+
+.PHONY: FORCE
+FORCE:
 
 $(EXPORT_DIR)/squeezenet_int8.tflite $(EXPORT_DIR)/squeezenet_int8.json: $(EXPORT_REPORT)
 
@@ -172,7 +182,9 @@ bench: export ## latency of torch / Brevitas / onnxruntime / TFLite side by side
 # --- fpga -------------------------------------------------------------------------------------------
 FPGA_ARGS = --checkpoint $(or $(CHECKPOINT),$(FPGA_CKPT)) $(DATA_ARGS) $(if $(SAMPLES),--samples $(SAMPLES)) \
             $(FPGA_PART_ARGS) $(if $(CLOCK_MHZ),--clock-mhz $(CLOCK_MHZ)) $(if $(TARGET_FPS),--target-fps $(TARGET_FPS))
+FPGA_DEVICE_ARGS = $(if $(FPGA_PART),--part $(FPGA_PART)) $(if $(FPGA_RESOURCES),--resources "$(FPGA_RESOURCES)")
 fpga: setup ## folded HLS project of FPGA_MODEL for FPGA_PART, estimates, bit-exact C simulation (SAMPLES=N|all), budget + fit check
+	@$(PY) -m fpga.devices $(FPGA_DEVICE_ARGS)
 	$(if $(CHECKPOINT),,$(MAKE) --no-print-directory quantize MODEL=$(FPGA_MODEL))
 	$(PY) -m fpga $(FPGA_ARGS)
 	$(MAKE) --no-print-directory budget FPGA=1
@@ -278,10 +290,10 @@ rpi-bench: setup $(RPI_TFLITE) $(RPI_MODEL) $(if $(SOURCE),,$(RPI_SAMPLE)) ## on
 	$(PY) -m rpi.deploy deploy --model $(RPI_MODEL) --source "$(or $(SOURCE),$(RPI_SAMPLE))" --log '' \
 	  --app-args "--bench $(RPI_ARGS)" $(if $(FRAMES),--frames "$(FRAMES)") $(if $(BUDGET_BYTES),--budget-bytes "$(BUDGET_BYTES)")
 
-rpi-sample: $(RPI_SAMPLE) ## the sample video (1,000 Fashion-MNIST test images, lossless FFV1) that rpi-local classifies
+rpi-sample: $(RPI_SAMPLE) ## the sample video (1,000 test images of the exported model's data, lossless FFV1) that rpi-local classifies
 
-$(RPI_SAMPLE): | setup
-	$(PY) -m rpi.sample --out $@
+$(RPI_SAMPLE): $(EXPORT_REPORT) | setup
+	$(PY) -m rpi.sample --out $@ --export-dir $(EXPORT_DIR)
 
 rpi-test-tools: ## install Debian's openssh-server and rsync when missing (the rpi tests' stand-in Pi)
 	@missing=""; [ -x /usr/sbin/sshd ] || missing="openssh-server"; command -v rsync >/dev/null || missing="$$missing rsync"; \

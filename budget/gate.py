@@ -38,7 +38,9 @@ def fpga_report(checkpoint: str, fpga_report_path: Path, work_dir: Path, build_i
         report = read_json(fpga_report_path)
         if report.get("checkpoint_sha256") == sha256_of(checkpoint) and "resources" in report:
             return report, str(fpga_report_path)
-        why = f"{fpga_report_path} describes another checkpoint"
+        other = report.get("checkpoint", "another checkpoint")
+        why = (f"{fpga_report_path} describes {other}, not {checkpoint} (make budget CHECKPOINT={other} "
+               f"checks that one)")
     else:
         why = f"no {fpga_report_path}"
     if not build_if_missing:
@@ -94,25 +96,30 @@ def weight_rows(report: dict | None, source: str, budget: int, tflite_paths) -> 
     return rows
 
 
+def table(header: list[str], body: list[list[str]], right: set[int]) -> str:
+    """Columns as wide as their widest cell, two spaces apart (a long figure never runs into the next)."""
+    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+    return "\n".join("  ".join(cell.rjust(w) if i in right else cell.ljust(w)
+                               for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
+                     for row in [header, *body])
+
+
 def format_rows(rows: list[dict]) -> str:
-    lines = [f"{'artifact':<34}{'bytes':>10}{'budget':>10}{'used':>8}  verdict"]
-    for r in rows:
-        verdict = "ok" if r["within_budget"] else f"OVER by {r['over_by']:,} bytes"
-        lines.append(f"{r['artifact']:<34}{r['bytes']:>10,}{r['budget_bytes']:>10,}"
-                     f"{r['bytes'] / r['budget_bytes']:>8.1%}  {verdict}")
-    return "\n".join(lines)
+    body = [[r["artifact"], f"{r['bytes']:,}", f"{r['budget_bytes']:,}", f"{r['bytes'] / r['budget_bytes']:.1%}",
+             "ok" if r["within_budget"] else f"OVER by {r['over_by']:,} bytes"] for r in rows]
+    return table(["artifact", "bytes", "budget", "used", "verdict"], body, right={1, 2, 3})
 
 
 def format_device(rows: list[dict], part: str) -> str:
-    lines = [f"{'FPGA ' + part + ' (estimate)':<34}{'estimate':>10}{'allowed':>10}{'used':>8}  "
-             f"{'calibrated range':<19}verdict"]
+    body = []
     for r in rows:
-        verdict = "ok" if not r["over_by"] else f"OVER by {r['over_by']:,}"
-        label = f"{r['resource'].upper()} ({r['share']:.0%} of {r['available']:,})"
         used = r["estimate"] / r["available"] if r["available"] else float("inf")
-        band = f"{r['band'][0]:,}-{r['band'][1]:,}" if r.get("band") else "-"
-        lines.append(f"{label:<34}{r['estimate']:>10,}{r['allowed']:>10,.0f}{used:>8.1%}  {band:<19}{verdict}")
-    return "\n".join(lines)
+        body.append([f"{r['resource'].upper()} ({r['share']:.0%} of {r['available']:,})", f"{r['estimate']:,}",
+                     f"{r['allowed']:,.0f}", f"{used:.1%}",
+                     f"{r['band'][0]:,}-{r['band'][1]:,}" if r.get("band") else "-",
+                     "ok" if not r["over_by"] else f"OVER by {r['over_by']:,}"])
+    return table([f"FPGA {part} (estimate)", "estimate", "allowed", "used", "calibrated range", "verdict"], body,
+                 right={1, 2, 3})
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -134,8 +141,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--resources", default=None, metavar="dsp=N,lut=N,ff=N,bram18k=N[,lutram=N]",
                    help="check against a part given by its resources")
     p.add_argument("--resource-share", type=float, default=None,
-                   help="share of DSP, LUT and BRAM18K the design may use (default: the one it was planned for)")
-    p.add_argument("--no-device", action="store_true", help="check the byte budgets only")
+                   help="share of every resource (DSP, LUT, FF, BRAM18K, LUTRAM) the design may use (default: "
+                        "the one it was planned for)")
+    p.add_argument("--no-device", action="store_true",
+                   help="check the byte budgets only; without it, a design whose figures are unknown fails the gate")
     return p.parse_args(argv)
 
 
@@ -145,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     part = args.part or os.environ.get("FPGA_PART") or None
     report, source = fpga_report(args.checkpoint, Path(args.fpga_report), Path(args.work_dir), args.fpga, part,
                                  args.resources, args.resource_share, budget)
+    missing = [path for path in args.tflite or () if not Path(path).is_file()]
+    if missing:  # asked to check a file that is not there: the gate cannot pass
+        raise UserError(f"{', '.join(missing)}: no such TFLite model to check")
     rows = weight_rows(report, source, budget, args.tflite or (contract.EXPORT_TFLITE,))
     if rows:
         print(format_rows(rows))
@@ -152,8 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     result = {"budget_bytes": budget, "artifacts": rows, "fpga_known": report is not None}
     if report is None:
         result["fpga_unknown_because"] = source
-        print(f"{FPGA_WEIGHTS} and device fit: unknown ({source}); `make fpga` or `make budget FPGA=1` "
-              f"computes them")
+        print(f"{FPGA_WEIGHTS} and device fit: unknown ({source})")
+        if not args.no_device:
+            problems.append(f"the FPGA design of {args.checkpoint} was not checked: {source}; `make fpga` or "
+                            f"`make budget FPGA=1` computes its figures, DEVICE_CHECK=0 (--no-device) checks "
+                            f"the bytes only")
     fits = None
     if not args.no_device and report is not None:
         device = resolve_device(part, args.resources).to_dict() if (part or args.resources) else report["device"]
@@ -166,10 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         result.update({"device": device, "device_check": device_rows, "fits_device": fits})
     write_json(Path(args.work_dir) / contract.REPORT_NAME, result)
     if problems:
-        raise UserError("over budget: " + "; ".join(problems))
+        over = [p for p in problems if "was not checked" not in p]
+        raise UserError(("over budget: " if over else "") + "; ".join(problems))
     if not rows:
-        print("nothing to check: no TFLite model and no FPGA report yet")
-        return 0
+        raise UserError(f"nothing to check: no TFLite model ({contract.EXPORT_TFLITE}) and no FPGA report; "
+                        f"run `make export` or `make fpga` first")
     print(f"all {len(rows)} artifact(s) within the {budget:,}-byte budget"
           + (f"; the FPGA design fits {part_name}" if fits else ""))
     return 0

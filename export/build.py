@@ -223,7 +223,7 @@ def load_pair(cfg: ExportConfig):
 def export_all(cfg: ExportConfig, log=print) -> dict:
     """Build, run and check every artifact in a staging directory; publish them into ``cfg.out`` (and
     write report.json) only when every step and every exactness gate passed (or --allow-mismatch)."""
-    from .tflite_build import check_tflite_exactness
+    from model.exactness import check_tflite_exactness
 
     out = Path(cfg.out)
     qm, floats, float_path = load_pair(cfg)
@@ -383,10 +383,10 @@ def run_qonnx(path: Path, x: np.ndarray, batch: int = 250) -> np.ndarray:
 
     base = cleanup_model(ModelWrapper(str(path)))
     name_in, name_out = base.graph.input[0].name, base.graph.output[0].name
-    from tqdm import tqdm
+    from model.progress import progress as progress_bar
 
     outs, models = [], {}
-    for start in tqdm(range(0, len(x), batch), desc="QONNX executor", unit="batch", leave=False, disable=None):
+    for start in progress_bar(range(0, len(x), batch), desc="QONNX executor", unit="batch", leave=False, disable=None):
         chunk = x[start:start + batch]
         if len(chunk) not in models:
             models[len(chunk)] = base.transform(ChangeBatchSize(len(chunk))).transform(InferShapes())

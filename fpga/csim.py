@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from model.progress import progress as progress_bar
 
 from model.artifacts import UserError
 
@@ -63,7 +63,7 @@ def run_csim(lib_path: str | Path, inputs: np.ndarray, n_out: int, workers: int 
     with tempfile.TemporaryDirectory(prefix="csim-") as tmp:
         pending = list(enumerate(chunks))
         running: dict[int, tuple[subprocess.Popen, tuple[int, int], Path]] = {}
-        bar = tqdm(total=len(inputs), desc="C simulation", unit="img", disable=None if progress else True)
+        bar = progress_bar(total=len(inputs), desc="C simulation", unit="img", disable=None if progress else True)
         try:
             while pending or running:
                 while pending and len(running) < workers:

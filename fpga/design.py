@@ -53,10 +53,56 @@ def fold_and_size(pipeline: Pipeline, device: Device, *, share: float = 0.8, tar
             best = (interval, reuse, sizing)
         last = (reuse, sizing, error or "no plan fits once its FIFOs are sized by simulation: " + describe_over(est))
         depths = sizing.depths
+    if best is None and target_fps is None:
+        # Sizing made the fastest plan too big for the part (deeper FIFOs cost LUTs and FFs): a slower plan
+        # frees resources for them. The user asked for the fastest plan that fits, not for this one.
+        reuse, sizing, _ = last
+        best = _step_down(pipeline, device, share, clock_mhz, sizing.depths,
+                          estimate(pipeline, reuse, device, depths=sizing.depths, share=share,
+                                   clock_mhz=clock_mhz).images_per_second)
     if best:
         return best[1], best[2].depths, best[2], None
     reuse, sizing, error = last
     return reuse, sizing.depths, sizing, error
+
+
+STEP_DOWN = 0.8  # each slower plan aims at 80% of the previous one's images/s
+STEP_DOWN_FLOOR_FPS = 1.0
+REFINE_STEPS = 3  # then bisect (geometrically) between the last plan that fits and the one before it
+
+
+def _step_down(pipeline: Pipeline, device: Device, share: float, clock_mhz: float, depths: dict[str, int],
+               fps: float):
+    """The fastest plan below ``fps`` images/s that still fits once its own FIFOs are sized:
+    (interval, reuse factors, sizing), or None when even the slowest does not fit."""
+    def sized(target: float):
+        try:
+            reuse = plan_folding(pipeline, device, share=share, target_fps=target, clock_mhz=clock_mhz,
+                                 depths=depths).reuse_factors
+        except PlanError:
+            return None
+        sizing = size_fifos(pipeline, reuse)
+        est = estimate(pipeline, reuse, device, depths=sizing.depths, share=share, clock_mhz=clock_mhz)
+        return (max(est.ii_cycles, sizing.check.cycles_per_image or 0), reuse, sizing) if est.fits else None
+
+    failed, target, found = fps, fps * STEP_DOWN, None
+    while target >= STEP_DOWN_FLOOR_FPS and found is None:
+        found = sized(target)
+        if found is None:
+            failed, target = target, target * STEP_DOWN
+    if found is None:
+        return None
+    fitting = target
+    for _ in range(REFINE_STEPS):
+        middle = (fitting * failed) ** 0.5
+        better = sized(middle)
+        if better is not None and better[0] < found[0]:
+            found, fitting = better, middle
+        elif better is not None:
+            fitting = middle
+        else:
+            failed = middle
+    return found
 
 
 def design_point(network: SqueezeNetConfig | Pipeline, part: str = "xc7z020clg400-1", *,

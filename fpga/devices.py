@@ -52,8 +52,8 @@ def lookup_device(part: str) -> Device:
     for name, device in DEVICES.items():
         if name.lower() == part.strip().lower():
             return device
-    raise UserError(f"unknown FPGA part {part!r}; known parts: {', '.join(DEVICES)} "
-                    f"(or give the resources: --resources dsp=N,lut=N,ff=N,bram18k=N[,lutram=N])")
+    raise UserError(f"unknown FPGA part {part!r}; known parts: {', '.join(DEVICES)} (or give its resources: "
+                    f"--resources dsp=N,lut=N,ff=N,bram18k=N[,lutram=N], with make FPGA_RESOURCES=...)")
 
 
 def parse_resources(spec: str, part: str = "custom") -> Device:
@@ -74,7 +74,7 @@ def parse_resources(spec: str, part: str = "custom") -> Device:
             raise UserError(f"resource {key} must not be negative, got {values[key]}")
     missing = [name for name in ("dsp", "lut", "ff", "bram18k") if name not in values]
     if missing:
-        raise UserError(f"--resources {spec!r} lacks {', '.join(missing)}")
+        raise UserError(f"--resources (make: FPGA_RESOURCES=) {spec!r} lacks {', '.join(missing)}")
     values.setdefault("lutram", values["lut"] // 4)
     return Device(part, "given by --resources", **values)
 
@@ -93,3 +93,23 @@ def device_for_part(part: str) -> Device:
 def resolve_device(part: str, resources: str | None = None) -> Device:
     """``resources`` (explicit counts) when given, else the table's entry for ``part``."""
     return parse_resources(resources, part or "custom") if resources else lookup_device(part)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m fpga.devices [--part P] [--resources SPEC]``: the resources a part stands for, or the one
+    error line that names what is wrong (``make fpga`` runs it before any model is evaluated)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m fpga.devices", description=main.__doc__)
+    p.add_argument("--part", default="xc7z020clg400-1")
+    p.add_argument("--resources", default=None, metavar="dsp=N,lut=N,ff=N,bram18k=N[,lutram=N]")
+    args = p.parse_args(argv)
+    device = resolve_device(args.part, args.resources)
+    print(f"{device.part} ({device.board}): " + ", ".join(f"{name} {getattr(device, name):,}" for name in RESOURCES))
+    return 0
+
+
+if __name__ == "__main__":
+    from rpi.contract import run_cli
+
+    run_cli(main)

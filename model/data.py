@@ -231,6 +231,8 @@ def load_dataset(name: str, split: str, data_dir: str | None = None, input_size:
     if split not in ("train", "test"):
         raise DataError(f"split must be 'train' or 'test', got {split!r}")
     data_dir = data_dir or data_dir_default()
+    if not Path(data_dir).is_dir():
+        raise DataError(f"data directory {data_dir} does not exist")
     if name == "fashion-mnist":
         return load_idx_dataset(data_dir, split, FASHION_MNIST_CLASSES)
     if name == "mnist":

@@ -24,14 +24,16 @@ import argparse
 import copy
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
+from .progress import progress as progress_bar
 
 from .artifacts import UserError, atomic_path
 from .data import ImageSet, Normalization
@@ -60,6 +62,10 @@ class TrainSettings:
     ema_decay: float = 0.0  # EMA of the weights (evaluated and saved when on), 0: off
     kd_alpha: float = 0.0  # weight of the distillation term (needs a teacher), 0: off
     kd_temperature: float = 2.0
+    # Gradient slope of the classifier's ReLU below zero while training (its output is unchanged). 0: the
+    # plain ReLU, whose class channel, once negative on every image, never gets a gradient again: a dead
+    # class (its logit exactly 0 on every image). > 0 lets such a channel come back.
+    head_leak: float = 0.0
     seed: int = 0
     threads: int = 0  # 0: torch's default
     amp: bool = True  # bf16 autocast on CUDA (never on the CPU)
@@ -75,7 +81,7 @@ class TrainSettings:
         unknown = set(self.augment) - set(AUGMENTATIONS)
         if unknown:
             raise UserError(f"unknown augmentation {sorted(unknown)}; choose from {', '.join(AUGMENTATIONS)}")
-        for name in ("random_erasing", "kd_alpha"):
+        for name in ("random_erasing", "kd_alpha", "head_leak"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise UserError(f"{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -229,7 +235,7 @@ def predict_logits(model: nn.Module, data: ImageSet, norm: Normalization, batch_
     device = model_device(model)
     images = torch.from_numpy(data.images)
     outs = []
-    for start in tqdm(range(0, len(data), batch_size), desc=desc, disable=None if progress else True, leave=False):
+    for start in progress_bar(range(0, len(data), batch_size), desc=desc, disable=None if progress else True, leave=False):
         batch = images[start:start + batch_size].to(device, non_blocking=True)
         outs.append(model(to_input(batch, norm)).float())
     return torch.cat(outs).cpu().numpy()
@@ -237,6 +243,22 @@ def predict_logits(model: nn.Module, data: ImageSet, norm: Normalization, batch_
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float((logits.argmax(1) == labels).mean())
+
+
+def class_health(logits: np.ndarray, labels: np.ndarray, classes: list[str]) -> tuple[dict, list[str]]:
+    """Per-class accuracy, and one warning per class the model has given up on: never predicted, or with
+    a logit that is the same on every image (a dead classifier channel)."""
+    pred = logits.argmax(1)
+    per_class = {name: (float((pred[labels == k] == k).mean()) if (labels == k).any() else None)
+                 for k, name in enumerate(classes)}
+    warnings = []
+    for k, name in enumerate(classes):
+        constant = bool(np.ptp(logits[:, k]) == 0)
+        if constant or not (pred == k).any():
+            why = f"its logit is {logits[0, k]:g} on every image" if constant else "it is never predicted"
+            warnings.append(f"class {name!r} is lost on the validation split: {why}; accuracy "
+                            f"{(per_class[name] or 0.0):.0%}")
+    return per_class, warnings
 
 
 # --- loss ---------------------------------------------------------------------------------------------
@@ -380,6 +402,13 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, norm: Normalization, s
     (``last.pt``) lets an interrupted run resume; ``run_key`` adds identities (e.g. the teacher's sha256)
     that a resume must match besides the settings. With EMA on, ``model`` ends holding the EMA weights."""
     s.validate()
+    with leaky_head(model, s.head_leak):
+        return _fit(model, train, val, norm, s, state_path, resume, runtime, teacher, run_key)
+
+
+def _fit(model: nn.Module, train: ImageSet, val: ImageSet, norm: Normalization, s: TrainSettings,
+         state_path: Path, resume: bool, runtime: Runtime | None, teacher: Teacher | None,
+         run_key: dict | None) -> FitResult:
     rt = runtime or Runtime(resolve_device("auto"))
     if s.kd_alpha > 0 and teacher is None:
         raise UserError("distillation (kd-alpha > 0) needs a teacher checkpoint")
@@ -451,7 +480,7 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, norm: Normalization, s
         rng = np.random.default_rng(epoch_seed(s.seed, epoch, rt.rank))
         totals = torch.zeros(2, dtype=torch.float64, device=device)  # loss x images, correct images
         seen = 0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{s.epochs}", leave=False, mininterval=2.0,
+        bar = progress_bar(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{s.epochs}", leave=False, mininterval=2.0,
                    disable=None if rt.is_main else True)  # None: a bar on a terminal, quiet in logs
         for step in bar:
             idx = mine[step * local_batch:(step + 1) * local_batch]
@@ -504,6 +533,42 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, norm: Normalization, s
         ema.copy_to(model)
     result.seconds = time.time() - t_start
     return result
+
+
+class LeakyGradientReLU(nn.Module):
+    """ReLU in the forward pass (bit for bit), a gradient of ``leak`` below zero in the backward pass.
+
+    Stands in for the classifier's ReLU during training only (``leaky_head``): the trained weights are
+    those of the plain ReLU network, so nothing downstream (QAT, TFLite, hls4ml) changes.
+    """
+
+    def __init__(self, leak: float) -> None:
+        super().__init__()
+        self.leak = leak
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(x)
+        if not self.training:
+            return y
+        below = self.leak * torch.clamp(x, max=0.0)
+        return y + (below - below.detach())  # adds exactly 0, carries the slope
+
+
+@contextmanager
+def leaky_head(model: nn.Module, leak: float) -> Iterator[None]:
+    """Swap the classifier's ReLU (``classifier.2``) for ``LeakyGradientReLU(leak)`` while the block runs."""
+    if leak <= 0:
+        yield
+        return
+    head = getattr(model, "classifier", None)
+    if not isinstance(head, nn.Sequential) or len(head) < 3 or type(head[2]) is not nn.ReLU:
+        raise UserError("head-leak needs a float SqueezeNet (its classifier.2 a plain ReLU)")
+    relu = head[2]
+    head[2] = LeakyGradientReLU(leak)
+    try:
+        yield
+    finally:
+        head[2] = relu
 
 
 def _check_finite(loss_sum: float, epoch: int) -> None:
@@ -578,9 +643,11 @@ def _load_state(path: Path, key: dict, rt: Runtime) -> dict | None:
 STOPPED_EXIT_CODE = 3  # the run stopped at --time-limit; `--resume` finishes it
 
 
-def add_training_arguments(p, d: TrainSettings, teacher_help: str, amp: bool = True) -> None:
+def add_training_arguments(p, d: TrainSettings, teacher_help: str, amp: bool = True,
+                           head_leak: bool = False) -> None:
     """The schedule, recipe and execution flags of ``python -m model.train`` and ``python -m quantize``,
-    with ``d``'s values as defaults (so each CLI keeps its own recipe)."""
+    with ``d``'s values as defaults (so each CLI keeps its own recipe). ``head_leak``: the float model's
+    flag (a quantized classifier keeps its quantizer's gradient)."""
     from .runtime import DEVICE_HELP
 
     g = p.add_argument_group("schedule")
@@ -609,6 +676,11 @@ def add_training_arguments(p, d: TrainSettings, teacher_help: str, amp: bool = T
     r.add_argument("--ema", type=float, default=d.ema_decay, metavar="DECAY",
                    help="keep an exponential moving average of the weights (e.g. 0.999), evaluate and save "
                         "it; 0: off")
+    if head_leak:
+        r.add_argument("--head-leak", type=float, default=d.head_leak, metavar="SLOPE",
+                       help="while training, the classifier's ReLU passes this gradient slope below zero (its "
+                            "output stays the ReLU's): a class whose channel went negative on every image "
+                            "comes back instead of staying dead; 0: the plain ReLU's gradient")
     r.add_argument("--teacher", default=None, metavar="CHECKPOINT", help=teacher_help)
     r.add_argument("--kd-alpha", type=float, default=d.kd_alpha,
                    help="weight of the distillation loss (0..1; the hard-label loss gets 1 - alpha); "
@@ -636,7 +708,7 @@ def settings_from_args(args, amp: bool | None = None) -> TrainSettings:
                       label_smoothing=args.label_smoothing, augment=augment,
                       random_erasing=args.random_erasing, mixup_alpha=args.mixup, cutmix_alpha=args.cutmix,
                       ema_decay=args.ema, kd_alpha=args.kd_alpha, kd_temperature=args.kd_temperature,
-                      seed=args.seed, threads=args.threads,
+                      head_leak=getattr(args, "head_leak", 0.0), seed=args.seed, threads=args.threads,
                       amp=getattr(args, "amp", False) if amp is None else amp, time_limit=args.time_limit)
     s.validate()
     return s

@@ -51,6 +51,19 @@ class QuantSettings:
                     raise UserError(f"bit-width override {pattern!r} names no layer of this model; "
                                     f"conv layers are: {', '.join(conv_names)}")
 
+    def short_biases(self, conv_names: list[str]) -> list[str]:
+        """The convs whose bias cannot reach one full product of their input and weight. A bias lives on
+        the accumulator's grid (input scale x weight scale) with ``bias_bits`` bits, so it spans
+        2^(bias_bits - input_bits - weight_bits) of the largest product: below 1 where input and weight
+        bits add up to more than ``bias_bits``, and the biases clip (16 bits is the most this toolchain
+        keeps exact: Brevitas accumulates in float32)."""
+        short = []
+        for i, name in enumerate(conv_names):
+            input_bits = self.input_bits if i == 0 else self.act_bits
+            if input_bits + self.bits_for(name) > self.bias_bits:
+                short.append(f"{name} ({input_bits}+{self.bits_for(name)} bits)")
+        return short
+
     def to_dict(self) -> dict:
         return {"weight_bits": self.weight_bits, "act_bits": self.act_bits, "input_bits": self.input_bits,
                 "bias_bits": self.bias_bits, "overrides": dict(self.overrides)}

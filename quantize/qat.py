@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from model.progress import progress as progress_bar
 
 from model import SqueezeNet, SqueezeNetConfig, fold_batch_norm
 from model.artifacts import UserError, load_checkpoint, run_cli, save_checkpoint, sha256_of, write_json
@@ -31,7 +31,7 @@ from model.training import (STOPPED_EXIT_CODE, TrainSettings, accuracy, add_trai
                             model_device, predict_logits, settings_from_args, to_input)
 from rpi.contract import FLOAT_CHECKPOINT, FPGA_FLOAT_CHECKPOINT, FPGA_QUANT_CHECKPOINT, QUANT_CHECKPOINT
 
-from .layers import DEFAULT_OVERRIDES, QuantSettings, build_quant_model  # noqa: F401 (DEFAULT_OVERRIDES: re-export)
+from .layers import DEFAULT_OVERRIDES, QuantSettings, build_quant_model, conv_layer_names  # noqa: F401 (DEFAULT_OVERRIDES: re-export)
 from .storage import BUDGET_BYTES, storage_table
 
 DEFAULT_FLOAT, DEFAULT_QUANT = FLOAT_CHECKPOINT, QUANT_CHECKPOINT  # the names the other modules import
@@ -72,7 +72,7 @@ def calibrate(model: SqueezeNet, data: ImageSet, norm: Normalization, batches: i
     device = model_device(model)
     images = torch.from_numpy(data.images)
     with calibration_mode(model):
-        for start in tqdm(range(0, min(len(data), batches * batch_size), batch_size), desc="calibrate",
+        for start in progress_bar(range(0, min(len(data), batches * batch_size), batch_size), desc="calibrate",
                           leave=False, disable=None if progress else True):
             model(to_input(images[start:start + batch_size].to(device), norm))
 
@@ -232,6 +232,12 @@ def quantization_aware_training(args, qs: QuantSettings, settings: TrainSettings
         teacher = load_teacher(teacher_path, loaded.classes, norm.channels, norm.input_size)
         run_key = {"teacher_sha256": sha256_of(teacher_path)}
 
+    short = qs.short_biases(conv_layer_names(twin.config))
+    if short and rt.is_main:
+        print(f"warning: {len(short)} conv(s) take more input and weight bits than their {qs.bias_bits}-bit biases "
+              f"can carry, so their biases clip: {', '.join(short[:3])}{' ...' if len(short) > 3 else ''}; "
+              f"keep input + weight bits <= {qs.bias_bits} (e.g. --weight-bits {qs.bias_bits - qs.act_bits} or "
+              f"fewer) to keep every bias", file=sys.stderr)
     t0 = time.time()
     twin.to(rt.device)
     resuming = args.resume and (out / "last.pt").is_file()  # the saved twin holds its calibrated scales

@@ -325,6 +325,19 @@ class Prediction:
         return [(labels[i], float(self.scores[i])) for i in order]
 
 
+TFLITE_IDENTIFIER = b"TFL3"  # the flatbuffer file identifier of a TFLite model, bytes 4..8
+
+
+def check_flatbuffer(path: Path) -> None:
+    """Refuse a file that is not a TFLite flatbuffer with one line, the same under every interpreter (their
+    own errors differ, and tflite-runtime's can fail to decode)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if len(head) < 8 or head[4:8] != TFLITE_IDENTIFIER:
+        raise RpiError(f"{path} is not a TFLite model (no {TFLITE_IDENTIFIER.decode()} identifier in its header): "
+                       f"damaged, or another kind of file")
+
+
 class Classifier:
     """The TFLite interpreter, checked against the metadata, plus the preprocessing it describes.
     ``xnnpack=False`` keeps the interpreter from applying XNNPACK (its built-in kernels run every op)."""
@@ -334,11 +347,15 @@ class Classifier:
         self.preprocess = Preprocessor(meta.height, meta.width, meta.channels, meta.color, meta.lut)
         interpreter, self.backend = interpreter_class(runtime)
         options = {} if xnnpack else {"experimental_op_resolver_type": _resolver_without_xnnpack(self.backend)}
+        check_flatbuffer(meta.tflite_path)
         native = []
         try:
             with native_stderr(native):
                 self.interpreter = interpreter(model_path=str(meta.tflite_path), num_threads=threads, **options)
                 self.interpreter.allocate_tensors()
+        except UnicodeDecodeError:  # tflite-runtime decodes its C++ error text, and garbage in, garbage out
+            raise RpiError(f"cannot load {meta.tflite_path} with {self.backend}: the interpreter cannot parse it "
+                           f"(a damaged model)") from None
         except (ValueError, RuntimeError) as exc:
             raise RpiError(f"cannot load {meta.tflite_path} with {self.backend}: "
                            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None

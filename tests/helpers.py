@@ -69,3 +69,25 @@ def tiny_tflite_bundle(out_dir, data_dir=None):
     """For the rpi tests: the int8 .tflite and its metadata .json of a small model, in ``out_dir``."""
     export_dir, _, _ = tiny_export_dir(out_dir)
     return export_dir / "squeezenet_int8.tflite", export_dir / "squeezenet_int8.json"
+
+
+def write_fashion_folder(root, data_dir=None, classes=(0, 1, 2, 3, 4), size=32, train=280, test=60, seed=0):
+    """root/{train,test}/<class>/*.png: real images in another shape than the built-in data set, as a user's
+    folder would be: the first ``train`` / ``test`` Fashion-MNIST images of each class, resized to
+    ``size`` x ``size`` and coloured (a random tint on a random dark background per image)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    for split, count in (("train", train), ("test", test)):
+        data = load_dataset("fashion-mnist", split, None if data_dir is None else str(data_dir))
+        for c in classes:
+            directory = root / split / data.classes[c].replace("/", "-")
+            directory.mkdir(parents=True, exist_ok=True)
+            for i in np.flatnonzero(data.labels == c)[:count]:
+                gray = Image.fromarray(data.images[i, 0]).resize((size, size), Image.BILINEAR)
+                a = np.asarray(gray, np.float32)[..., None] / 255
+                rgb = (a * rng.uniform(0.3, 1.0, 3) + (1 - a) * rng.uniform(0.0, 0.3, 3)) * 255
+                Image.fromarray(rgb.astype(np.uint8)).save(directory / f"{i:05d}.png")
+    return root

@@ -1,8 +1,10 @@
 import re
+import subprocess
+import sys
 
 import pytest
 
-from .conftest import run_module
+from .conftest import ROOT, run_module
 
 # Each entry point's help: its own name in the usage line, its sections, and the options a user comes for.
 HELP = {
@@ -37,3 +39,42 @@ def test_every_entry_point_explains_itself(module):
 def test_synth_without_project_or_tool_is_one_line(tmp_path):
     r = run_module("fpga.synth", "--project", str(tmp_path))
     assert r.returncode == 2 and r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1
+
+
+def _on_a_terminal(code: str, columns: int) -> str:
+    """Run ``code`` with stdout and stderr on a pseudo-terminal of ``columns`` columns; what it drew."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24 if columns else 0, columns, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=slave, stdout=slave, stderr=slave, cwd=ROOT)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert proc.wait(timeout=60) == 0, out
+    return out.decode(errors="replace")
+
+
+def test_progress_degrades_to_lines_on_a_terminal_with_no_width():
+    """A terminal that reports zero columns: tqdm alone draws an empty line; the progress display prints
+    whole lines instead (the C simulation's, training's and calibration's bars all come from it)."""
+    code = ("import time\nfrom model.progress import progress\n"
+            "for _ in progress(range(3), desc='C simulation', unit='img'):\n    time.sleep(0.01)\n")
+    drawn = _on_a_terminal(code, columns=0)
+    lines = [ln for ln in drawn.replace("\r\n", "\n").split("\n") if ln.strip()]
+    assert lines and all("C simulation" in ln for ln in lines) and "\r" not in drawn.replace("\r\n", ""), repr(drawn)
+    assert "3/3" in lines[-1]
+    drawn = _on_a_terminal(code, columns=80)  # a normal terminal keeps tqdm's bar, redrawn in place
+    assert "C simulation" in drawn and "\r" in drawn.replace("\r\n", "")

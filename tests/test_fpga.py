@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -239,13 +240,14 @@ def test_budget_gate_on_the_committed_default(tmp_path):
 
 
 def test_budget_gate_without_fpga_figures_says_so_and_builds_nothing(tmp_path):
-    """`make budget` (no FPGA=1), `make rpi`: without an fpga report of this checkpoint the FPGA figures are
-    unknown, said so, and neither hls4ml nor torch is loaded; the TFLite file is still held to the budget."""
+    """`make rpi` (bytes only): without an fpga report of this checkpoint the FPGA figures are unknown, said
+    so, and neither hls4ml nor torch is loaded; the TFLite file is still held to the budget. `make budget`
+    (the device check asked for) fails on unknown figures, and a missing file it was told to check fails."""
     tflite = tmp_path / "m.tflite"
     tflite.write_bytes(b"\0" * 1000)
     code = ("import sys\nfrom budget.gate import main\n"
             f"rc = main(['--tflite', {str(tflite)!r}, '--fpga-report', {str(tmp_path / 'none.json')!r}, "
-            f"'--work-dir', {str(tmp_path / 'b')!r}, '--budget-bytes', sys.argv[1]])\n"
+            f"'--work-dir', {str(tmp_path / 'b')!r}, '--budget-bytes', sys.argv[1], '--no-device'])\n"
             "print('loaded:', sorted(m for m in ('hls4ml', 'torch', 'tensorflow') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code, "1000"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
@@ -253,9 +255,32 @@ def test_budget_gate_without_fpga_figures_says_so_and_builds_nothing(tmp_path):
     assert "TFLite model m.tflite" in r.stdout and "loaded: []" in r.stdout
     gate = json.loads((tmp_path / "b" / "report.json").read_text())
     assert gate["fpga_known"] is False and [row["bytes"] for row in gate["artifacts"]] == [1000]
-    r = run_module("budget", "--tflite", str(tflite), "--fpga-report", str(tmp_path / "none.json"),
-                   "--work-dir", str(tmp_path / "b"), "--budget-bytes", "999")
+    base = ["--fpga-report", str(tmp_path / "none.json"), "--work-dir", str(tmp_path / "b")]
+    r = run_module("budget", "--tflite", str(tflite), *base, "--budget-bytes", "999", "--no-device")
     assert r.returncode == 2 and r.stderr == "error: over budget: TFLite model m.tflite by 1 bytes\n"
+    r = run_module("budget", "--tflite", str(tflite), *base)  # the device check, with nothing to check it on
+    assert r.returncode == 2 and r.stderr.startswith("error: the FPGA design of ") and "was not checked: no " in r.stderr
+    assert len(r.stderr.splitlines()) == 1
+    r = run_module("budget", "--tflite", str(tmp_path / "missing.tflite"), *base, "--no-device")
+    assert r.returncode == 2 and r.stderr == f"error: {tmp_path / 'missing.tflite'}: no such TFLite model to check\n"
+    r = run_module("budget", "--tflite", str(tflite), *base, "--budget-bytes", "10", "--no-device")
+    assert r.returncode == 2
+    table = [ln for ln in r.stdout.splitlines() if "m.tflite" in ln][0]
+    assert re.search(r" 1,000  +10  +10000\.0%  +OVER by 990 bytes$", table), table  # columns apart
+
+
+def test_budget_gate_names_the_checkpoint_another_fpga_report_describes(tmp_path):
+    """`make budget` after `make fpga CHECKPOINT=mine.pt`: the gate checks the committed model, finds the
+    report of another checkpoint, fails, and names both (and the command that checks the other)."""
+    tflite = tmp_path / "m.tflite"
+    tflite.write_bytes(b"\0" * 1000)
+    other = tmp_path / "mine.pt"
+    other.write_bytes(b"not the committed model")
+    (tmp_path / "fpga.json").write_text(json.dumps({"checkpoint": str(other), "checkpoint_sha256": "0" * 64}))
+    r = run_module("budget", "--tflite", str(tflite), "--fpga-report", str(tmp_path / "fpga.json"),
+                   "--work-dir", str(tmp_path / "b"), "--checkpoint", str(ROOT / FPGA_QUANT))
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert f"describes {other}, not {ROOT / FPGA_QUANT} (make budget CHECKPOINT={other} checks" in r.stderr
 
 
 @pytest.mark.slow

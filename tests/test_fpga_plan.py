@@ -174,3 +174,24 @@ def test_squeezenet_1_1_is_far_from_the_pynq_z2():
     assert not point["fits"] and point["images_per_second"] == 0
     assert "no folding of squeezenet fits xc7z020clg400-1" in point["error"]
     assert point["resources"]["lut"]["estimate"] > point["resources"]["lut"]["available"]
+
+
+def test_when_sized_fifos_break_the_fastest_plan_the_planner_steps_down(monkeypatch):
+    """Width 32 on the xc7z020: the fastest plan fits with one-deep FIFOs, not once they are sized (LUT a
+    little over), so the planner steps down to a slower plan that fits with its own sized FIFOs, rather
+    than report that nothing fits."""
+    import fpga.design
+
+    cfg = small_image_config(base_e=32, incr_e=32)
+    point = design_point(cfg, "xc7z020clg400-1", simulate=True)
+    assert point["fits"] and point["error"] is None and point["images_per_second"] > 0
+    monkeypatch.setattr(fpga.design, "_step_down", lambda *args: None)
+    without = design_point(cfg, "xc7z020clg400-1", simulate=True)
+    assert not without["fits"] and "once its FIFOs are sized" in without["error"]
+
+
+def test_the_default_network_fits_the_zcu104_once_its_fifos_are_sized():
+    """The case issue 23 met (w96 on the ZCU104, "no plan fits once its FIFOs are sized" before the
+    calibrated estimator): a plan fits, above the 1,500 images/s a user reached by --target-fps."""
+    point = design_point(small_image_config(base_e=96, incr_e=96), "xczu7ev-ffvc1156-2-e", simulate=True)
+    assert point["fits"] and point["images_per_second"] >= 1500
