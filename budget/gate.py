@@ -178,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         problems += [f"FPGA {r['resource'].upper()} estimate {r['estimate']:,} exceeds {r['share']:.0%} of "
                      f"{part_name}'s {r['available']:,} by {r['over_by']:,}" for r in device_rows if r["over_by"]]
         fits = not any(r["over_by"] for r in device_rows)
+        if not fits:
+            problems.append("a narrower network fits (MODEL=pynq_z2 trains the one made for the xc7z020, on your "
+                            "data too: README, 'Your own data'), or a larger part (FPGA_PART=)")
         result.update({"device": device, "device_check": device_rows, "fits_device": fits})
     write_json(Path(args.work_dir) / contract.REPORT_NAME, result)
     if problems:

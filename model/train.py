@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import sys
 import time
@@ -49,6 +50,8 @@ def parse_overrides(pairs: list[str]) -> dict:
 # every image) in one of four seeds (docs/RESULTS.md, "Bring your own data"). The committed checkpoints
 # were trained before it, and their Makefile recipes say --head-leak 0.
 HEAD_LEAK = 0.1
+# Fewer optimizer steps per epoch than this draws a warning; the recipes were tuned on 55,000 images.
+FEW_STEPS_PER_EPOCH = 10
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,6 +124,11 @@ def train(args, settings: TrainSettings, rt: Runtime, argv: list[str] | None) ->
     rt.log(f"SqueezeNet '{args.preset}': {params:,} parameters, {macs / 1e6:.2f} M MACs per image; "
            f"{len(train_set):,} train / {len(val):,} val images of {args.dataset}; on {rt.device}"
            + (f" x {rt.world_size} processes" if rt.distributed else ""))
+    steps = math.ceil(len(train_set) / settings.batch_size)
+    if steps < FEW_STEPS_PER_EPOCH and rt.is_main:
+        print(f"warning: {len(train_set):,} training images at batch {settings.batch_size} make {steps} optimizer "
+              f"step(s) per epoch, {steps * settings.epochs} in all (the recipes were tuned on 55,000 images, "
+              f"hundreds of steps per epoch); a smaller --batch-size or more --epochs give it more", file=sys.stderr)
 
     t0 = time.time()
     result = fit(model, train_set, val, norm, settings, out / "last.pt", resume=args.resume, runtime=rt,
