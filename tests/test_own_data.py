@@ -434,10 +434,13 @@ def test_an_unknown_part_is_refused_before_any_evaluation():
 
 
 def make_in(tmp_path, *goals, **variables):
+    """make as a user runs it: DATA_DIR left to the Makefile (a test session may export its own)."""
+    import os
     import subprocess
 
+    env = {k: v for k, v in os.environ.items() if k != "DATA_DIR"}
     return subprocess.run(["make", "--no-print-directory", *goals, *(f"{k}={v}" for k, v in variables.items())],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
 
 
 def test_rpi_local_refuses_an_export_of_another_checkpoint_and_changes_nothing(tmp_path):

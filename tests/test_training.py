@@ -43,7 +43,7 @@ def test_augmentation_keeps_shape_and_pixels():
 def test_train_cli_end_to_end(tiny_idx_dir, tmp_path):
     out = tmp_path / "run"
     r = run_module("model.train", "--data-dir", str(tiny_idx_dir), "--epochs", "1", "--threads", "1",
-                   "--set", "base_e=16", "--set", "incr_e=16", "--set", "num_fire=2", "--set", "pool_after=[0]",
+                   "--set", "base_e=16", "--set", "incr_e=16", "--set", "num_fire=2", "--set", "pool_after=[0,1]",
                    "--out", str(out))
     assert r.returncode == 0, r.stderr
     report = json.loads((out / "report.json").read_text())
@@ -51,14 +51,15 @@ def test_train_cli_end_to_end(tiny_idx_dir, tmp_path):
     assert (out / "confusion.png").stat().st_size > 1000
     loaded = load_float_model(out / "model.pt")
     assert loaded.config.num_fire == 2 and loaded.classes[0] == "T-shirt/top"
-    # The reported top-1 is the saved model's, and one epoch learns the stripes: measured 0.305 with the
-    # default seed (x86, 1 thread); chance is 0.1.
+    # The reported top-1 is the saved model's, and one epoch learns the stripes: measured 0.25 with the
+    # default seed (x86, 1 thread; pools after the stem and fire 1, a 7x7 last map the export can average
+    # exactly, which training now requires); chance is 0.1.
     from model.data import load_dataset
     from model.training import accuracy, predict_logits
 
     test = load_dataset("fashion-mnist", "test", str(tiny_idx_dir))
     assert report["top1"] == accuracy(predict_logits(loaded.model, test, loaded.normalization), test.labels)
-    assert report["top1"] >= 0.2
+    assert report["top1"] >= 0.2, report["top1"]
 
 
 @pytest.mark.parametrize("args,message", [
