@@ -233,7 +233,7 @@ report-test-tools: ## install Debian's chromium when missing (the report page is
 PYTEST_ARGS ?=
 
 test: setup rpi-test-tools rpi-arm64-tools report-test-tools ## run the whole test suite (fails when no test ran)
-	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
+	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 test-fast: setup ## the suite without the slow end-to-end tests

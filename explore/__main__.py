@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from model.artifacts import UserError, run_cli
+from rpi import contract
 
 from .report import write_report
 from .space import STUDIES
@@ -36,8 +37,6 @@ DEFAULT_SEARCH_TRIALS = 24
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from quantize.storage import BUDGET_BYTES
-
     p = argparse.ArgumentParser(prog="python -m explore", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--study", choices=sorted(STUDIES), default="paper", help="which study to run (default paper)")
@@ -55,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads per training step (0: default)")
     p.add_argument("--part", default=os.environ.get("FPGA_PART", "xc7z020clg400-1"), help="FPGA part")
     p.add_argument("--resource-share", type=float, default=0.8, help="share of each FPGA resource a design may use")
-    p.add_argument("--budget-bytes", type=int, default=int(os.environ.get("BUDGET_BYTES", BUDGET_BYTES)))
+    p.add_argument("--budget-bytes", type=int, default=None,
+                   help=f"the byte budget (default: ${contract.BUDGET_ENV} or {contract.BUDGET_BYTES:,} = 0.5 MiB)")
     p.add_argument("--min-fps", type=float, default=2000.0, help="images/s the FPGA pick must reach (estimate)")
     p.add_argument("--report-only", action="store_true",
                    help="rewrite points.jsonl, the plots and report.md from the storage; run no trial")
@@ -93,6 +93,7 @@ def progress_line(spec, rows: list[dict], total: int | None, started: float) -> 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.budget_bytes = contract.budget_bytes(args.budget_bytes)  # flag, then $BUDGET_BYTES, then 0.5 MiB
     spec = STUDIES[args.study]
     if args.trials is not None and args.trials < 1:
         raise UserError("--trials must be at least 1")

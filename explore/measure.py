@@ -26,6 +26,7 @@ from model.artifacts import run_cli, write_json
 from model.data import load_dataset
 from model.squeezenet import SqueezeNet, count_macs, count_parameters, without_norm_layers
 from model.training import to_input
+from rpi import contract
 
 
 def fpga_figures(config, weight_bits: int, part: str, share: float, clock_mhz: float) -> dict:
@@ -91,8 +92,6 @@ def measure(checkpoint: str, data_dir: str | None, dataset: str, part: str, shar
 
 
 def main(argv: list[str] | None = None) -> int:
-    from quantize.storage import BUDGET_BYTES
-
     p = argparse.ArgumentParser(prog="python -m explore.measure", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="quantized checkpoint (python -m quantize's model.pt)")
@@ -103,12 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resource-share", type=float, default=0.8)
     p.add_argument("--clock-mhz", type=float, default=100.0)
     p.add_argument("--latency-images", type=int, default=200)
-    p.add_argument("--budget-bytes", type=int, default=BUDGET_BYTES)
+    p.add_argument("--budget-bytes", type=int, default=None,
+                   help=f"the byte budget (default: ${contract.BUDGET_ENV} or {contract.BUDGET_BYTES:,} = 0.5 MiB)")
     p.add_argument("--keep-tflite", default=None, metavar="DIR", help="write the .tflite here (default: discard)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)  # the latency is a 1-thread figure; the rest is small
     figures = measure(args.checkpoint, args.data_dir, args.dataset, args.part, args.resource_share,
-                      args.clock_mhz, args.latency_images, args.budget_bytes,
+                      args.clock_mhz, args.latency_images, contract.budget_bytes(args.budget_bytes),
                       Path(args.keep_tflite) if args.keep_tflite else None)
     write_json(args.out, figures)
     return 0

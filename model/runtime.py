@@ -65,10 +65,6 @@ def resolve_device(name: str, local_rank: int = 0, world_size: int = 1) -> torch
     return torch.device("cuda", index)
 
 
-def launched_by_torchrun() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
 @contextmanager
 def runtime(device: str = "auto") -> Iterator[Runtime]:
     """The runtime of this process; joins (and finally leaves) the torchrun process group when there is one."""

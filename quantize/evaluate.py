@@ -10,9 +10,9 @@ from pathlib import Path
 
 from model.artifacts import load_checkpoint, run_cli, sha256_of
 from model.data import DATASETS
+from rpi import contract
 
 from .qat import DEFAULT_FLOAT, DEFAULT_QUANT, evaluate_quant
-from .storage import BUDGET_BYTES
 
 
 def is_fresh(quant_checkpoint: str, float_checkpoint: str) -> bool:
@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", choices=DATASETS, default=None,
                    help="default: the data set the checkpoint was trained on")
     p.add_argument("--data-dir", default=None, help="default: the checkpoint's data directory, else $DATA_DIR")
-    p.add_argument("--budget-bytes", type=int, default=BUDGET_BYTES)
+    p.add_argument("--budget-bytes", type=int, default=None,
+                   help=f"the byte budget (default: ${contract.BUDGET_ENV} or {contract.BUDGET_BYTES:,} = 0.5 MiB)")
     p.add_argument("--out", default="artifacts/quantize")
     p.add_argument("--if-changed", action="store_true",
                    help="skip when <out>/report.json already describes this checkpoint")
@@ -52,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         if old.get("checkpoint_sha256") == sha256_of(args.checkpoint):
             print(f"{report_path} is up to date")
             return 0
-    report = evaluate_quant(args.checkpoint, args.dataset, args.data_dir, args.out, args.budget_bytes)
+    report = evaluate_quant(args.checkpoint, args.dataset, args.data_dir, args.out,
+                            contract.budget_bytes(args.budget_bytes))
     print(f"{args.checkpoint}: top-1 {report['top1']:.4f} (float {report['float_top1']}), "
           f"{report['weight_bits']}-bit weights, {report['weight_storage_bytes']:,} bytes on chip -> {report_path}")
     return 0

@@ -29,6 +29,7 @@ from model.evaluate import classification_report, load_float_model, load_teacher
 from model.runtime import Runtime, runtime
 from model.training import (STOPPED_EXIT_CODE, TrainSettings, accuracy, add_training_arguments, fit,
                             model_device, predict_logits, settings_from_args, to_input)
+from rpi import contract
 from rpi.contract import FLOAT_CHECKPOINT, FPGA_FLOAT_CHECKPOINT, FPGA_QUANT_CHECKPOINT, QUANT_CHECKPOINT
 
 from .layers import DEFAULT_OVERRIDES, QuantSettings, build_quant_model, conv_layer_names  # noqa: F401 (DEFAULT_OVERRIDES: re-export)
@@ -183,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"default: {' '.join(f'{k}={v}' for k, v in q.overrides.items())}; "
                         "'--override none' for none")
     p.add_argument("--limit", type=int, default=0, help="use only the first N training images (smoke runs)")
-    p.add_argument("--budget-bytes", type=int, default=BUDGET_BYTES)
+    p.add_argument("--budget-bytes", type=int, default=None,
+                   help=f"the byte budget (default: ${contract.BUDGET_ENV} or {contract.BUDGET_BYTES:,} = 0.5 MiB)")
     p.add_argument("--out", default="artifacts/quantize")
     p.add_argument("--no-eval", action="store_true",
                    help="skip the test-set evaluations (float parent before, quantized model after; both on the "
@@ -202,6 +204,7 @@ def quant_settings_from_args(args: argparse.Namespace) -> QuantSettings:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.budget_bytes = contract.budget_bytes(args.budget_bytes)  # flag, then $BUDGET_BYTES, then 0.5 MiB
     qs = quant_settings_from_args(args)
     qs.validate()
     settings = settings_from_args(args, amp=False)  # QAT in fp32: fake quantization rounds on exact grids

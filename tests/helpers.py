@@ -91,3 +91,26 @@ def write_fashion_folder(root, data_dir=None, classes=(0, 1, 2, 3, 4), size=32, 
                 rgb = (a * rng.uniform(0.3, 1.0, 3) + (1 - a) * rng.uniform(0.0, 0.3, 3)) * 255
                 Image.fromarray(rgb.astype(np.uint8)).save(directory / f"{i:05d}.png")
     return root
+
+
+def check_subcommands_are_documented(module: str) -> list[str]:
+    """``python -m MODULE --help``: the subcommands its parser accepts (the usage line's {a,b,...}) are exactly
+    the ones its description explains (lines "name  what it does"), and each one's own --help works.
+    Returns the subcommands."""
+    import re
+    import subprocess
+    import sys
+
+    def helped(*args):
+        r = subprocess.run([sys.executable, "-m", module, *args, "--help"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    text = helped()
+    accepted = re.search(r"\{([a-z,-]+)\}", text).group(1).split(",")
+    described = re.findall(r"^([a-z-]+) {2,}\S", text, re.M)
+    assert sorted(described) == sorted(accepted), (described, accepted)
+    for command in accepted:
+        assert helped(command).startswith(f"usage: python -m {module} {command}"), command
+    return accepted
