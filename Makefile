@@ -1,12 +1,16 @@
 # SqueezeNet edge toolchain: model -> quantize -> export / fpga -> rpi.
 # Every target depends on `setup`, so a fresh clone needs no manual step.
 # `make help` lists the targets.
+# System packages (the data set, the test tools) come from one script, scripts/install-system-packages.sh:
+# as root it installs what is missing with apt-get; otherwise a required package is an error that prints the
+# sudo command, and an optional one (chromium, qemu) is a note, and the tests that need it skip.
 
 SHELL       := /bin/bash
 PYTHON_SYS  ?= python3
 VENV        := .venv
 PY          := $(VENV)/bin/python
 SETUP_STAMP := $(VENV)/.setup-stamp
+INSTALL_PACKAGES := scripts/install-system-packages.sh
 export DATA_DIR ?= /usr/share/datasets/fashion-mnist
 # TensorFlow (export stage) and hls4ml import it: keep its C++ start-up chatter out of the logs.
 export TF_CPP_MIN_LOG_LEVEL ?= 3
@@ -51,8 +55,12 @@ FPGA_PART_ARGS = $(if $(FPGA_PART),--part $(FPGA_PART)) $(if $(RESOURCE_SHARE),-
                  $(if $(FPGA_RESOURCES),--resources "$(FPGA_RESOURCES)")
 
 .DEFAULT_GOAL := help
-.PHONY: help setup venv data train eval quantize qat qat-sweep export bench fpga fpga-estimate fpga-synth test test-fast test-pi-arm64 clean
-
+# Every target that names no file, in one list (the sections below follow the data: setup, model,
+# quantize, export, fpga, rpi, fleet, the budget gate, explore, the report, the tests).
+.PHONY: help setup venv data train eval quantize qat qat-sweep export bench fpga fpga-estimate fpga-synth test \
+        test-fast test-pi-arm64 clean FORCE budget report report-test-tools rpi rpi-local rpi-rollback \
+        rpi-service rpi-bench rpi-sample rpi-test-tools rpi-arm64-tools rpi-arm64-root fleet fleet-status \
+        fleet-rollback explore
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
@@ -76,12 +84,9 @@ $(TFLRT_STAMP): requirements-tflite-runtime.txt
 data: ## install Debian's dataset-fashion-mnist when the default data set is missing (not for DATASET=other / CHECKPOINT=)
 	@if [ -n "$(OWN_DATA)" ] || [ -f "$(DATA_DIR)/train-images-idx3-ubyte.gz" ] || [ -f "$(DATA_DIR)/train-images-idx3-ubyte" ]; then \
 	  true; \
-	elif [ "$(DATA_DIR)" = /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null \
-	     && [ "$$(id -u)" = 0 ]; then \
-	  echo "installing Debian's dataset-fashion-mnist"; \
-	  (apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
-	   (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null)) \
-	  || { echo "error: could not install dataset-fashion-mnist" >&2; exit 2; }; \
+	elif [ "$(DATA_DIR)" = /usr/share/datasets/fashion-mnist ]; then \
+	  $(INSTALL_PACKAGES) required "Fashion-MNIST, the default data" \
+	    dataset-fashion-mnist=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz; \
 	else \
 	  echo "error: no Fashion-MNIST in $(DATA_DIR): run 'sudo apt-get install dataset-fashion-mnist' or set DATA_DIR to a directory holding the four *-idx?-ubyte.gz files" >&2; \
 	  exit 2; \
@@ -101,7 +106,7 @@ TRAIN_ARGS_pynq_z2 := --set base_e=16 --set incr_e=16 --set sr=0.25 --set pct_3x
 OWN_DATA_BATCH ?= 32
 TRAIN_ARGS ?= $(TRAIN_ARGS_$(MODEL)) $(if $(OWN_DATA),--batch-size $(OWN_DATA_BATCH),--head-leak 0)
 # Where train and qat run: DEVICE=auto|cpu|cuda|cuda:N; NPROC=N > 1 starts N processes (one per GPU, DDP)
-# through torchrun on this machine. Several machines: the torchrun line in the README.
+# through torchrun on this machine. Several machines: the torchrun line in docs/model.md.
 DEVICE ?= auto
 NPROC  ?= 1
 launch = $(if $(filter-out 1,$(NPROC)),$(PY) -m torch.distributed.run --standalone --nproc-per-node=$(NPROC) -m $(1),$(PY) -m $(1))
@@ -116,7 +121,7 @@ ifeq ($(CHECKPOINT),)
 	$(PY) -m model.evaluate --checkpoint $(FLOAT_CKPT) --out artifacts/model $(DATA_ARGS)
 	$(PY) -m quantize.evaluate --checkpoint $(QUANT_CKPT) --out $(QUANT_OUT) $(DATA_ARGS)
 else
-	@kind=$$($(PY) -c 'import sys; from model.artifacts import load_checkpoint, run_cli; run_cli(lambda _: print(load_checkpoint(sys.argv[1])["kind"]))' "$(CHECKPOINT)") || exit 2; \
+	@kind=$$($(PY) -c 'import sys; from contract import run_cli; from model.checkpoint import load_checkpoint; run_cli(lambda _: print(load_checkpoint(sys.argv[1])["kind"]))' "$(CHECKPOINT)") || exit 2; \
 	if [ "$$kind" = float ]; then set -x; $(PY) -m model.evaluate --checkpoint "$(CHECKPOINT)" --out artifacts/model $(DATA_ARGS); \
 	else set -x; $(PY) -m quantize.evaluate --checkpoint "$(CHECKPOINT)" --out artifacts/quantize $(DATA_ARGS); fi
 endif
@@ -168,13 +173,16 @@ EXPORT_HELD  := $(strip $(shell cat $(EXPORT_INPUTS) 2>/dev/null))
 EXPORT_OTHER  = $(and $(EXPORT_HELD),$(filter-out x$(subst $() ,_,$(EXPORT_WANT)),x$(subst $() ,_,$(EXPORT_HELD))))
 EXPORT_REFUSE = $(and $(EXPORT_OTHER),$(if $(filter export,$(MAKECMDGOALS)),,refuse))
 
-# Real file dependencies: the artifacts are rebuilt when a checkpoint or the export/model code changes.
-$(EXPORT_REPORT): $(EXPORT_CKPT) $(if $(CHECKPOINT),,$(FLOAT_CKPT)) $(if $(EXPORT_OTHER)$(if $(EXPORT_HELD),,x),FORCE) $(wildcard export/*.py model/*.py quantize/*.py) | setup
+# Staleness is the export's own check (python -m export --is-fresh): the report records the sha256 of the
+# checkpoints, the options and every source file the export ran (the contract, model, quantize, export), so
+# a change to any of them re-exports, and nothing else does. A fresh export leaves the files untouched, so
+# what depends on them (the sample video) is not rebuilt either.
+EXPORT_RUN = --checkpoint $(EXPORT_CKPT) $(if $(CHECKPOINT),,--float-checkpoint $(FLOAT_CKPT)) --out $(EXPORT_DIR) $(DATA_ARGS) $(EXPORT_ARGS)
+$(EXPORT_REPORT): FORCE | setup
 	@$(if $(EXPORT_REFUSE),echo 'error: $(EXPORT_DIR) holds the export of $(EXPORT_HELD) and this make uses $(EXPORT_WANT): add CHECKPOINT=$(firstword $(EXPORT_HELD)) to use that one or replace it with make export$(if $(CHECKPOINT), CHECKPOINT=$(CHECKPOINT))' >&2; exit 2)
-	$(PY) -m export --checkpoint $(EXPORT_CKPT) $(if $(CHECKPOINT),,--float-checkpoint $(FLOAT_CKPT)) --out $(EXPORT_DIR) $(DATA_ARGS) $(EXPORT_ARGS)
-	@echo '$(EXPORT_WANT)' > $(EXPORT_INPUTS)
+	@{ $(PY) -m export --is-fresh $(EXPORT_RUN) || { echo "$(PY) -m export $(EXPORT_RUN)"; $(PY) -m export $(EXPORT_RUN); }; } \
+	  && echo '$(EXPORT_WANT)' > $(EXPORT_INPUTS)
 
-.PHONY: FORCE
 FORCE:
 
 $(EXPORT_DIR)/squeezenet_int8.tflite $(EXPORT_DIR)/squeezenet_int8.json: $(EXPORT_REPORT)
@@ -198,53 +206,6 @@ fpga-estimate: setup ## estimate a preset network from its config alone (PRESET=
 fpga-synth: setup ## run Vitis HLS C synthesis on the generated project (needs vitis_hls on PATH)
 	$(PY) -m fpga.synth --project artifacts/fpga/hls_project
 
-# --- budget ---------------------------------------------------------------------------------------
-# The gate reads what the stages wrote (the TFLite model, artifacts/fpga/report.json); it needs hls4ml only
-# with FPGA=1, to compute FPGA figures that no fpga report holds yet. It checks the FPGA design's fit too
-# (DEVICE_CHECK=0: bytes only). A Pi deploy, an export or a fleet rollout does not depend on the FPGA
-# design, so those targets check the bytes only, and rpi / fleet check the TFLite file they send.
-# It reads no data set.
-.PHONY: budget
-FPGA         ?= 0
-DEVICE_CHECK ?= 1
-BUDGET_TFLITE ?=
-rpi export fleet: export DEVICE_CHECK := 0
-
-budget: venv ## check the built artifacts against the 0.5 MiB budget and the FPGA design against its part (FPGA=1: compute missing FPGA figures)
-	$(PY) -m budget --checkpoint $(or $(CHECKPOINT),$(if $(filter 0,$(DEVICE_CHECK)),$(QUANT_CKPT),$(FPGA_CKPT))) $(if $(BUDGET_TFLITE),--tflite $(BUDGET_TFLITE)) \
-	  $(if $(filter 1,$(FPGA)),--fpga) $(if $(filter 0,$(DEVICE_CHECK)),--no-device) $(FPGA_PART_ARGS)
-
-# --- report -----------------------------------------------------------------------------------------
-.PHONY: report report-test-tools
-
-report: venv ## one self-contained HTML page from every stage's report.json and plots: artifacts/report/index.html
-	$(PY) -m report --artifacts artifacts
-
-report-test-tools: ## install Debian's chromium when missing (the report page is tested in a headless browser)
-	@if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then true; \
-	elif [ "$$(id -u)" != 0 ]; then echo "note: the report page test needs chromium (sudo apt-get install chromium); it will skip"; \
-	elif command -v apt-get >/dev/null; then \
-	  echo "installing chromium"; \
-	  (apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)) \
-	  || { echo "error: could not install chromium" >&2; exit 1; }; \
-	else echo "error: the report page test needs chromium: install it with your package manager" >&2; exit 1; fi
-
-# --- tests ------------------------------------------------------------------------------------------
-PYTEST_ARGS ?=
-
-test: setup rpi-test-tools rpi-arm64-tools report-test-tools ## run the whole test suite (fails when no test ran)
-	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS); rc=$$?; \
-	  if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
-
-test-fast: setup ## the suite without the slow end-to-end tests
-	$(MAKE) test PYTEST_ARGS="-m 'not slow'"
-
-test-pi-arm64: setup ## only the emulated Raspberry Pi tests (arm64 Pi OS under qemu-user; PYTEST_ARGS="-m 'not arm64'" skips them)
-	$(MAKE) test PYTEST_ARGS="-m arm64"
-
-clean: ## remove build outputs (keeps .venv and the committed checkpoints)
-	rm -rf artifacts
-
 # --- rpi --------------------------------------------------------------------------------------------
 # `make rpi PI_HOST=pi@raspberrypi.local`: budget check, bundle (runtime + model + metadata + sha256
 # manifest), upload over ssh into PI_DIR/releases/<release>, verify on the Pi, venv once, atomic switch of
@@ -264,8 +225,6 @@ RPI_SAMPLE  ?= artifacts/rpi/sample.avi
 export PI_HOST PI_PORT PI_SSH_OPTS PI_DIR PI_PYTHON
 RPI_APP_ARGS = $(if $(FRAMES),--frames "$(FRAMES)") $(if $(RPI_ARGS),--app-args "$(RPI_ARGS)") \
                $(if $(BUDGET_BYTES),--budget-bytes "$(BUDGET_BYTES)")
-
-.PHONY: rpi rpi-local rpi-rollback rpi-service rpi-bench rpi-sample rpi-test-tools rpi-arm64-tools rpi-arm64-root
 
 # Checked when the Makefile is read, so nothing is built first and the user reads one line.
 ifneq ($(filter rpi rpi-rollback rpi-service rpi-bench,$(MAKECMDGOALS)),)
@@ -287,7 +246,7 @@ rpi-rollback: ## switch the Pi back to its previous release
 rpi-service: ## install a systemd unit on the Pi that classifies from PI_DIR/current at boot
 	$(PY) -m rpi.deploy service $(if $(SOURCE),--source "$(SOURCE)") $(if $(RPI_ARGS),--app-args "$(RPI_ARGS)")
 
-# The same deploy, then rpi.app --bench on the Pi: the table of `make bench`, per thread count, XNNPACK and
+# The same deploy, then rpi.runtime.app --bench on the Pi: the table of `make bench`, per thread count, XNNPACK and
 # built-in kernels, on FRAMES frames (default 300) of SOURCE (default: the sample video). No log on the Pi.
 rpi-bench: setup $(RPI_TFLITE) $(RPI_MODEL) $(if $(SOURCE),,$(RPI_SAMPLE)) ## on the Pi: latency and FPS per thread count (PI_HOST=user@host FRAMES=300)
 	$(PY) -m rpi.deploy deploy --model $(RPI_MODEL) --source "$(or $(SOURCE),$(RPI_SAMPLE))" --log '' \
@@ -299,13 +258,8 @@ $(RPI_SAMPLE): $(EXPORT_REPORT) | setup
 	$(PY) -m rpi.sample --out $@ --export-dir $(EXPORT_DIR)
 
 rpi-test-tools: ## install Debian's openssh-server and rsync when missing (the rpi tests' stand-in Pi)
-	@missing=""; [ -x /usr/sbin/sshd ] || missing="openssh-server"; command -v rsync >/dev/null || missing="$$missing rsync"; \
-	if [ -z "$$missing" ]; then true; \
-	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	  echo "installing$$missing"; \
-	  (apt-get install -y -qq $$missing >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq $$missing >/dev/null)) \
-	  || { echo "error: could not install$$missing" >&2; exit 1; }; \
-	else echo "error: the rpi tests need$$missing: sudo apt-get install$$missing" >&2; exit 1; fi
+	@$(INSTALL_PACKAGES) required "the rpi deploy tests (a stand-in Pi on 127.0.0.1)" \
+	  openssh-server=/usr/sbin/sshd rsync=rsync
 
 # --- fleet ------------------------------------------------------------------------------------------
 # `make fleet INVENTORY=pis.ini`: one release to every Pi of an Ansible inventory (rpi/fleet/rollout.yml):
@@ -320,8 +274,6 @@ FLEET_RELEASE             ?=
 FLEET_OUT                 ?= artifacts/fleet
 FLEET_ARGS                ?=
 export INVENTORY FLEET_SERIAL FLEET_MAX_FAIL_PERCENTAGE FLEET_ROLLBACK_ON_FAILURE FLEET_HEALTH_WAIT FLEET_RELEASE
-
-.PHONY: fleet fleet-status fleet-rollback
 
 ifneq ($(filter fleet fleet-status fleet-rollback,$(MAKECMDGOALS)),)
 ifeq ($(strip $(INVENTORY)),)
@@ -341,22 +293,28 @@ fleet-rollback: setup ## the Pis on the last rollout's release (or FLEET_RELEASE
 
 # The emulated Pi of the tests (tests/arm64_pi.py): arm64 Debian under qemu-user through binfmt_misc, as root.
 # Without root the emulated-Pi tests skip (they say so); as root, a failed install is an error.
-RPI_ARM64_PACKAGES := debootstrap qemu-user-static binfmt-support
 
 rpi-arm64-tools: ## install Debian's debootstrap, qemu-user-static and binfmt-support when missing (the emulated-Pi tests)
-	@missing=""; command -v debootstrap >/dev/null || missing="debootstrap"; \
-	command -v qemu-aarch64-static >/dev/null || missing="$$missing qemu-user-static"; \
-	command -v update-binfmts >/dev/null || missing="$$missing binfmt-support"; \
-	if [ -z "$$missing" ]; then true; \
-	elif [ "$$(id -u)" != 0 ]; then echo "note: the emulated-Pi tests need root and$$missing; they will skip"; \
-	elif command -v apt-get >/dev/null; then \
-	  echo "installing$$missing"; \
-	  (apt-get install -y -qq $$missing >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq $$missing >/dev/null)) \
-	  || { echo "error: could not install$$missing" >&2; exit 1; }; \
-	else echo "error: the emulated-Pi tests need$$missing: install them with your package manager" >&2; exit 1; fi
+	@$(INSTALL_PACKAGES) optional "the emulated-Pi tests (root only)" \
+	  debootstrap=debootstrap qemu-user-static=qemu-aarch64-static binfmt-support=update-binfmts
 
 rpi-arm64-root: setup rpi-arm64-tools ## build the emulated Pi's arm64 root once (~3-6 min; cached in ~/.cache/squeezenet-edge)
 	$(PY) -m tests.arm64_pi build
+
+# --- budget ---------------------------------------------------------------------------------------
+# The gate reads what the stages wrote (the TFLite model, artifacts/fpga/report.json); it needs hls4ml only
+# with FPGA=1, to compute FPGA figures that no fpga report holds yet. It checks the FPGA design's fit too
+# (DEVICE_CHECK=0: bytes only). A Pi deploy, an export or a fleet rollout does not depend on the FPGA
+# design, so those targets check the bytes only, and rpi / fleet check the TFLite file they send.
+# It reads no data set.
+FPGA         ?= 0
+DEVICE_CHECK ?= 1
+BUDGET_TFLITE ?=
+rpi export fleet: export DEVICE_CHECK := 0
+
+budget: venv ## check the built artifacts against the 0.5 MiB budget and the FPGA design against its part (FPGA=1: compute missing FPGA figures)
+	$(PY) -m budget --checkpoint $(or $(CHECKPOINT),$(if $(filter 0,$(DEVICE_CHECK)),$(QUANT_CKPT),$(FPGA_CKPT))) $(if $(BUDGET_TFLITE),--tflite $(BUDGET_TFLITE)) \
+	  $(if $(filter 1,$(FPGA)),--fpga) $(if $(filter 0,$(DEVICE_CHECK)),--no-device) $(FPGA_PART_ARGS)
 
 # --- explore ----------------------------------------------------------------------------------------
 # `make explore STUDY=paper|budget|smoke [TRIALS=N]` (N: 24 for budget, all points of a grid): design points trained by the model and quantize stages
@@ -369,8 +327,32 @@ EXPLORE_OUT     ?= artifacts/explore
 EXPLORE_STORAGE ?=
 EXPLORE_ARGS    ?=
 
-.PHONY: explore
-
 explore: setup ## design-space exploration with Optuna (STUDY=paper|budget|smoke, TRIALS=N, EXPLORE_STORAGE=URL)
 	$(PY) -m explore --study $(STUDY) $(if $(TRIALS),--trials $(TRIALS)) --out $(EXPLORE_OUT) --device $(DEVICE) \
 	  $(if $(FPGA_PART),--part $(FPGA_PART)) $(if $(RESOURCE_SHARE),--resource-share $(RESOURCE_SHARE)) $(if $(EXPLORE_STORAGE),--storage "$(EXPLORE_STORAGE)") $(EXPLORE_ARGS)
+
+# --- report -----------------------------------------------------------------------------------------
+report: venv ## one self-contained HTML page from every stage's report.json and plots: artifacts/report/index.html
+	$(PY) -m report --artifacts artifacts
+
+report-test-tools: ## install Debian's chromium when missing (the report page is tested in a headless browser)
+	@$(INSTALL_PACKAGES) optional "the report page test" chromium=chromium
+
+# --- tests ------------------------------------------------------------------------------------------
+PYTEST_ARGS ?=
+
+# ruff first (pyflakes, pycodestyle's errors and import order; config in pyproject.toml): seconds, and a
+# stray name fails here rather than in the middle of a half-hour run.
+test: setup rpi-test-tools rpi-arm64-tools report-test-tools ## lint, then the whole test suite (what CI runs; fails when no test ran)
+	$(PY) -m ruff check --quiet .
+	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+test-fast: setup ## lint and the suite without the slow end-to-end tests (minutes, while editing)
+	$(MAKE) test PYTEST_ARGS="-m 'not slow'"
+
+test-pi-arm64: setup ## only the emulated Raspberry Pi tests (arm64 Pi OS under qemu-user; PYTEST_ARGS="-m 'not arm64'" skips them)
+	$(MAKE) test PYTEST_ARGS="-m arm64"
+
+clean: ## remove build outputs (keeps .venv and the committed checkpoints)
+	rm -rf artifacts

@@ -1,4 +1,4 @@
-from rpi.contract import run_cli
+from contract import run_cli
 
 from .gate import main
 

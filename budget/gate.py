@@ -20,9 +20,9 @@ import argparse
 import os
 from pathlib import Path
 
+import contract
+from contract import UserError, read_json, sha256_of, write_json
 from fpga.devices import resolve_device
-from rpi import contract
-from rpi.contract import UserError, read_json, sha256_of, write_json
 
 WORK_DIR = contract.stage_dir("budget")
 FPGA_WEIGHTS = "FPGA on-chip weights (hls4ml)"
@@ -45,7 +45,8 @@ def fpga_report(checkpoint: str, fpga_report_path: Path, work_dir: Path, build_i
         why = f"no {fpga_report_path}"
     if not build_if_missing:
         return None, why
-    from fpga.build import FpgaConfig, build  # hls4ml and torch: only when asked
+    from fpga.build import build  # hls4ml and torch: only when asked
+    from fpga.config import FpgaConfig
 
     # The build's own storage line uses the same budget as this gate (one verdict, not two); no C-sim, no data.
     cfg = FpgaConfig(checkpoint=checkpoint, out=str(work_dir / "fpga"), samples=0, resources=resources,
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         fits = not any(r["over_by"] for r in device_rows)
         if not fits:
             problems.append("a narrower network fits (MODEL=pynq_z2 trains the one made for the xc7z020, on your "
-                            "data too: README, 'Your own data'), or a larger part (FPGA_PART=)")
+                            "data too: docs/own-data.md), or a larger part (FPGA_PART=)")
         result.update({"device": device, "device_check": device_rows, "fits_device": fits})
     write_json(Path(args.work_dir) / contract.REPORT_NAME, result)
     if problems:

@@ -25,8 +25,8 @@ import os
 import time
 from pathlib import Path
 
-from model.artifacts import UserError, run_cli
-from rpi import contract
+import contract
+from contract import UserError, run_cli
 
 from .report import write_report
 from .space import STUDIES
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trials to evaluate in all, counted over every worker and rerun (points skipped as over "
                         "budget before training do not count); default: 24 for the budget search, every point "
                         "of a grid (a grid stopped early has run the first N points of its seeded order)")
-    p.add_argument("--out", default="artifacts/explore", help="output directory (default artifacts/explore)")
+    p.add_argument("--out", default=contract.stage_dir("explore"), help="output directory (default %(default)s)")
     p.add_argument("--storage", default=None,
                    help="Optuna storage URL: sqlite:///PATH (default <out>/explore.db), journal:PATH, or a "
                         "database server URL (postgresql://..., mysql://...) shared by several machines")

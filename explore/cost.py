@@ -22,7 +22,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from model.artifacts import run_cli
+from contract import run_cli
 from model.squeezenet import SqueezeNet, count_macs, without_norm_layers
 
 from .space import STUDIES, DesignPoint, Schedule

@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.artifacts import run_cli, write_json
+import contract
+from contract import run_cli, write_json
 from model.data import load_dataset
+from model.inference import to_input
 from model.squeezenet import SqueezeNet, count_macs, count_parameters, without_norm_layers
-from model.training import to_input
-from rpi import contract
 
 
 def fpga_figures(config, weight_bits: int, part: str, share: float, clock_mhz: float) -> dict:
@@ -48,8 +48,8 @@ def fpga_figures(config, weight_bits: int, part: str, share: float, clock_mhz: f
 
 def tflite_figures(qm, data_dir: str | None, dataset: str, images: int, out_dir: Path) -> dict:
     from export import tflite_run
-    from export.build import pixel_lookup_table, tflite_inputs
     from export.tflite_build import convert_to_tflite
+    from export.tflite_check import pixel_lookup_table, tflite_inputs
 
     norm = qm.normalization
     t = time.time()

@@ -16,7 +16,8 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from model.artifacts import atomic_path, load_checkpoint
+from contract import atomic_path
+from model.checkpoint import load_checkpoint
 
 from .space import DEFAULT_POINT, PAPER_PCT, PAPER_SR, DesignPoint
 
@@ -356,8 +357,8 @@ def write_report(rows: list[dict], spec, schedule_text: str, out_dir: Path, budg
              f"- trials: {', '.join(f'{v} {k}' for k, v in sorted(statuses.items())) or 'none yet'}",
              f"- budget: {budget_bytes:,} bytes of on-chip weights + biases (the Pi pick also needs its int8 TFLite "
              f"file within it); FPGA: {part}, FIFOs sized by simulation, estimates from `fpga.design` (not synthesis)",
-             f"- top-1 figures come from the short proxy schedule: they rank the points, they are not what the full "
-             f"recipe reaches", f"- plots: {', '.join(files) or 'none (no evaluated point)'}", "",
+             "- top-1 figures come from the short proxy schedule: they rank the points, they are not what the full "
+             "recipe reaches", f"- plots: {', '.join(files) or 'none (no evaluated point)'}", "",
              "## Picks", ""]
     tie = f"points within {SEED_SPREAD_PP} top-1 points of the best (the proxy's seed spread) count as tied"
     lines += describe_pick("For the FPGA (PYNQ-Z2) stage", fpga,

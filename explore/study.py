@@ -37,7 +37,7 @@ from typing import Callable
 import optuna
 from optuna.trial import TrialState
 
-from model.artifacts import UserError, atomic_path
+from contract import UserError, atomic_path
 
 from .space import DesignPoint, StudySpec
 from .trial import INTERRUPT, Settings, TrialFailed, evaluate, precheck

@@ -61,7 +61,7 @@ def precheck(point: DesignPoint, settings: Settings) -> dict:
         raise TrialFailed(f"the builder rejects this point: {exc}") from None
     twin = build_quant_model(config, QuantSettings(point.weight_bits, overrides=dict(DEFAULT_OVERRIDES)))
     table = storage_table(twin, settings.budget_bytes)
-    return {"onchip_bytes": table.total_bytes, "params": sum(l.weights + l.biases for l in table.layers),
+    return {"onchip_bytes": table.total_bytes, "params": sum(layer.weights + layer.biases for layer in table.layers),
             "within_budget": table.within_budget}
 
 
@@ -142,8 +142,8 @@ def _children_cpu() -> float:
 
 def last_error_line(log: Path) -> str:
     """The stage's own ``error:`` line, or its last non-empty line (a traceback's exception)."""
-    lines = [l.strip() for l in log.read_text(errors="replace").splitlines() if l.strip()]
-    errors = [l for l in lines if l.startswith("error:")]
+    lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error:")]
     return (errors or lines or ["no output"])[-1][:500]
 
 
@@ -181,7 +181,7 @@ def evaluate(point: DesignPoint, schedule: Schedule, settings: Settings, trial_d
 
 def float_run(checkpoint: Path) -> dict:
     """What the float run logged in its checkpoint's meta: device, seconds, last validation accuracy."""
-    from model.artifacts import load_checkpoint
+    from model.checkpoint import load_checkpoint
 
     meta = load_checkpoint(checkpoint).get("meta", {})
     return {"train_seconds": meta.get("train_seconds"), "device": meta.get("device"),

@@ -19,15 +19,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.artifacts import UserError, read_json, write_json
+import contract
+from contract import UserError, read_json, write_json
 from model.data import load_dataset
 from model.evaluate import load_float_model
-from model.training import to_input
+from model.inference import to_input
 from quantize.qat import load_quant_model
 
 from . import tflite_run
-from .build import DEFAULT_TFLITE_RUNTIME_PYTHON, METADATA_NAME, TFLITE_NAME, pixel_lookup_table, tflite_inputs
+from .build import DEFAULT_TFLITE_RUNTIME_PYTHON
 from .onnx_export import ort_session
+from .tflite_check import pixel_lookup_table, tflite_inputs
 
 
 def summarize(seconds: list[float]) -> dict:
@@ -81,7 +83,7 @@ def run_bench(export_dir: Path, images: int, tflite_runtime_python: str | None, 
     x_float = to_input(torch.from_numpy(pick.images), floats.normalization)
     x_quant = to_input(torch.from_numpy(pick.images), norm)
     x_int8 = tflite_inputs(pick.images, pixel_lookup_table(qm.model, norm))
-    tflite = export_dir / TFLITE_NAME
+    tflite = export_dir / contract.TFLITE_NAME
     all_threads = os.cpu_count() or 1
     results = []
     for threads in sorted({1, all_threads}):
@@ -118,14 +120,14 @@ def table(bench: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m export.bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--export-dir", default="artifacts/export", help="what `python -m export` wrote")
+    p.add_argument("--export-dir", default=contract.stage_dir("export"), help="what `python -m export` wrote")
     p.add_argument("--images", type=int, default=300, help="test images timed per backend (default 300)")
     p.add_argument("--tflite-runtime-python", default=DEFAULT_TFLITE_RUNTIME_PYTHON,
                    help="python of the tflite-runtime venv, or 'none' to skip it")
     p.add_argument("--data-dir", default=None)
     args = p.parse_args(argv)
     export_dir = Path(args.export_dir)
-    for needed in ("report.json", TFLITE_NAME, METADATA_NAME, "squeezenet_float.onnx", "squeezenet_qcdq.onnx"):
+    for needed in ("report.json", contract.TFLITE_NAME, contract.TFLITE_METADATA_NAME, "squeezenet_float.onnx", "squeezenet_qcdq.onnx"):
         if not (export_dir / needed).is_file():
             raise UserError(f"{export_dir / needed} is missing: run `make export` first")
     if args.images < 1:
@@ -141,6 +143,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from model.artifacts import run_cli
+    from contract import run_cli
 
     run_cli(main)

@@ -11,7 +11,7 @@ Writes under --out (default artifacts/export):
                           and ``exactness``: how the TFLite model compared with the Brevitas model
                           here, under which runtime, on which machine and with which kernels (XNNPACK
                           or built-in, per operator), which the Pi's app compares with its own
-                          (rpi.model.Kernels, one definition)
+                          (contract.tflite_model.Kernels, one definition)
   report.json             per artifact: path, bytes, sha256, top-1, top-1 agreement with its parent and
                           max |output difference| on the test images
 
@@ -20,7 +20,7 @@ checkpoint it was trained from (both recorded in the checkpoint). Every check is
 QONNX and the int8 TFLite under ai-edge-litert must equal the Brevitas model on every output, the float ONNX
 the float model within FLOAT_TOLERANCE; otherwise the export fails with the figures and the first differing
 image, and publishes nothing (--allow-mismatch reports and publishes, for investigation). tflite-runtime's
-figures are reported, not gated (its reference kernels round some ties differently; see the README).
+figures are reported, not gated (its reference kernels round some ties differently; see docs/export.md).
 --no-xnnpack measures and gates the int8 TFLite model under ai-edge-litert's built-in kernels instead of
 XNNPACK (what the Pi app's --no-xnnpack runs); they round ties differently, so the gate usually fails: it is
 for investigation, with --allow-mismatch.
@@ -32,12 +32,9 @@ needs numpy < 2, so it runs in its own venv, --tflite-runtime-python).
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -46,27 +43,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.artifacts import UserError, atomic_path, sha256_of, write_json
+import contract
+from contract import BUDGET_BYTES, UserError, sha256_of, write_json
 from model.data import DATASETS, load_checkpoint_data
 from model.evaluate import load_float_model
+from model.inference import to_input
 from model.squeezenet import plain
-from model.training import to_input
+from quantize.agreement import compare, mismatch_line
 from quantize.qat import float_parent, load_quant_model
-from rpi import contract
-from rpi.contract import BUDGET_BYTES
-from rpi.errors import RpiError
-from rpi.model import Kernels, metadata_document, read_metadata
-from rpi.preprocess import dequantize, lookup
 
-from . import tflite_run
 from .onnx_export import export_float_onnx, export_qcdq_onnx, ort_session, run_ort
 from .qonnx_export import export_qonnx
-from .steps import Step, run_steps
+from .steps import Step, file_facts, run_steps
+from .tflite_check import (
+    tflite_step,
+)
 
-TFLITE_NAME = contract.TFLITE_NAME
-METADATA_NAME = contract.TFLITE_METADATA_NAME
 DEFAULT_TFLITE_RUNTIME_PYTHON = ".venv-tflite-runtime/bin/python"
-KNOWN_ANSWERS = 10  # test images recorded in the metadata for the Pi's known-answer health check
 FLOAT_TOLERANCE = 1e-3  # float ONNX vs float PyTorch: different kernels sum in other orders (measured 1.7e-5)
 
 
@@ -85,38 +78,6 @@ class ExportConfig:
     xnnpack: bool = True  # False: the TFLite gate runs ai-edge-litert's built-in kernels (--no-xnnpack)
 
 
-def compare(outputs: np.ndarray, parent: np.ndarray, labels: np.ndarray, tolerance: float = 0.0) -> dict:
-    """Top-1 of ``outputs`` and how far they are from the parent's on the same images; ``exact``: every
-    output within ``tolerance`` of the parent's, else the first image that is not."""
-    diff = np.abs(outputs.astype(np.float64) - parent)
-    off = np.flatnonzero((diff > tolerance).any(axis=1))
-    facts = {"samples": int(len(outputs)),
-             "top1": round(float((outputs.argmax(1) == labels).mean()), 6),
-             "top1_agreement": round(float((outputs.argmax(1) == parent.argmax(1)).mean()), 6),
-             "max_abs_diff": float(diff.max()), "tolerance": tolerance, "exact": not len(off),
-             "rows_off": int(len(off))}
-    if len(off):
-        i = int(off[0])
-        facts["first_mismatch"] = {"index": i, "top1": int(outputs[i].argmax()), "parent_top1": int(parent[i].argmax()),
-                                   "max_abs_diff": float(diff[i].max())}
-    return facts
-
-
-def mismatch_line(name: str, entry: dict) -> str:
-    """One artifact's failed exactness check, in words."""
-    first = entry["first_mismatch"]
-    runtime = f"{entry['runtime']} with {entry['kernels']}" if "kernels" in entry else entry["runtime"]
-    return (f"{name} differs from {entry['parent']} ({runtime}) on {entry['rows_off']} of {entry['samples']} "
-            f"images (top-1 agreement {entry['top1_agreement']:.4f}, max |diff| {entry['max_abs_diff']:.3g}, "
-            f"tolerance {entry['tolerance']:g}); first: test image {first['index']} (class {first['top1']} vs "
-            f"{first['parent_top1']}, max |diff| {first['max_abs_diff']:.3g})")
-
-
-def file_facts(path: Path, published: Path | None = None) -> dict:
-    """Size and hash of ``path``; its ``path`` in the report is where it is published (``published``)."""
-    return {"path": str(published or path), "bytes": path.stat().st_size, "sha256": sha256_of(path)}
-
-
 @torch.no_grad()
 def torch_logits(model: torch.nn.Module, x: torch.Tensor, batch: int = 500) -> np.ndarray:
     model.eval()
@@ -124,84 +85,6 @@ def torch_logits(model: torch.nn.Module, x: torch.Tensor, batch: int = 500) -> n
 
 
 # --- the Pi's view of the input -----------------------------------------------------------------------
-
-@torch.no_grad()
-def pixel_lookup_table(model, norm) -> np.ndarray:
-    """(C, 256) int8: the input code the quantized model gives each 8-bit pixel value of each channel,
-    computed with the training normalisation and the model's own input quantizer (nothing re-typed)."""
-    ramp = torch.arange(256, dtype=torch.uint8).view(1, 1, 1, 256).repeat(1, norm.channels, 1, 1)
-    codes = model.input_quant(to_input(ramp, norm)).int()
-    return codes.view(norm.channels, 256).numpy().astype(np.int8)
-
-
-def tflite_inputs(images_u8: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    """(N, C, H, W) uint8 images -> (N, H, W, C) int8 codes, through the lookup table (the Pi's own step)."""
-    return lookup(lut, images_u8)
-
-
-def known_answers(images_u8: np.ndarray, raw: np.ndarray, labels: np.ndarray, classes: list,
-                  count: int = KNOWN_ANSWERS) -> dict:
-    """A few test images (model-sized uint8 pixels, HWC, RGB order) and the label the exported TFLite model
-    gives each, for the Pi's health check (rpi/health.py replays them). One image per predicted label first
-    (a model stuck on one label must fail), each the one with the widest gap between the top two int8
-    outputs (a runtime that rounds a tie one step differently, tflite-runtime, still agrees), among the
-    correctly classified images when there are enough."""
-    ranked = np.sort(raw.astype(np.int32), axis=1)
-    margin = ranked[:, -1] - ranked[:, -2]
-    predicted = raw.argmax(1)
-    pool = np.flatnonzero(predicted == labels)
-    pool = pool if len(pool) >= count else np.arange(len(raw))
-    by_margin = pool[np.argsort(-margin[pool], kind="stable")]
-    first_per_label = {}
-    for i in by_margin:
-        first_per_label.setdefault(int(predicted[i]), int(i))
-    picks = list(first_per_label.values())[:count]
-    picks += [int(i) for i in by_margin if int(i) not in picks][:count - len(picks)]
-    chosen = np.sort(np.asarray(picks, dtype=np.int64))
-    return {"layout": "HWC", "order": "rgb", "dtype": "uint8", "chosen_by": "widest top-2 output gap",
-            "images": [{"test_index": int(i), "label": classes[int(predicted[i])], "index": int(predicted[i]),
-                        "true_label": classes[int(labels[i])], "margin_steps": int(margin[i]),
-                        "pixels": base64.b64encode(images_u8[i].transpose(1, 2, 0).tobytes()).decode()}
-                       for i in chosen]}
-
-
-def tflite_metadata(tflite_path: Path, qm, lut: np.ndarray, answers: dict, exactness: dict) -> dict:
-    """The Pi's metadata for ``tflite_path``, in the format rpi.model defines (metadata_document)."""
-    interp = tflite_run.load(tflite_path, runtime="ai_edge_litert")
-    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    _, h, w, c = (int(v) for v in inp["shape"])
-    norm = qm.normalization
-    return metadata_document(
-        model_file=tflite_path.name, model_sha256=sha256_of(tflite_path), labels=list(qm.classes),
-        height=h, width=w, channels=c, input_dtype=np.dtype(inp["dtype"]).name,
-        input_scale=inp["quantization"][0], input_zero_point=inp["quantization"][1],
-        mean=norm.mean, std=norm.std, lut=lut, output_dtype=np.dtype(out["dtype"]).name,
-        output_scale=out["quantization"][0], output_zero_point=out["quantization"][1],
-        known_answers=answers, exactness=exactness)
-
-
-def check_tflite_is_integer(interp) -> dict:
-    """Full-integer: no Flex / custom ops, no float tensor on the compute path."""
-    facts = tflite_run.describe(interp)
-    foreign = [op for op in facts["ops"] if op.startswith("Flex") or op in ("CUSTOM", "DELEGATE")]
-    floats = [t for t in facts["tensor_types"] if t.startswith("float")]
-    if foreign or floats or "DEQUANTIZE" in facts["ops"] or "QUANTIZE" in facts["ops"]:
-        raise UserError(f"the TFLite model is not full-integer: ops {facts['ops']}, tensor types "
-                        f"{facts['tensor_types']}")
-    return facts
-
-
-def run_tflite_runtime(python: str, tflite: Path, x: np.ndarray) -> np.ndarray:
-    """The raw outputs of ``tflite`` under tflite-runtime, run by ``python`` in its own environment."""
-    script = Path(__file__).with_name("tflite_run.py")
-    with tempfile.TemporaryDirectory() as tmp:
-        np.save(Path(tmp) / "in.npy", x)
-        proc = subprocess.run([python, str(script), str(tflite), str(Path(tmp) / "in.npy"),
-                               str(Path(tmp) / "out.npy"), "--runtime", "tflite_runtime"],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise UserError(f"tflite-runtime run failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
-        return np.load(Path(tmp) / "out.npy")
 
 
 # --- the build ----------------------------------------------------------------------------------------
@@ -243,6 +126,7 @@ def export_all(cfg: ExportConfig, log=print) -> dict:
                             + " (--allow-mismatch publishes and reports without failing)")
         for path in sorted(stage.iterdir()):
             os.replace(path, out / path.name)
+        report["made_from"] = contract.made_from(*freshness_key(cfg))
         write_json(out / "report.json", report)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -252,6 +136,27 @@ def export_all(cfg: ExportConfig, log=print) -> dict:
 
 
 ARTIFACTS = ("float_onnx", "qcdq_onnx", "qonnx", "tflite")
+
+
+def freshness_key(cfg: ExportConfig) -> tuple[dict, dict]:
+    """(input files by role, settings) that decide what the export writes: ``make`` re-exports when they or
+    the code the export ran (``contract.made_from``) changed."""
+    settings = {name: getattr(cfg, name) for name in ("dataset", "data_dir", "samples", "qonnx_samples",
+                                                      "tflite_runtime_python", "budget_bytes", "allow_mismatch",
+                                                      "xnnpack")}
+    return {"checkpoint": cfg.checkpoint, "float checkpoint": cfg.float_checkpoint}, settings
+
+
+def why_stale(cfg: ExportConfig) -> str | None:
+    """None when ``cfg.out`` holds an export that these settings, inputs and the current code would write."""
+    report = Path(cfg.out) / "report.json"
+    if not report.is_file():
+        return "it has no report"
+    try:
+        record = json.loads(report.read_text()).get("made_from")
+    except (ValueError, AttributeError):
+        record = None
+    return contract.why_stale(record, *freshness_key(cfg))
 
 
 @dataclass
@@ -308,7 +213,7 @@ def step_qonnx(st: ExportState) -> None:
 
 def step_tflite(st: ExportState) -> None:
     st.report["tflite"] = tflite_step(st.cfg, st.qm, st.test, st.parents["brevitas"], st.stage, st.out)
-    st.report["tflite_metadata"] = str(st.out / METADATA_NAME)
+    st.report["tflite_metadata"] = str(st.out / contract.TFLITE_METADATA_NAME)
 
 
 STEPS = [Step("reference", step_reference, "reference outputs (float PyTorch, Brevitas)"),
@@ -327,50 +232,6 @@ def build_all(cfg: ExportConfig, qm, floats, float_path: str, test, dataset: str
                      x_float=to_input(torch.from_numpy(test.images), floats.normalization), report=report)
     report["seconds"] = run_steps(STEPS, st, log=log, digits=1)
     return report
-
-
-def tflite_step(cfg: ExportConfig, qm, test, brevitas_out: np.ndarray, stage: Path, out: Path) -> dict:
-    """Convert, check full-integer, run under ai-edge-litert (and tflite-runtime), write the Pi's .json."""
-    from .tflite_build import convert_to_tflite
-
-    norm = qm.normalization
-    tflite = convert_to_tflite(qm.model, (norm.channels, norm.input_size, norm.input_size), stage / TFLITE_NAME)
-    facts = check_tflite_is_integer(tflite_run.load(tflite, runtime="ai_edge_litert", delegates=False))
-    interp = tflite_run.load(tflite, threads=1, runtime="ai_edge_litert", delegates=cfg.xnnpack)
-    lut = pixel_lookup_table(qm.model, norm)
-    x_int8 = tflite_inputs(test.images, lut)
-    raw = tflite_run.run(interp, x_int8)
-    out_details = interp.get_output_details()[0]
-    kernels = Kernels.of(interp, "ai_edge_litert", () if cfg.xnnpack else ("XNNPACK turned off by --no-xnnpack",))
-    entry = {**file_facts(tflite, out / TFLITE_NAME), "parent": "brevitas", "runtime": "ai_edge_litert",
-             **compare(dequantize(raw, *out_details["quantization"], dtype=np.float32), brevitas_out, test.labels),
-             "kernels": kernels.describe(), "machine": platform.machine(),
-             "ops": facts["ops"], "tensor_types": facts["tensor_types"], "budget_bytes": cfg.budget_bytes}
-    # What the Pi checks its own kernels against: the comparison above, and the kernels that made it.
-    exactness = {key: entry[key] for key in ("parent", "samples", "top1_agreement", "max_abs_diff", "machine")}
-    exactness["kernels"] = kernels.to_json()
-    entry["within_budget"] = entry["bytes"] <= cfg.budget_bytes
-    entry["top1_agreement_tflite_runtime"] = None
-    if cfg.tflite_runtime_python:
-        raw_rt = run_tflite_runtime(cfg.tflite_runtime_python, tflite, x_int8)
-        other = compare(dequantize(raw_rt, *out_details["quantization"], dtype=np.float32), brevitas_out, test.labels)
-        entry.update({"top1_tflite_runtime": other["top1"],
-                      "top1_agreement_tflite_runtime": other["top1_agreement"],
-                      "max_abs_diff_tflite_runtime": other["max_abs_diff"],
-                      "tflite_runtime_rows_equal_to_ai_edge_litert": round(float((raw_rt == raw).all(1).mean()), 6)})
-    with atomic_path(stage / METADATA_NAME) as tmp:
-        answers = known_answers(test.images, raw, test.labels, list(qm.classes))
-        tmp.write_text(json.dumps(tflite_metadata(tflite, qm, lut, answers, exactness), indent=1) + "\n")
-        check_metadata(tmp)
-    return entry
-
-
-def check_metadata(path: Path) -> None:
-    """Read the metadata back as the Pi will (rpi.model.read_metadata): what the export writes, the Pi reads."""
-    try:
-        read_metadata(path)
-    except RpiError as exc:
-        raise UserError(f"the Pi could not read the metadata written: {exc}") from None
 
 
 def run_qonnx(path: Path, x: np.ndarray, batch: int = 250) -> np.ndarray:
@@ -435,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="measure and gate the int8 TFLite model under ai-edge-litert's built-in kernels instead of "
                         "XNNPACK, as the Pi app's --no-xnnpack runs it; they round ties differently, so the gate "
                         "usually fails (for investigation, with --allow-mismatch)")
+    p.add_argument("--is-fresh", action="store_true",
+                   help="only check whether --out holds what these options, their checkpoints and the current "
+                        "code would export: exit 0 if so, 1 (and why) if not; make runs this first")
     return p
 
 
@@ -455,6 +319,11 @@ def main(argv: list[str] | None = None) -> int:
                        qonnx_samples=args.qonnx_samples,
                        tflite_runtime_python=tflite_python, budget_bytes=contract.budget_bytes(args.budget_bytes),
                        allow_mismatch=args.allow_mismatch, xnnpack=not args.no_xnnpack)
+    if args.is_fresh:
+        reason = why_stale(cfg)
+        if reason:
+            print(f"{cfg.out} is out of date ({reason}): exporting", flush=True)
+        return 1 if reason else 0
     report = export_all(cfg, log=lambda msg: print(f"[export] {msg}", file=sys.stderr, flush=True))
     print("\n".join(summary_lines(report)))
     print(f"report: {Path(cfg.out) / 'report.json'}")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.artifacts import UserError, atomic_path
+from contract import UserError, atomic_path
 
 
 def export_float_onnx(model: torch.nn.Module, input_shape: tuple[int, ...], path: str | Path) -> Path:

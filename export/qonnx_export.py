@@ -8,9 +8,8 @@ from pathlib import Path
 
 import torch
 
-from model.artifacts import atomic_path
+from contract import atomic_path
 
-# QONNX's name for round-to-nearest with ties away from zero; the bypass-sum quantizers are unsigned in
 # the default (simple-bypass) network, where that is the same as ties toward +inf (their Brevitas rounding).
 HALF_UP = "HALF_UP"
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
+
+from contract import sha256_of
 
 
 @dataclass(frozen=True)
@@ -38,3 +41,8 @@ def run_steps(steps: Sequence[Step], state, log: Callable[[str], None], skip: Se
         timings[step.name] = round(time.time() - t0, digits)
         log(f"{step.name} done in {timings[step.name]:.1f} s")
     return timings
+
+
+def file_facts(path: Path, published: Path | None = None) -> dict:
+    """Size and hash of ``path``; its ``path`` in the report is where it is published (``published``)."""
+    return {"path": str(published or path), "bytes": path.stat().st_size, "sha256": sha256_of(path)}

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from model.artifacts import UserError, atomic_path
+from contract import UserError, atomic_path
 from model.exactness import check_tflite_exactness, global_pool_kind
 from model.squeezenet import Fire, SqueezeNet
 

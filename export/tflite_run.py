@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-# The project's one order for choosing an interpreter, rpi.model.AUTO_ORDER; this file is a standalone script
+# The project's one order for choosing an interpreter, rpi.runtime.model.AUTO_ORDER; this file is a standalone script
 # (it runs in the tflite-runtime venv and on the Pi without the project), so it holds a copy that a test
 # keeps equal.
 RUNTIMES = ("tflite_runtime", "ai_edge_litert")

@@ -1,4 +1,4 @@
-from model.artifacts import run_cli
+from contract import run_cli
 
 from .build import main
 

@@ -29,39 +29,42 @@ Estimates are analytic (fpga/estimate.py names the source of every formula), not
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
-import io
 import json
-import math
 import os
 import shutil
 import sys
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+import contract
+from contract import UserError, run_cli, sha256_of, write_json
 from export.qonnx_export import export_qonnx
 from export.steps import Step, run_steps
-from model.artifacts import UserError, run_cli, sha256_of, write_json
 from model.data import DATASETS, load_checkpoint_data
+from model.inference import to_input
 from model.squeezenet import plain
-from model.training import to_input
+from quantize.agreement import compare, mismatch_line
 from quantize.qat import load_quant_model
 from quantize.storage import storage_table
-from rpi import contract
-from rpi.contract import BUDGET_BYTES
 
+from .config import FpgaConfig, parse_layer_precision
 from .csim import run_csim
 from .design import fold_and_size
 from .devices import DEVICES, resolve_device
 from .estimate import estimate
-from .graph import (PREPARE_VERSION, FixedPoint, fold_quant_into_add, one_by_one_convs_as_conv2d,
-                    prepare_for_hls4ml, quant_fixed_point, round_half_up_layers)
+from .graph import (
+    PREPARE_VERSION,
+    fold_quant_into_add,
+    one_by_one_convs_as_conv2d,
+    prepare_for_hls4ml,
+    round_half_up_layers,
+)
+from .hls_config import hls_config, quiet
 from .pipeline import pipeline_from_config, pipeline_from_hls_model
 from .project import bind_fifo_storage, read_dense_configs
 from .report import format_estimate, plot_estimate
@@ -69,70 +72,6 @@ from .storage import hls_storage_table
 
 TESTBENCH_IMAGES = 10
 FALLBACK_FPS = 2000.0  # when no plan fits the part: the plan built instead, for the report and the C-sim
-
-
-@dataclass
-class FpgaConfig:
-    """Every knob of the build; stored next to the project as fpga_config.json."""
-
-    checkpoint: str = contract.FPGA_QUANT_CHECKPOINT
-    out: str = contract.stage_dir("fpga")
-    part: str = "xc7z020clg400-1"
-    resources: str | None = None  # explicit part resources instead of the devices table
-    clock_mhz: float = 100.0
-    resource_share: float = 0.8
-    target_fps: float | None = None  # None: the fastest plan that fits
-    io_type: str = "io_stream"
-    budget_bytes: int = BUDGET_BYTES
-    samples: int = 1000  # 0: all test images
-    dataset: str | None = None  # None (and data_dir None): the data the checkpoint was trained on
-    data_dir: str | None = None
-    workers: int = 0  # 0: one per core
-    # Expert knob, for investigation: hls4ml precisions that replace what the build sets or hls4ml infers,
-    # {ONNX node: {variable: type}} (--layer-precision). The C simulation gate judges the result.
-    layer_precision: dict[str, dict[str, str]] = field(default_factory=dict)
-
-    def validate(self) -> None:
-        for name, value, rule in (("clock-mhz", self.clock_mhz, self.clock_mhz > 0),
-                                  ("budget-bytes", self.budget_bytes, self.budget_bytes > 0),
-                                  ("samples", self.samples, self.samples >= 0),
-                                  ("workers", self.workers, self.workers >= 0)):
-            if not rule:
-                raise UserError(f"--{name} must be {'>= 0' if name in ('samples', 'workers') else 'positive'}, "
-                                f"got {value:g}")
-        if not 0 < self.resource_share <= 1:
-            raise UserError(f"the resource share must be in (0, 1], got {self.resource_share}")
-        if self.target_fps is not None and self.target_fps <= 0:
-            raise UserError(f"the target frame rate must be positive, got {self.target_fps}")
-        resolve_device(self.part, self.resources)
-        if self.layer_precision:
-            check_precisions(self.layer_precision)
-
-
-def check_precisions(layer_precision: dict[str, dict[str, str]]) -> None:
-    """Every type of --layer-precision is one hls4ml can parse; a typo fails here, before any step."""
-    from hls4ml.backends.fpga.fpga_backend import FPGABackend
-
-    for node, precisions in layer_precision.items():
-        for var, precision in precisions.items():
-            try:
-                FPGABackend.convert_precision_string(precision)
-            except Exception:  # hls4ml raises ValueError, AttributeError or IndexError for a bad string
-                raise UserError(f"--layer-precision {node}.{var}={precision}: not an hls4ml precision (e.g. "
-                                f"fixed<16,6>, ufixed<8,0>, auto)") from None
-
-
-def parse_layer_precision(specs: list[str]) -> dict[str, dict[str, str]]:
-    """``NODE.VARIABLE=TYPE`` strings (--layer-precision) -> {NODE: {VARIABLE: TYPE}}."""
-    parsed: dict[str, dict[str, str]] = {}
-    for spec in specs:
-        target, equals, precision = spec.partition("=")
-        node, dot, var = target.strip().rpartition(".")
-        if not (equals and dot and node and var and precision.strip()):
-            raise UserError(f"--layer-precision takes NODE.VARIABLE=TYPE (e.g. GlobalAveragePool_0.accum=fixed<16,6>), "
-                            f"got {spec!r}")
-        parsed.setdefault(node, {})[var] = precision.strip()
-    return parsed
 
 
 @dataclass
@@ -154,15 +93,6 @@ class BuildState:
     estimate = None
 
 
-def _quiet():
-    """hls4ml prints every layer it parses; keep the tool's own output readable."""
-    stack = contextlib.ExitStack()
-    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
-    stack.enter_context(warnings.catch_warnings())
-    warnings.simplefilter("ignore")
-    return stack
-
-
 def step_export_qonnx(st: BuildState) -> None:
     st.quant = st.quant or load_quant_model(st.cfg.checkpoint)
     norm = st.quant.normalization
@@ -175,65 +105,9 @@ def step_prepare(st: BuildState) -> None:
     cached = st.out / "cache" / f"hls_ready-v{PREPARE_VERSION}-{digest}.onnx"
     if not cached.is_file():
         shutil.rmtree(cached.parent, ignore_errors=True)
-        with _quiet():
+        with quiet():
             prepare_for_hls4ml(st.qonnx_path, cached)
     st.hls_onnx = cached
-
-
-def hls_config(model, cfg: FpgaConfig, reuse_factors: dict[str, int] | None = None) -> dict:
-    """hls4ml's per-layer config: Strategy Resource, the planned reuse factor per conv (set under the ONNX
-    node name, where hls4ml reads it), the two exactness fixes, and the user's --layer-precision last."""
-    import hls4ml
-
-    hc = hls4ml.utils.config.config_from_onnx_model(model, granularity="name", backend="Vitis",
-                                                    default_precision="fixed<16,6>", default_reuse_factor=1)
-    hc["Model"]["Strategy"] = "Resource"
-    for key, rf in (reuse_factors or {}).items():
-        if key not in hc["LayerName"]:
-            raise UserError(f"the plan names layer {key}, which the hls4ml config does not have")
-        hc["LayerName"][key]["ReuseFactor"] = int(rf)
-    # 1. The default input type fixed<16,6> would round before the input quantizer: feed the quantizer's
-    #    own grid (the FPGA receives the int8 codes a camera pipeline produces).
-    graph_in = model.graph.input[0].name
-    first = model.find_consumer(graph_in)
-    if first is None or first.op_type != "Quant":
-        raise UserError("the QONNX graph does not start with an input quantizer")
-    hc["LayerName"][graph_in]["Precision"]["result"] = quant_fixed_point(model, first).hls()
-    # 2. The average pool's 'auto' precision truncates the division by H*W; give it enough fractional bits
-    #    that truncation can never cross a rounding tie of the output quantizer.
-    for node in model.graph.node:
-        if node.op_type != "GlobalAveragePool":
-            continue
-        grid_in = quant_fixed_point(model, model.find_producer(node.input[0]))
-        _, _, h, w = model.get_tensor_shape(node.input[0])
-        after = _next_quant(model, node)
-        extra = math.ceil(math.log2(h * w)) + 3
-        frac = max(grid_in.frac, after.frac if after else grid_in.frac) + extra
-        integer = grid_in.integer + math.ceil(math.log2(h * w)) + 1
-        wide = FixedPoint(integer + frac, frac, True).hls()
-        hc["LayerName"].setdefault(node.name, {})["Precision"] = {"result": wide, "accum": wide}
-    # 3. The user's precisions (an investigation knob) win over the fixes: narrowing one shows what it prevents.
-    for name, precisions in cfg.layer_precision.items():
-        layer = hc["LayerName"].get(name)
-        if layer is None:
-            nodes = [n.name for n in model.graph.node if n.op_type != "Quant" and n.name in hc["LayerName"]]
-            raise UserError(f"--layer-precision names {name}, which the hls4ml config does not have (its layers "
-                            f"besides the Quant_N nodes: {', '.join(nodes)})")
-        unknown = sorted(set(precisions) - set(layer["Precision"]))
-        if unknown:
-            raise UserError(f"--layer-precision: {name} has no precision {', '.join(unknown)} (it has "
-                            f"{', '.join(layer['Precision'])})")
-        layer["Precision"].update(precisions)
-    return hc
-
-
-def _next_quant(model, node):
-    while node is not None:
-        consumer = model.find_consumer(node.output[0])
-        if consumer is None or consumer.op_type == "Quant":
-            return quant_fixed_point(model, consumer) if consumer is not None else None
-        node = consumer
-    return None
 
 
 def _convert(st: BuildState, reuse_factors: dict[str, int] | None, output_dir: Path, testbench: bool):
@@ -252,7 +126,7 @@ def _convert(st: BuildState, reuse_factors: dict[str, int] | None, output_dir: P
         np.save(tb_in, x_q.reshape(len(x_q), -1))
         np.save(tb_out, expected)
         tb = {"input_data_tb": str(tb_in), "output_data_tb": str(tb_out)}
-    with _quiet(), one_by_one_convs_as_conv2d():
+    with quiet(), one_by_one_convs_as_conv2d():
         hc = hls_config(model, st.cfg, reuse_factors)
         hls_model = hls4ml.converters.convert_from_onnx_model(
             model, output_dir=str(output_dir), io_type=st.cfg.io_type, backend="Vitis", hls_config=hc,
@@ -350,7 +224,7 @@ def step_compile(st: BuildState) -> None:
         st.report["compile_cached"] = True
         return
     shutil.rmtree(project, ignore_errors=True)
-    with _quiet():
+    with quiet():
         st.hls_model.write()
         bound = bind_fifo_storage(project, _fifo_bindings(st))
         st.hls_model._compile()  # hls4ml's compile() is write() + _compile(): g++ builds the C simulation
@@ -452,22 +326,10 @@ def step_csim(st: BuildState) -> None:
     n = len(labels)
     got, seconds = run_csim(_library(st.out / "hls_project"), x_q, expected.shape[1],
                             workers=cfg.workers or None)
-    agree = float((got.argmax(1) == expected.argmax(1)).mean())
-    off = np.flatnonzero((got != expected).any(axis=1))
-    if len(off):
-        i = int(off[0])
-        st.report["csim_first_mismatch"] = {"index": i, "top1": int(got[i].argmax()),
-                                            "brevitas_top1": int(expected[i].argmax()),
-                                            "max_abs_diff": float(np.abs(got[i] - expected[i]).max())}
-    st.report.update({
-        "csim_exact": not len(off), "csim_rows_off": int(len(off)),
-        "csim_samples": int(n), "csim_top1_agreement": agree,
-        "csim_max_abs_diff": float(np.abs(got - expected).max()),
-        "csim_exact_outputs": float((got == expected).all(axis=1).mean()),
-        "accuracy_csim": float((got.argmax(1) == labels).mean()),
-        "accuracy_brevitas": float((expected.argmax(1) == labels).mean()),
-        "csim_seconds": round(seconds, 2), "csim_images_per_second": round(n / seconds, 2),
-    })
+    st.report["csim"] = {"parent": "brevitas", "runtime": "the HLS code compiled with g++",
+                         **compare(got, expected, labels),
+                         "seconds": round(seconds, 2), "images_per_second": round(n / seconds, 2)}
+    st.report["accuracy_brevitas"] = round(float((expected.argmax(1) == labels).mean()), 6)
     np.save(st.out / "csim_outputs.npy", got)
 
 
@@ -556,17 +418,14 @@ def main(argv: list[str] | None = None) -> int:
                      budget_bytes=contract.budget_bytes(args.budget_bytes), samples=samples, dataset=args.dataset, data_dir=args.data_dir,
                      workers=args.workers, layer_precision=parse_layer_precision(args.layer_precision))
     report = build(cfg, skip=("csim",) if args.no_csim else ())
-    if "csim_samples" in report:
-        print(f"C simulation on {report['csim_samples']:,} images: top-1 agreement "
-              f"{report['csim_top1_agreement']:.4f}, max |logit diff| {report['csim_max_abs_diff']:g}, "
-              f"accuracy {report['accuracy_csim']:.4f} ({report['csim_images_per_second']:.1f} images/s)")
+    csim = report.get("csim")
+    if csim:
+        print(f"C simulation on {csim['samples']:,} images: top-1 agreement {csim['top1_agreement']:.4f}, max "
+              f"|logit diff| {csim['max_abs_diff']:g}, accuracy {csim['top1']:.4f} "
+              f"({csim['images_per_second']:.1f} images/s)")
     print(f"HLS project: {report['hls_project']}  report: {Path(cfg.out) / 'report.json'}")
-    if "csim_samples" in report and not report["csim_exact"]:
-        first = report["csim_first_mismatch"]
-        line = (f"the C simulation differs from the Brevitas model on {report['csim_rows_off']} of "
-                f"{report['csim_samples']} images (top-1 agreement {report['csim_top1_agreement']:.4f}, max |logit "
-                f"diff| {report['csim_max_abs_diff']:g}); first: test image {first['index']} (class {first['top1']} "
-                f"vs {first['brevitas_top1']}, max |diff| {first['max_abs_diff']:g})")
+    if csim and not csim["exact"]:
+        line = mismatch_line("the C simulation", csim)
         if not args.allow_mismatch:
             raise UserError(line + " (--allow-mismatch reports without failing)")
         print(f"warning (--allow-mismatch): {line}", file=sys.stderr)

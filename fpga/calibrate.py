@@ -22,11 +22,13 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from rpi.contract import UserError, run_cli, write_json
+from contract import UserError, run_cli, write_json
 
+from .costs import BANDS, Estimate
+from .cycles import stage_cycles
 from .devices import device_for_part
-from .estimate import BANDS, Estimate, estimate, stage_cycles
-from .hls_project import pipeline_from_project
+from .estimate import estimate
+from .project_pipeline import pipeline_from_project
 from .synth_reports import read_csynth, read_vivado_utilization
 
 CALIBRATION = Path(__file__).parent / "calibration"

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from model.progress import progress as progress_bar
 
-from model.artifacts import UserError
+from contract import UserError
+from model.progress import progress as progress_bar
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -30,7 +30,7 @@ import heapq
 from collections import deque
 from dataclasses import dataclass, field
 
-from .estimate import DENSE_EXTRA, LATENCY_DEPTH, STREAM_DEPTH, STREAM_II, pixel_cycles, stage_cycles
+from .cycles import DENSE_EXTRA, LATENCY_DEPTH, STREAM_DEPTH, STREAM_II, pixel_cycles, stage_cycles
 from .pipeline import Pipeline, Stage
 
 UNBOUNDED = 1 << 40

@@ -17,7 +17,6 @@ from .estimate import estimate
 from .pipeline import BitWidths, Pipeline, pipeline_from_config
 from .plan import MAX_MULTIPLIERS, PlanError, _Folding, describe_over, plan_folding
 
-
 SIZING_ROUNDS = 5
 
 
@@ -153,7 +152,7 @@ def estimate_preset(name: str, part: str, resources: str | None, share: float, t
                     clock_mhz: float, out: Path) -> int:
     """``python -m fpga --preset NAME``: plan and estimate a model.squeezenet preset from its config (the
     quantize stage's default bit widths), print the table, write ``<out>/preset-NAME/``. Estimate only."""
-    from model.artifacts import UserError, write_json
+    from contract import UserError, write_json
     from model.squeezenet import PRESETS
 
     from .report import format_estimate, plot_estimate
@@ -184,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m fpga.design``: design points of the default network at several widths, on several parts."""
     import argparse
 
-    from model.artifacts import UserError
+    from contract import UserError
     from model.squeezenet import small_image_config
 
     from .devices import DEVICES
@@ -217,6 +216,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from model.artifacts import run_cli
+    from contract import run_cli
 
     run_cli(main)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from rpi.contract import UserError
+from contract import UserError
 
 # The resources the estimator counts, in the order reports print them.
 RESOURCES = ("dsp", "lut", "ff", "bram18k", "lutram")
@@ -110,6 +110,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from rpi.contract import run_cli
+    from contract import run_cli
 
     run_cli(main)

@@ -51,31 +51,16 @@ control each (assumption); a max pool a comparator and a select per window eleme
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
 
-from pathlib import Path
-
+from .costs import Cost, Estimate, FifoEstimate, LayerEstimate
+from .cycles import (
+    stage_cycles,
+    stage_latency,
+)
 from .devices import RESOURCES, Device
 from .pipeline import Pipeline, Stage
 
-# --- timing (cycles). Calibrated: csynth's per-layer latencies of the designs in fpga/calibration/ ---
-# Resource conv, hls4ml >= 0.8 (shift_line_buffer a pipelined function, compute_output_buffer INLINE OFF):
-# every input pixel costs a stream read and a line-buffer shift. Assumption: no calibration design has it.
-PIXEL_CYCLES = 2
-# Resource conv: a window's dense_resource call costs RF + 3 cycles. csynth's (max - min) / input pixels is
-# exactly RF + 3 on all six convs of pominiq model_01/02/03 (RF 3 to 72, both dense_resource variants).
-DENSE_EXTRA = 3
-# io_stream Dense, Resource: the inputs read one token a cycle, then RF + 5, then the write (model_01/02/03's
-# dense: 18, 74 and 14 cycles at RF 8, 64 and 4 over 4 tokens).
-STREAM_DENSE_EXTRA = 5
-# Latency conv: the pixel loop is pipelined at II = RF (nnet_conv2d_stream.h), plus its fill: csynth shows
-# 3-4 cycles over H*W*RF (pruned_cnn 1,027/1,024, 229/225, 40/36; MNIST_original 787/784, 39/36).
-LATENCY_DEPTH = 4
-# A stage pipelined at II=1 is flushed after every image (csynth's interval equals its latency): tokens plus
-# its pipeline depth, 2-5 cycles in the calibration set (relu 679/676, max pool 681/676, 903/900, 20/16).
-STREAM_DEPTH = 3
-STREAM_II = 1  # every other stage: PIPELINE II=1 per token
-SOFTMAX_DEPTH = 6  # one softmax packet: exp lookups, add tree, inverse lookup, multiply (csynth: 5-7)
+# Timing (cycles per stage) lives in fpga/cycles.py.
 
 # --- resource rules ---
 DSP_MIN_WEIGHT_BITS = 9  # hls4ml's DSP estimator: narrower weights are multiplied in LUTs
@@ -88,19 +73,7 @@ CSD_DSP_MIN_DIGITS = 3  # a constant weight with fewer signed digits is shifts a
 FIFO_CONTROL_LUT, FIFO_CONTROL_FF = 8, 4  # assumption: counters and full/empty flags of one FIFO
 BRAM18K_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
 BRAM18K_BITS = 18 * 1024
-BANDS = Path(__file__).parent / "calibration" / "bands.json"  # written by python -m fpga.calibrate --write
 KERNEL_KINDS = ("conv", "dense")  # stages with a dense kernel (weights, reuse factor, strategy)
-
-
-def load_bands(path: Path = BANDS) -> dict[str, tuple[float, float]]:
-    """resource -> (low, high): on every design of the calibration set (fpga/calibrate.py) the synthesized
-    figure lay within estimate x [low, high]. Resources without calibration points carry no band."""
-    import json
-
-    if not path.is_file():
-        return {}
-    data = json.loads(path.read_text())
-    return {name: tuple(v["band"]) for name, v in data.get("resources", {}).items()}
 
 
 def bram18k(depth: int, width: int) -> int:
@@ -123,183 +96,6 @@ def lut_multiplier(a_bits: int, w_bits: int) -> int:
 def block_factor(n_in: int, n_out: int, reuse_factor: int) -> int:
     """Parallel multipliers of hls4ml's Resource dense kernel (``nnet_dense_resource.h``)."""
     return math.ceil(n_in * n_out / reuse_factor)
-
-
-@dataclass
-class Cost:
-    dsp: int = 0
-    lut: int = 0
-    ff: int = 0
-    bram18k: int = 0
-    lutram: int = 0  # LUTs used as memory (SRLs); also counted in ``lut``
-
-    def __add__(self, other: "Cost") -> "Cost":
-        return Cost(*(getattr(self, n) + getattr(other, n) for n in RESOURCES))
-
-    def to_dict(self) -> dict[str, int]:
-        return {n: int(getattr(self, n)) for n in RESOURCES}
-
-
-@dataclass
-class LayerEstimate:
-    name: str
-    kind: str
-    reuse_factor: int
-    block_factor: int  # parallel multipliers
-    multipliers_on_dsp: bool
-    cycles: int  # per image
-    latency: int  # first input to first output, inputs arriving at full rate
-    cost: Cost
-    weight_bits: int = 0  # weight + bias storage
-    line_buffer_bits: int = 0
-    function: str = ""  # the nnet:: function, where the pipeline was read from a written project
-    strategy: str = ""
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["cost"] = self.cost.to_dict()
-        return d
-
-
-@dataclass
-class FifoEstimate:
-    stream: str
-    name: str
-    width: int
-    depth: int
-    impl: str  # reg | srl | bram
-    cost: Cost
-
-    @property
-    def bits(self) -> int:
-        return self.width * self.depth
-
-
-@dataclass
-class Estimate:
-    pipeline: str
-    layers: list[LayerEstimate]
-    fifos: list[FifoEstimate]
-    device: Device
-    share: float
-    clock_mhz: float
-    ii_cycles: int  # the slowest stage, cycles per image
-    bottleneck: str
-    latency_cycles: int
-    totals: Cost = field(default_factory=Cost)
-
-    @property
-    def images_per_second(self) -> float:
-        return self.clock_mhz * 1e6 / self.ii_cycles
-
-    @property
-    def fifo_bits(self) -> int:
-        return sum(f.bits for f in self.fifos)
-
-    @property
-    def weight_bits(self) -> int:
-        return sum(layer.weight_bits for layer in self.layers)
-
-    @property
-    def line_buffer_bits(self) -> int:
-        return sum(layer.line_buffer_bits for layer in self.layers)
-
-    @property
-    def onchip_memory_bits(self) -> int:
-        return self.weight_bits + self.fifo_bits + self.line_buffer_bits
-
-    def over(self, share: float | None = None) -> dict[str, tuple[int, float]]:
-        """Resources above ``share`` of the part: name -> (estimate, allowed)."""
-        share = self.share if share is None else share
-        avail = self.device.available()
-        out = {}
-        for name in RESOURCES:
-            allowed = share * avail[name]
-            if getattr(self.totals, name) > allowed:
-                out[name] = (getattr(self.totals, name), allowed)
-        return out
-
-    @property
-    def fits(self) -> bool:
-        return not self.over()
-
-    def resources(self) -> dict[str, dict]:
-        """Per resource: the estimate, the part's count, the share, and ``band``: the range the calibration
-        against published Vivado syntheses puts the synthesized figure in (absent for an uncalibrated one)."""
-        avail = self.device.available()
-        bands = load_bands()
-        out = {}
-        for name in RESOURCES:
-            value = int(getattr(self.totals, name))
-            out[name] = {"estimate": value, "available": avail[name],
-                         "share": round(value / avail[name], 4) if avail[name] else None}
-            if name in bands:
-                out[name]["band"] = [round(value * bands[name][0]), round(value * bands[name][1])]
-        return out
-
-
-def pixel_cycles(stage: Stage) -> int:
-    """Cycles a Resource conv spends on every input pixel before any dense call. hls4ml 0.7.x inlined the
-    line-buffer shift recursively, which made it a loop over the channels (hls4ml PR #800: 3-20x slower): its
-    per-pixel cost grows with K*K*C. From the two published points (pominiq model_01: 6 cycles at C=1, 34 at
-    C=4, 3x3) this is K*K*C - 3, a fit to an hls4ml release we do not generate, used only to read such
-    projects."""
-    if stage.serial_line_buffer and stage.kernel > 1:
-        channels = stage.n_in // (stage.kernel * stage.kernel)
-        return max(PIXEL_CYCLES, stage.kernel * stage.kernel * channels - 3)
-    return PIXEL_CYCLES
-
-
-def conv_cycles(stage: Stage, reuse_factor: int, worst: bool = False) -> int:
-    """Cycles per image of a conv. Latency: the pixel loop at II = RF. Resource: the pixel loop is not
-    pipelined; each input pixel costs ``pixel_cycles``, each output pixel one dense_resource call (RF +
-    DENSE_EXTRA). ``worst``: as the HLS tool's static analysis counts it, every pixel taking the call."""
-    if stage.strategy == "latency":
-        return stage.in_tokens * max(1, reuse_factor) + LATENCY_DEPTH
-    calls = stage.in_tokens if worst else stage.out_tokens
-    return stage.in_tokens * pixel_cycles(stage) + calls * (reuse_factor + DENSE_EXTRA)
-
-
-def stage_cycles(stage: Stage, reuse_factor: int = 1, worst: bool = False) -> int:
-    """Cycles one stage needs per image at its own pace (``worst``: the HLS tool's static worst case)."""
-    if stage.kind == "conv":
-        return conv_cycles(stage, reuse_factor, worst)
-    if stage.kind == "dense":
-        # DataPrepare and ResWrite are pipelined loops only over more than one token; a single token is a
-        # plain read or write inside the call's schedule (csynth: 3 cycles at 1 token in, 7 at 4)
-        call = reuse_factor + 1 if stage.strategy == "latency" else reuse_factor + STREAM_DENSE_EXTRA
-        return (stage.in_tokens if stage.in_tokens > 1 else 0) + call + stage.out_tokens
-    if stage.kind == "input":
-        return stage.out_tokens * STREAM_II
-    if stage.kind == "softmax":
-        # PIPELINE II = size / ceil(size / RF) per packet; at II > 1 the ceil(size / RF) multipliers work
-        # through the packet's products one after another, adding II - 1 to the depth (MNIST_R16: 23 cycles)
-        size = stage.out_shape[2]
-        ii = size // -(-size // max(1, reuse_factor))
-        return stage.out_tokens * ii + SOFTMAX_DEPTH + ii - 1
-    if stage.kind == "batchnorm":  # PIPELINE II = n_in / multiplier_limit, i.e. about RF per token
-        ii = max(1, min(reuse_factor, stage.in_shape[2]))
-        return stage.in_tokens * ii + (STREAM_DEPTH if stage.in_tokens > 1 else 0)
-    if stage.kind == "pad":
-        return stage.out_tokens * STREAM_II + STREAM_DEPTH
-    if stage.kind == "unmodeled":
-        return 0
-    tokens = max(stage.in_tokens, stage.out_tokens)
-    # one token: the loop disappears into a pipelined function (csynth: 0-1 cycles for a 1-token ReLU)
-    return tokens * STREAM_II + (STREAM_DEPTH if tokens > 1 else 0)
-
-
-def stage_latency(stage: Stage, reuse_factor: int = 1) -> int:
-    """Cycles from a stage's first input to its first output when inputs come at full rate."""
-    h, w, _ = stage.in_shape
-    if stage.kind == "conv":
-        window = (stage.kernel - 1) * w + stage.kernel
-        return window * PIXEL_CYCLES + reuse_factor + DENSE_EXTRA
-    if stage.kind == "maxpool":
-        return (stage.kernel - 1) * w + stage.kernel
-    if stage.kind == "global_avgpool":
-        return stage.in_tokens + 1
-    return STREAM_II
 
 
 def _dsp_per_multiplier(a: int, w: int, device: Device) -> int:
@@ -572,7 +368,7 @@ def critical_path_latency(pipeline: Pipeline, layers: list[LayerEstimate]) -> in
 
 
 if __name__ == "__main__":
-    from rpi.contract import run_cli
+    from contract import run_cli
 
     from .estimate_cli import main
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 
+from .costs import load_bands
 from .devices import device_for_part, resolve_device
-from .estimate import estimate, load_bands
-from .hls_project import pipeline_from_project
+from .estimate import estimate
+from .project_pipeline import pipeline_from_project
 from .report import format_estimate
 
 

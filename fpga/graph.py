@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from onnx import helper
 
-from model.artifacts import UserError, atomic_path
+from contract import UserError, atomic_path
 
 TO_NCHW = [0, 3, 1, 2]
 TO_NHWC = [0, 2, 3, 1]

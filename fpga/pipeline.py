@@ -16,10 +16,9 @@ from __future__ import annotations
 import fnmatch
 import math
 from dataclasses import dataclass, field
-
 from typing import TYPE_CHECKING
 
-from rpi.contract import UserError
+from contract import UserError
 
 if TYPE_CHECKING:  # the config builder needs model/ (torch); reading a written project does not
     from model.squeezenet import SqueezeNetConfig
@@ -158,8 +157,17 @@ def pipeline_from_hls_model(hls_model, name: str = "model") -> Pipeline:
     """The stages and FIFOs of a converted hls4ml ``io_stream`` model, with the precisions, shapes and
     reuse factors hls4ml holds for each layer (what its writer puts into ``parameters.h``)."""
     from hls4ml.backends.fpga.passes.clone import Clone
-    from hls4ml.model.layers import (Activation, Concatenate, Conv2D, GlobalPooling2D, Input, Merge, Pooling2D,
-                                     Reshape, ZeroPadding2D)
+    from hls4ml.model.layers import (
+        Activation,
+        Concatenate,
+        Conv2D,
+        GlobalPooling2D,
+        Input,
+        Merge,
+        Pooling2D,
+        Reshape,
+        ZeroPadding2D,
+    )
 
     alias: dict[str, str] = {}  # in-place reshapes (Flatten): their output is their input's stream
     streams: dict[str, Stream] = {}
@@ -369,7 +377,7 @@ def pipeline_from_config(cfg: "SqueezeNetConfig", bits: BitWidths | None = None,
     last = fire_specs(cfg)[-1].out_channels
     logits = b.conv("classifier.1", src, last, cfg.num_classes, 1, 1, 0, bits, act)
     n = cfg.feature_map_size() ** 2
-    gap_bits = act + 2 * math.ceil(math.log2(max(n, 2))) + 4  # the widened average of fpga.build.hls_config
+    gap_bits = act + 2 * math.ceil(math.log2(max(n, 2))) + 4  # the widened average of fpga.hls_config.hls_config
     (avg,) = b.stage("classifier.3", "global_avgpool", [logits], (1, 1, cfg.num_classes), gap_bits,
                      accum_bits=gap_bits)
     b.stage("output_quant", "cast", [avg], (1, 1, cfg.num_classes), act, interface=True)

@@ -16,10 +16,12 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from model.artifacts import UserError
+from contract import UserError
 
+from .costs import Cost, Estimate
+from .cycles import stage_cycles
 from .devices import RESOURCES, Device
-from .estimate import Cost, Estimate, block_factor, conv_cost, estimate, stage_cycles
+from .estimate import block_factor, conv_cost, estimate
 from .pipeline import Pipeline, Stage
 
 MAX_MULTIPLIERS = 4096

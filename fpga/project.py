@@ -5,9 +5,8 @@ import math
 import re
 from pathlib import Path
 
-from model.artifacts import UserError
+from contract import UserError
 
-# `nnet::conv_2d_cl<in_t, out_t, config472>(..., w472, b472); // Conv2D_Conv_1`
 _CALL = re.compile(r"nnet::\w+<[^;]*?\bconfig(\d+)>\([^;]*\);\s*//\s*(\S+)")
 _MULT = re.compile(r"struct config(\d+)_mult\s*:\s*nnet::dense_config\s*\{(.*?)\n\};", re.S)
 _FIELD = re.compile(r"static const unsigned (\w+) = ([^;]+);")

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rpi.contract import atomic_path
+from contract import atomic_path
 
+from .costs import Cost, Estimate, load_bands
 from .devices import RESOURCES
-from .estimate import KERNEL_KINDS, Cost, Estimate, load_bands
+from .estimate import KERNEL_KINDS
 
 
 def _row(name: str, rf: str, mult: str, cost: Cost, cycles: str) -> str:

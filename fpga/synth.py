@@ -11,7 +11,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from model.artifacts import UserError, run_cli
+import contract
+from contract import UserError, run_cli
 
 OPTIONS = ("reset", "csim", "synth", "cosim", "validation", "export", "vsynth", "fifo_opt")
 
@@ -24,7 +25,7 @@ def write_build_options(project: Path, **enabled: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m fpga.synth", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--project", default="artifacts/fpga/hls_project")
+    p.add_argument("--project", default=f"{contract.stage_dir('fpga')}/hls_project")
     p.add_argument("--cosim", action="store_true", help="also run C/RTL co-simulation")
     p.add_argument("--export", action="store_true", help="also export the IP (Vivado IP catalog)")
     args = p.parse_args(argv)

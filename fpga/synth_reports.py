@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from rpi.contract import UserError
+from contract import UserError
 
 
 def _cells(line: str) -> list[str]:

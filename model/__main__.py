@@ -1,7 +1,7 @@
 """``python -m model train|evaluate ...``: the float stage's entry point."""
 import sys
 
-from .artifacts import run_cli
+from contract import run_cli
 
 USAGE = """usage: python -m model {train,evaluate} [options]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rpi.contract import UserError
+from contract import UserError
 
 DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",

@@ -12,10 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import UserError, load_checkpoint, run_cli, write_json, atomic_path
+import contract
+from contract import UserError, atomic_path, run_cli, write_json
+
+from .checkpoint import load_checkpoint
 from .data import DATASETS, Normalization, load_checkpoint_data
+from .inference import accuracy, predict_logits
 from .squeezenet import SqueezeNet, SqueezeNetConfig, count_macs, count_parameters, folded_copy
-from .training import Teacher, accuracy, predict_logits
+from .training import Teacher
 
 DEFAULT_CHECKPOINT = "model/checkpoints/default.pt"
 
@@ -119,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="default: the data set the checkpoint was trained on")
     p.add_argument("--data-dir", default=None, help="default: the checkpoint's data directory, else $DATA_DIR or "
                                                     "the Debian package's directory")
-    p.add_argument("--out", default="artifacts/model")
+    p.add_argument("--out", default=contract.stage_dir("model"))
     args = p.parse_args(argv)
     report = evaluate_checkpoint(args.checkpoint, args.dataset, args.data_dir, args.out)
     print(f"{args.checkpoint}: top-1 {report['top1']:.4f} on {report['samples']:,} {report['dataset']} test images, "

@@ -6,7 +6,7 @@ the export stage (``export.tflite_build``) applies the same rule when it picks t
 """
 from __future__ import annotations
 
-from rpi.contract import UserError
+from contract import UserError
 
 
 def global_pool_kind(count: int) -> str | None:

@@ -15,7 +15,7 @@ from typing import Iterator
 
 import torch
 
-from .artifacts import UserError
+from contract import UserError
 
 DEVICE_HELP = ("auto (CUDA when present), cpu, cuda or cuda:N; under torchrun each process takes the GPU of "
                "its local rank")

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from rpi.contract import UserError
+from contract import UserError
 
 BYPASS_MODES = ("none", "simple", "complex")
 

@@ -18,14 +18,24 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from .artifacts import UserError, run_cli, save_checkpoint, sha256_of
+import contract
+from contract import UserError, run_cli, sha256_of
+
+from .checkpoint import save_checkpoint
 from .data import DATASETS, Normalization, data_dir_default, data_identity, load_dataset, train_val_split
 from .evaluate import evaluate_checkpoint, load_teacher
 from .exactness import check_tflite_exactness
+from .inference import class_health, predict_logits
 from .runtime import Runtime, runtime
 from .squeezenet import PRESETS, SqueezeNet, SqueezeNetConfig, count_macs, count_parameters
-from .training import (STOPPED_EXIT_CODE, TrainSettings, add_training_arguments, class_health, fit,
-                       predict_logits, seed_everything, settings_from_args)
+from .train_settings import (
+    STOPPED_EXIT_CODE,
+    TrainSettings,
+    add_training_arguments,
+    seed_everything,
+    settings_from_args,
+)
+from .training import fit
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -69,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels", type=int, default=None, help="1 (grayscale) or 3 (RGB) for an image folder")
     p.add_argument("--val-fraction", type=float, default=1 / 12, help="share of the training set held out")
     p.add_argument("--limit", type=int, default=0, help="use only the first N training images (smoke runs)")
-    p.add_argument("--out", default="artifacts/model", help="output directory")
+    p.add_argument("--out", default=contract.stage_dir("model"), help="output directory")
     p.add_argument("--init", default=None, metavar="CHECKPOINT",
                    help="start from this float checkpoint's weights and architecture (fine-tuning); "
                         "its normalisation is kept")

@@ -1,6 +1,6 @@
 """Brevitas quantization-aware SqueezeNet, built by the same builder as the float model."""
 from .layers import QuantSettings, brevitas_layers, build_quant_model, conv_layer_names
-from .storage import BUDGET_BYTES, LayerStorage, StorageTable, storage_table
+from .storage import LayerStorage, StorageTable, storage_table
 
-__all__ = ["BUDGET_BYTES", "LayerStorage", "QuantSettings", "StorageTable", "brevitas_layers",
+__all__ = ["LayerStorage", "QuantSettings", "StorageTable", "brevitas_layers",
            "build_quant_model", "conv_layer_names", "storage_table"]

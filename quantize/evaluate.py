@@ -8,9 +8,10 @@ import argparse
 import json
 from pathlib import Path
 
-from model.artifacts import load_checkpoint, run_cli, sha256_of
+import contract
+from contract import run_cli, sha256_of
+from model.checkpoint import load_checkpoint
 from model.data import DATASETS
-from rpi import contract
 
 from .qat import DEFAULT_FLOAT, DEFAULT_QUANT, evaluate_quant
 
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default=None, help="default: the checkpoint's data directory, else $DATA_DIR")
     p.add_argument("--budget-bytes", type=int, default=None,
                    help=f"the byte budget (default: ${contract.BUDGET_ENV} or {contract.BUDGET_BYTES:,} = 0.5 MiB)")
-    p.add_argument("--out", default="artifacts/quantize")
+    p.add_argument("--out", default=contract.stage_dir("quantize"))
     p.add_argument("--if-changed", action="store_true",
                    help="skip when <out>/report.json already describes this checkpoint")
     p.add_argument("--is-fresh", action="store_true",

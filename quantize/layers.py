@@ -12,12 +12,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from contract import UserError
 from model import Layers, SqueezeNet, SqueezeNetConfig, without_norm_layers
 from model.squeezenet import plain
-from model.artifacts import UserError
 
-
-# First conv and classifier at 8 bits: together ~3% of the weights, and the layers most hurt by few bits.
 DEFAULT_OVERRIDES = {"features.0": 8, "classifier.1": 8}
 
 
@@ -78,8 +76,12 @@ def brevitas_layers(qs: QuantSettings, signed_add: bool = False) -> Layers:
     """The Layers the builder instantiates for the quantized twin. ``signed_add``: a complex bypass adds a
     conv output (signed) to a ReLU output, so its sum needs a signed quantizer."""
     import brevitas.nn as qnn
-    from brevitas.quant import (Int8ActPerTensorFixedPoint, Int8WeightPerTensorFixedPoint, IntBias,
-                                Uint8ActPerTensorFixedPoint)
+    from brevitas.quant import (
+        Int8ActPerTensorFixedPoint,
+        Int8WeightPerTensorFixedPoint,
+        IntBias,
+        Uint8ActPerTensorFixedPoint,
+    )
 
     def conv(name, cin, cout, k, stride=1, padding=0):
         # Biases live on the accumulator's grid (scale = input scale x weight scale, bias_bits wide), as

@@ -19,21 +19,38 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from model.progress import progress as progress_bar
 
+import contract
+from contract import (
+    FLOAT_CHECKPOINT,
+    FPGA_FLOAT_CHECKPOINT,
+    FPGA_QUANT_CHECKPOINT,
+    QUANT_CHECKPOINT,
+    UserError,
+    run_cli,
+    sha256_of,
+    write_json,
+)
 from model import SqueezeNet, SqueezeNetConfig, fold_batch_norm
-from model.artifacts import UserError, load_checkpoint, run_cli, save_checkpoint, sha256_of, write_json
-from model.data import (DATASETS, ImageSet, Normalization, checkpoint_data, data_identity, load_checkpoint_data,
-                        train_val_split)
+from model.checkpoint import load_checkpoint, save_checkpoint
+from model.data import (
+    DATASETS,
+    ImageSet,
+    Normalization,
+    checkpoint_data,
+    data_identity,
+    load_checkpoint_data,
+    train_val_split,
+)
 from model.evaluate import classification_report, load_float_model, load_teacher, plot_confusion
+from model.inference import accuracy, model_device, predict_logits, to_input
+from model.progress import progress as progress_bar
 from model.runtime import Runtime, runtime
-from model.training import (STOPPED_EXIT_CODE, TrainSettings, accuracy, add_training_arguments, fit,
-                            model_device, predict_logits, settings_from_args, to_input)
-from rpi import contract
-from rpi.contract import FLOAT_CHECKPOINT, FPGA_FLOAT_CHECKPOINT, FPGA_QUANT_CHECKPOINT, QUANT_CHECKPOINT
+from model.train_settings import STOPPED_EXIT_CODE, TrainSettings, add_training_arguments, settings_from_args
+from model.training import fit
 
 from .layers import DEFAULT_OVERRIDES, QuantSettings, build_quant_model, conv_layer_names  # noqa: F401 (DEFAULT_OVERRIDES: re-export)
-from .storage import BUDGET_BYTES, storage_table
+from .storage import storage_table
 
 DEFAULT_FLOAT, DEFAULT_QUANT = FLOAT_CHECKPOINT, QUANT_CHECKPOINT  # the names the other modules import
 FPGA_FLOAT, FPGA_QUANT = FPGA_FLOAT_CHECKPOINT, FPGA_QUANT_CHECKPOINT
@@ -92,7 +109,7 @@ def load_quant_model(path: str | Path) -> QuantModel:
 
 
 def evaluate_quant(checkpoint: str | Path, dataset: str | None, data_dir: str | None, out: str | Path,
-                   budget_bytes: int = BUDGET_BYTES) -> dict:
+                   budget_bytes: int = contract.BUDGET_BYTES) -> dict:
     """The quantize stage's report for a quantized checkpoint (``make eval`` calls this); ``dataset`` /
     ``data_dir`` None: the data it was trained on."""
     out = Path(out)
@@ -186,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="use only the first N training images (smoke runs)")
     p.add_argument("--budget-bytes", type=int, default=None,
                    help=f"the byte budget (default: ${contract.BUDGET_ENV} or {contract.BUDGET_BYTES:,} = 0.5 MiB)")
-    p.add_argument("--out", default="artifacts/quantize")
+    p.add_argument("--out", default=contract.stage_dir("quantize"))
     p.add_argument("--no-eval", action="store_true",
                    help="skip the test-set evaluations (float parent before, quantized model after; both on the "
                         "CPU); `python -m quantize.evaluate` makes the report later")

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 
 from torch import nn
 
-from rpi.contract import BUDGET_BYTES
+from contract import BUDGET_BYTES
 
 
 @dataclass
@@ -54,8 +54,8 @@ class StorageTable:
             rows.append(f"{layer.name:<28}{layer.weights:>9,}{layer.weight_bits:>7}{layer.biases:>8,}"
                         f"{layer.bias_bits:>7}{layer.bits / 8:>10,.1f}")
         verdict = "within" if self.within_budget else "OVER"
-        rows.append(f"{'total':<28}{sum(l.weights for l in self.layers):>9,}{'':>7}"
-                    f"{sum(l.biases for l in self.layers):>8,}{'':>7}{self.total_bytes:>10,}")
+        rows.append(f"{'total':<28}{sum(layer.weights for layer in self.layers):>9,}{'':>7}"
+                    f"{sum(layer.biases for layer in self.layers):>8,}{'':>7}{self.total_bytes:>10,}")
         rows.append(f"budget {self.budget_bytes:,} bytes: {verdict} ({self.total_bytes / self.budget_bytes:.1%} used)")
         return "\n".join(rows)
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from model.artifacts import read_json, run_cli, write_json
+import contract
+from contract import read_json, run_cli, write_json
 
 from . import qat
 
@@ -18,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m quantize.sweep", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bits", default="8,4,3,2", help="comma list of weight bit widths")
-    p.add_argument("--out", default="artifacts/quantize/sweep")
+    p.add_argument("--out", default=f"{contract.stage_dir('quantize')}/sweep")
     p.add_argument("qat_args", nargs=argparse.REMAINDER, help="arguments for every QAT run (after --)")
     args = p.parse_args(argv)
     extra = [a for a in args.qat_args if a != "--"]

@@ -14,8 +14,8 @@ import html
 import json
 from pathlib import Path
 
-from rpi import contract
-from rpi.contract import UserError, atomic_path
+import contract
+from contract import UserError, atomic_path
 
 # A figure is (label, JSON path inside the stage's file); paths are "/"-separated keys or list indices.
 MODEL = [("top-1 (test set)", "top1"), ("test images", "samples"), ("parameters", "params")]
@@ -30,9 +30,9 @@ BENCH_COLUMNS = [("backend", "backend"), ("threads", "threads"), ("median ms", "
 FPGA = [("part", "device/part"), ("clock, MHz", "hls_config/clock_mhz"),
         ("on-chip weights, bytes", "weight_storage_bytes"), ("budget, bytes", "budget_bytes"),
         ("within budget", "within_budget"), ("agrees with quantize's count", "storage_agrees_with_quantize"),
-        ("fits the part", "fits_device"), ("C-sim images", "csim_samples"),
-        ("C-sim top-1 agreement", "csim_top1_agreement"), ("C-sim max |diff|", "csim_max_abs_diff"),
-        ("C-sim accuracy", "accuracy_csim")]
+        ("fits the part", "fits_device"), ("C-sim images", "csim/samples"),
+        ("C-sim top-1 agreement", "csim/top1_agreement"), ("C-sim max |diff|", "csim/max_abs_diff"),
+        ("C-sim accuracy", "csim/top1")]
 RPI = [("model", "model"), ("frames", "frames"), ("FPS", "fps"), ("mean latency, ms", "mean_latency_ms"),
        ("p90 latency, ms", "p90_latency_ms"), ("interpreter", "interpreter"), ("kernels", "kernels"),
        ("source", "source")]

@@ -1,11 +1,9 @@
 """Raspberry Pi deployment of the int8 TFLite SqueezeNet.
 
-Pi side (imports only the standard library, numpy, a TFLite interpreter and, optionally, cv2 / picamera2):
-``app`` (``python -m rpi.app``), ``model`` (metadata + interpreter + which kernels run it), ``bench``
-(``rpi.app --bench``), ``preprocess`` (frame -> int8 tensor, exactly as training prepared images),
-``sources`` (cameras, video files, image directories), ``remote`` (the release manager that ``deploy`` runs
-on the Pi over ssh).
+``rpi/runtime/`` is what runs on the Pi, and all that ships there with the ``contract`` package (standard
+library, numpy, a TFLite interpreter and, optionally, cv2 / picamera2): ``python -m rpi.runtime.app``.
 
-Host side: ``deploy`` (``python -m rpi.deploy``: bundle, upload, activate, run, rollback, service) and
-``sample`` (``python -m rpi.sample``: the sample video made from the test images).
+The rest is the host side: ``deploy`` (``python -m rpi.deploy``: the commands), ``bundle`` (what is sent),
+``transport`` (ssh, rsync/scp, the release manager ``remote`` piped to the Pi's python3), ``fleet``
+(``python -m rpi.fleet``: Ansible rollouts) and ``sample`` (``python -m rpi.sample``: the sample video).
 """

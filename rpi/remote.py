@@ -5,7 +5,7 @@ the code that checks an upload is never part of that upload. Standard library on
 
 Layout under PI_DIR (default ~/squeezenet):
   incoming/<release>/   uploads in progress or not yet verified; never run from here
-  releases/<release>/   verified releases: rpi/ runtime, model/, requirements-pi.txt, manifest.json,
+  releases/<release>/   verified releases: rpi/runtime/ and contract/ (the bundle), model/, manifest.json,
                         run-app and run-health (written here at activation: this release's app and its
                         known-answer test, with its interpreter)
   current -> releases/<release>     switched atomically (a new symlink renamed over the old one)
@@ -36,14 +36,14 @@ from pathlib import Path
 
 MANIFEST = "manifest.json"
 LAUNCHER = "run-app"
-LAUNCHERS = {LAUNCHER: "rpi.app", "run-health": "rpi.health"}  # written into a release at activation
+LAUNCHERS = {LAUNCHER: "rpi.runtime.app", "run-health": "rpi.runtime.health"}  # written into a release at activation
 JSON_PREFIX = "RPI-JSON "
 KEEP_RELEASES = 5
 HISTORY_LENGTH = 100
 SERVICE = "squeezenet"
 # `systemctl is-system-running` answers "offline" where systemctl is installed but systemd is not PID 1.
 SYSTEMD_UP = ("running", "degraded", "starting", "initializing", "maintenance", "stopping")
-PREDICTION_LINE = re.compile(r"^frame \d+: ")  # what rpi.app prints for a classified frame
+PREDICTION_LINE = re.compile(r"^frame \d+: ")  # what rpi.runtime.app prints for a classified frame
 INTERPRETER_CHECK = ("import numpy\ntry:\n    import tflite_runtime.interpreter\nexcept ImportError:\n"
                      "    import ai_edge_litert.interpreter\n")
 
@@ -499,7 +499,7 @@ def cmd_health(args) -> None:
 def systemd_unit(paths: dict, user: str, app_args: list) -> str:
     command = " ".join(shlex.quote(a) for a in [str(paths["current"] / LAUNCHER), *app_args]).replace("%", "%%")
     return ("[Unit]\n"
-            f"Description=SqueezeNet camera classifier (rpi.app from {paths['current']})\n"
+            f"Description=SqueezeNet camera classifier (rpi.runtime.app from {paths['current']})\n"
             "After=network-online.target\nWants=network-online.target\n\n"
             "[Service]\nType=simple\n"
             f"User={user}\n"
@@ -561,7 +561,7 @@ def parse_args(argv):
                            help="seconds the service has to log a prediction (default 30)")
             s.add_argument("--timeout", type=float, default=300.0, help="seconds per test command (default 300)")
         if name == "service":
-            s.add_argument("--app-args", default="", help="rpi.app options for the service")
+            s.add_argument("--app-args", default="", help="rpi.runtime.app options for the service")
             s.add_argument("--unit-dir", default="/etc/systemd/system")
     return p.parse_args(argv)
 

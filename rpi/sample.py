@@ -22,8 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import RpiError, run_cli
+import contract
+from contract import run_cli
 
+from .runtime.errors import RpiError
 
 CODEC = "FFV1"
 
@@ -37,7 +39,7 @@ def frame_of(image: np.ndarray, scale: int) -> np.ndarray:
 def write_video(path: Path, images: np.ndarray, scale: int, fps: float) -> None:
     """(N, C, H, W) uint8 -> lossless FFV1 video of BGR frames, checked by reading it back, written
     atomically (a temporary name, renamed when complete and checked)."""
-    from .sources import import_cv2
+    from .runtime.sources import import_cv2
 
     cv2 = import_cv2()
     height, width = images.shape[2] * scale, images.shape[3] * scale
@@ -59,7 +61,7 @@ def write_video(path: Path, images: np.ndarray, scale: int, fps: float) -> None:
 
 
 def check_lossless(path: Path, images: np.ndarray, scale: int) -> None:
-    from .sources import import_cv2
+    from .runtime.sources import import_cv2
 
     capture = import_cv2().VideoCapture(str(path))
     try:
@@ -73,7 +75,7 @@ def check_lossless(path: Path, images: np.ndarray, scale: int) -> None:
 
 
 def score(log_path: Path, labels_path: Path) -> str:
-    """Top-1 accuracy of the last run in an rpi.app --log file against the sample's true labels."""
+    """Top-1 accuracy of the last run in an rpi.runtime.app --log file against the sample's true labels."""
     try:
         truth = {f["frame"]: f["label"] for f in json.loads(labels_path.read_text())["frames"]}
         records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
@@ -116,7 +118,7 @@ def sample_data(export_dir: str | None, data_dir: str | None):
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m rpi.sample", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="artifacts/rpi/sample.avi", help="the video (default artifacts/rpi/sample.avi)")
+    p.add_argument("--out", default=f"{contract.stage_dir('rpi')}/sample.avi", help="the video (default %(default)s)")
     p.add_argument("--export-dir", default=None,
                    help="draw the frames from the test split this export was made on (make rpi-local passes "
                         "artifacts/export); default: Fashion-MNIST")
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fps", type=float, default=30.0, help="frame rate stored in the file (default 30)")
     p.add_argument("--data-dir", default=None, help="Fashion-MNIST directory without --export-dir (default $DATA_DIR)")
     p.add_argument("--score", metavar="LOG", help="instead of writing the video, score the last run in this "
-                                                  "rpi.app --log file against the video's labels")
+                                                  "rpi.runtime.app --log file against the video's labels")
     args = p.parse_args(argv)
     if args.score:
         print(score(Path(args.score), Path(args.out).with_suffix(".json")))

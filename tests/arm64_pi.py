@@ -288,9 +288,10 @@ def compare_outputs(directory: Path, images: int, log=print) -> list[str]:
     thread); returns the comparison, one line per pair."""
     import numpy as np
 
+    import contract
+    from contract import read_json
     from export import tflite_run
-    from export.build import TFLITE_NAME, pixel_lookup_table, tflite_inputs
-    from model.artifacts import read_json
+    from export.tflite_check import pixel_lookup_table, tflite_inputs
     from model.data import load_dataset
     from quantize.qat import load_quant_model
 
@@ -301,15 +302,15 @@ def compare_outputs(directory: Path, images: int, log=print) -> list[str]:
     qm = load_quant_model(report["checkpoint"])
     test = load_dataset(report["dataset"], "test", None, qm.normalization.input_size, qm.normalization.channels)
     x = tflite_inputs(test.images[:images], pixel_lookup_table(qm.model, qm.normalization))
-    host = {mode: tflite_run.run(tflite_run.load(export_dir / TFLITE_NAME, threads=1, delegates=mode == "xnnpack"), x)
+    host = {mode: tflite_run.run(tflite_run.load(export_dir / contract.TFLITE_NAME, threads=1, delegates=mode == "xnnpack"), x)
             for mode in KERNEL_MODES}
     pis = stand_ins(directory, log=log)
     work = next(iter(pis.values())).root / "root/compare"
     work.mkdir()
-    for source in (export_dir / TFLITE_NAME, ROOT / "export/tflite_run.py", ROOT / "rpi/requirements-pi.txt"):
+    for source in (export_dir / contract.TFLITE_NAME, ROOT / "export/tflite_run.py", ROOT / "rpi/runtime/requirements-pi.txt"):
         shutil.copyfile(source, work / source.name)
     np.save(work / "x.npy", x)
-    log("installing rpi/requirements-pi.txt in the emulated root")
+    log("installing rpi/runtime/requirements-pi.txt in the emulated root")
     setup = next(iter(pis.values())).run("python3 -m venv venv && venv/bin/pip install -q -r compare/requirements-pi.txt",
                                          timeout=3600)
     if setup.returncode != 0:
@@ -319,7 +320,7 @@ def compare_outputs(directory: Path, images: int, log=print) -> list[str]:
         outputs = {}
         for mode, flags in KERNEL_MODES.items():
             started = time.monotonic()
-            result = pi.run(shlex.join(["venv/bin/python", "compare/tflite_run.py", f"compare/{TFLITE_NAME}",
+            result = pi.run(shlex.join(["venv/bin/python", "compare/tflite_run.py", f"compare/{contract.TFLITE_NAME}",
                                         "compare/x.npy", f"compare/{name}-{mode}.npy", *flags]), timeout=7200)
             if result.returncode != 0:
                 raise PiRootError(f"tflite_run.py failed on the emulated {name}: {result.stderr.strip()[-300:]}")

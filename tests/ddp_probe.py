@@ -12,8 +12,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from contract import run_cli
 from model import train as float_cli  # noqa: E402
-from model.artifacts import run_cli  # noqa: E402
 from quantize import qat as qat_cli  # noqa: E402
 
 

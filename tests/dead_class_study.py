@@ -19,7 +19,9 @@ import torch
 
 from model import SqueezeNet, small_image_config
 from model.data import Normalization, load_dataset, train_val_split
-from model.training import TrainSettings, fit, predict_logits
+from model.inference import predict_logits
+from model.train_settings import TrainSettings
+from model.training import fit
 
 from .helpers import write_fashion_folder
 

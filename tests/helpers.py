@@ -4,7 +4,7 @@ from pathlib import Path
 import torch
 
 from model import SqueezeNet
-from model.artifacts import save_checkpoint
+from model.checkpoint import save_checkpoint
 from model.data import Normalization, load_dataset
 from quantize.layers import QuantSettings, build_quant_model
 from quantize.qat import calibrate

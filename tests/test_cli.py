@@ -78,3 +78,27 @@ def test_progress_degrades_to_lines_on_a_terminal_with_no_width():
     assert "3/3" in lines[-1]
     drawn = _on_a_terminal(code, columns=80)  # a normal terminal keeps tqdm's bar, redrawn in place
     assert "C simulation" in drawn and "\r" in drawn.replace("\r\n", "")
+
+
+def test_the_system_package_script_installs_nothing_present_and_explains_what_is_missing(tmp_path):
+    """scripts/install-system-packages.sh, which every make target that needs a Debian package calls: silent
+    when every probe passes; as a user without root (PATH without apt-get, `id` saying uid 1000) a missing
+    optional package is a note and exit 0, a missing required one an error line with the install command."""
+    script = ROOT / "scripts" / "install-system-packages.sh"
+    present = subprocess.run([str(script), "required", "the tests", "bash=bash", f"python={sys.executable}"],
+                             capture_output=True, text=True)
+    assert (present.returncode, present.stdout, present.stderr) == (0, "", "")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "id").write_text("#!/bin/sh\necho 1000\n")
+    (fake / "id").chmod(0o755)
+    env = {"PATH": f"{fake}:/usr/bin:/bin"}  # our `id` first: this run is not root, whoever runs the tests
+    optional = subprocess.run(["/bin/bash", str(script), "optional", "the page test", "chromium=no-such-tool-x"],
+                              capture_output=True, text=True, env=env)
+    assert optional.returncode == 0 and optional.stdout.startswith("note: the page test: chromium missing")
+    required = subprocess.run(["/bin/bash", str(script), "required", "the deploy tests", "rsync=no-such-tool-y",
+                               "openssh-server=/no/such/sshd"], capture_output=True, text=True, env=env)
+    assert required.returncode == 2
+    assert required.stderr.strip().startswith("error: the deploy tests: rsync openssh-server missing: ")
+    wrong = subprocess.run(["/bin/bash", str(script), "maybe", "x", "a=b"], capture_output=True, text=True)
+    assert wrong.returncode == 2 and "required or optional" in wrong.stderr

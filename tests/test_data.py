@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.data import (DataError, Normalization, load_dataset, load_image_folder, read_idx,
-                        train_val_split, write_idx)
+from model.data import DataError, Normalization, load_dataset, load_image_folder, read_idx, train_val_split, write_idx
 
 
 def test_idx_round_trip_gz_and_raw(tmp_path):

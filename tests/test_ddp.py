@@ -35,6 +35,7 @@ def assert_same(a: dict, b: dict):
     assert not different, different[:5]
 
 
+@pytest.mark.slow
 def test_two_ranks_train_identically_and_a_stopped_run_resumes_exactly(tiny_idx_dir, tmp_path):
     common = ["model.train", "--data-dir", str(tiny_idx_dir), "--epochs", "2", "--device", "cpu", *TINY_ARGS,
               "--batch-size", "64", "--ema", "0.9", "--no-eval"]
@@ -60,10 +61,12 @@ def test_two_ranks_train_identically_and_a_stopped_run_resumes_exactly(tiny_idx_
     assert_same(resumed0, rank0)  # exactly where the uninterrupted run ended
 
 
+@pytest.mark.slow
 def test_two_rank_qat_with_distillation_and_ema(tiny_idx_dir, tmp_path):
     """Brevitas under DDP: the twin's learned scales are parameters, reduced like the weights."""
-    from .helpers import tiny_float_checkpoint
     from model import small_image_config
+
+    from .helpers import tiny_float_checkpoint
 
     cfg = small_image_config(base_e=16, incr_e=16, num_fire=4, pool_after=(0, 2), stem_channels=16)
     tiny_float_checkpoint(tmp_path / "float.pt", tiny_idx_dir, cfg)

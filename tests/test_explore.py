@@ -12,8 +12,18 @@ from pathlib import Path
 import optuna
 import pytest
 
-from explore.report import (evaluated, fpga_pick, full_recipe_commands, pareto_front, pi_pick, plot_paper,
-                            recorded_flags, saturation, sweep_rows, trend_lines)
+from explore.report import (
+    evaluated,
+    fpga_pick,
+    full_recipe_commands,
+    pareto_front,
+    pi_pick,
+    plot_paper,
+    recorded_flags,
+    saturation,
+    sweep_rows,
+    trend_lines,
+)
 from explore.space import SMOKE, SMOKE_POINTS, STUDIES, DesignPoint, Schedule, StudySpec, paper_points
 from explore.study import Worker, load_or_create, open_storage, study_rows
 from explore.trial import Settings
@@ -51,37 +61,6 @@ def assert_complete_smoke(rows: list[dict]) -> None:
         assert r["onchip_bytes"] == r["onchip_bytes_quantize_report"] == r["precheck"]["onchip_bytes"]
         assert r["tflite_agreement"] == 1.0  # the int8 TFLite predicts what Brevitas predicts
         assert r["fpga_fits"] and r["fpga_images_per_second"] > 0  # tiny networks fit the xc7z020
-
-
-@pytest.mark.slow
-def test_smoke_study_end_to_end_and_rerun(tiny_idx_dir, tmp_path):
-    """`make explore STUDY=smoke`: every point through every stage, points.jsonl complete, plots and report
-    written; a rerun recomputes nothing."""
-    out = tmp_path / "explore"
-    r = subprocess.run(["make", "--no-print-directory", "explore", "STUDY=smoke", f"EXPLORE_OUT={out}",
-                        f"DATA_DIR={tiny_idx_dir}"], cwd=ROOT, env=explore_env(tiny_idx_dir), capture_output=True,
-                       text=True, timeout=STUDY_TIMEOUT)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "2/2 done" in r.stdout and "best top-1" in r.stdout  # the progress line
-    rows = read_points(out)
-    assert len(rows) == 2
-    assert_complete_smoke(rows)
-    for name in ("pareto.png", "front_fps.png"):
-        png = (out / "smoke" / name).read_bytes()
-        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
-    report = (out / "smoke" / "report.md").read_text()
-    assert "For the FPGA (PYNQ-Z2) stage" in report and "python -m model.train" in report
-    assert (out / "explore.db").is_file()
-    logs = {p.name: (p / "log.txt").read_text() for p in (out / "smoke" / "trials").iterdir()}
-    assert len(logs) == 2 and all(log.count("$ python -m model.train") == 1 for log in logs.values())
-
-    again = run_module("explore", "--study", "smoke", "--out", str(out), env={"DATA_DIR": str(tiny_idx_dir)},
-                    timeout=STUDY_TIMEOUT)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "trial 0:" not in again.stdout and "2 complete" in again.stdout
-    assert read_points(out) == rows
-    assert all(log == (p / "log.txt").read_text() for p in (out / "smoke" / "trials").iterdir()
-               for log in [logs[p.name]])
 
 
 @pytest.mark.slow
@@ -129,8 +108,10 @@ def test_resume_after_interrupt(tiny_idx_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_workers_share_one_sqlite_study(tiny_idx_dir, tmp_path):
-    """Two processes on one SQLite study: each grid point evaluated exactly once, no trial lost."""
+def test_two_workers_share_one_sqlite_study_and_make_reruns_it_without_recomputing(tiny_idx_dir, tmp_path):
+    """Two processes on one SQLite study: each grid point through every stage exactly once, no trial lost,
+    points.jsonl complete, plots and report written; then `make explore STUDY=smoke` on the same study
+    recomputes nothing."""
     out = tmp_path / "explore"
     workers = [start_explore(out, tiny_idx_dir, tmp_path / f"worker{i}.log") for i in range(2)]
     for i, w in enumerate(workers):
@@ -140,9 +121,28 @@ def test_two_workers_share_one_sqlite_study(tiny_idx_dir, tmp_path):
     assert len(trials) == len(SMOKE_POINTS)
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert sorted(t.user_attrs["key"] for t in trials) == sorted(p.key for p in SMOKE_POINTS)
-    assert_complete_smoke(read_points(out))
-    ran = [(tmp_path / f"worker{i}.log").read_text().count("] trial ") for i in range(2)]
-    assert sum(ran) == len(SMOKE_POINTS), ran
+    rows = read_points(out)
+    assert len(rows) == 2
+    assert_complete_smoke(rows)
+    said = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
+    assert sum(text.count("] trial ") for text in said) == len(SMOKE_POINTS), said
+    assert any("best top-1" in text for text in said)  # the progress line after each trial
+    for name in ("pareto.png", "front_fps.png"):
+        png = (out / "smoke" / name).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    report = (out / "smoke" / "report.md").read_text()
+    assert "For the FPGA (PYNQ-Z2) stage" in report and "python -m model.train" in report
+    logs = {p.name: (p / "log.txt").read_text() for p in (out / "smoke" / "trials").iterdir()}
+    assert len(logs) == 2 and all(log.count("$ python -m model.train") == 1 for log in logs.values())
+
+    again = subprocess.run(["make", "--no-print-directory", "explore", "STUDY=smoke", f"EXPLORE_OUT={out}",
+                            f"DATA_DIR={tiny_idx_dir}"], cwd=ROOT, env=explore_env(tiny_idx_dir),
+                           capture_output=True, text=True, timeout=STUDY_TIMEOUT)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "trial 0:" not in again.stdout and "2 complete" in again.stdout
+    assert read_points(out) == rows
+    assert all(log == (p / "log.txt").read_text() for p in (out / "smoke" / "trials").iterdir()
+               for log in [logs[p.name]])
 
 
 def test_failing_trials_are_recorded(tmp_path):

@@ -7,14 +7,16 @@ import numpy as np
 import pytest
 import torch
 
+import contract
+from contract import UserError
 from export import tflite_run
-from export.build import TFLITE_NAME, check_tflite_is_integer, pixel_lookup_table, tflite_inputs, torch_logits
+from export.build import torch_logits
 from export.onnx_export import check_onnx, ort_session
-from model.artifacts import UserError
+from export.tflite_check import check_tflite_is_integer, pixel_lookup_table, tflite_inputs
 from model.data import load_dataset
-from model.training import to_input
+from model.inference import to_input
 from quantize.qat import load_quant_model
-from rpi.preprocess import dequantize
+from rpi.runtime.preprocess import dequantize, lookup
 
 from .conftest import ROOT, needs_fashion, run_module
 from .helpers import TFLITE_RUNTIME_PYTHON
@@ -89,6 +91,30 @@ def test_metadata_round_trips_into_the_interpreter_input(tiny_export):
         codes = qm.model.input_quant(to_input(torch.from_numpy(test.images), qm.normalization)).int()
     assert np.array_equal(from_json, codes.numpy().transpose(0, 2, 3, 1).astype(np.int8))
     assert np.array_equal(lut, pixel_lookup_table(qm.model, qm.normalization))
+    assert np.array_equal(lookup(lut, test.images), from_json)  # the Pi's own step, its own implementation
+
+
+def test_make_re_exports_exactly_when_an_input_the_settings_or_the_code_changed(tiny_export, tmp_path):
+    """`python -m export --is-fresh` (what make runs first): fresh right after the export; stale when a
+    checkpoint, an option or a source file the export ran differs from what the report records."""
+    export_dir, data_dir, root = tiny_export
+    python = str(TFLITE_RUNTIME_PYTHON) if TFLITE_RUNTIME_PYTHON.exists() else "none"
+    args = ["export", "--is-fresh", "--checkpoint", str(root / "quant.pt"), "--float-checkpoint",
+            str(root / "float.pt"), "--data-dir", str(data_dir), "--out", str(export_dir),
+            "--tflite-runtime-python", python]
+    fresh = run_module(*args)
+    assert fresh.returncode == 0 and fresh.stdout == "", fresh.stdout + fresh.stderr
+    other = run_module(*args, "--samples", "5")
+    assert other.returncode == 1 and "the settings changed (samples)" in other.stdout
+    record = read_report(export_dir)["made_from"]
+    assert {"contract/__init__.py", "export/build.py", "model/squeezenet.py", "quantize/qat.py"} <= set(record["code"])
+    key = ({"checkpoint": str(root / "quant.pt"), "float checkpoint": str(root / "float.pt")}, record["settings"])
+    assert contract.why_stale(record, *key) is None
+    edited = {**record, "code": {**record["code"], "quantize/qat.py": "0" * 64}}
+    assert contract.why_stale(edited, *key) == "the code changed (quantize/qat.py)"
+    copy = tmp_path / "quant.pt"
+    copy.write_bytes((root / "quant.pt").read_bytes() + b"\0")
+    assert "the checkpoint" in contract.why_stale(record, {**key[0], "checkpoint": str(copy)}, key[1])
 
 
 def test_truncated_and_corrupt_models_give_one_line_errors(tiny_export, tmp_path):
@@ -143,6 +169,7 @@ def test_pi_side_runner_imports_no_training_stack():
     assert r.returncode == 0, r.stderr
 
 
+@pytest.mark.slow
 def test_gate_refuses_a_tflite_model_that_differs_and_allow_mismatch_publishes_it(tiny_export, tmp_path):
     """The exactness gate on a real mismatch, nothing substituted: --no-xnnpack measures the int8 TFLite model
     under ai-edge-litert's built-in kernels, which round power-of-two rescale ties differently from Brevitas
@@ -187,7 +214,7 @@ def test_gate_refuses_a_tflite_model_that_differs_and_allow_mismatch_publishes_i
     brevitas = torch_logits(qm.model, to_input(torch.from_numpy(test.images), qm.normalization))
     x = tflite_inputs(test.images, np.asarray(meta["input"]["lut"], np.int8))
     for delegates, rows_off in ((False, tfl["rows_off"]), (True, 0)):
-        interp = tflite_run.load(out / TFLITE_NAME, threads=1, runtime="ai_edge_litert", delegates=delegates)
+        interp = tflite_run.load(out / contract.TFLITE_NAME, threads=1, runtime="ai_edge_litert", delegates=delegates)
         got = dequantize(tflite_run.run(interp, x), *interp.get_output_details()[0]["quantization"], dtype=np.float32)
         off = np.flatnonzero((got != brevitas).any(axis=1))
         assert len(off) == rows_off, delegates

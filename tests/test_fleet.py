@@ -165,13 +165,13 @@ def test_the_export_records_known_answers_that_the_model_gives(tiny_model):
 
 
 def test_the_known_answer_test_passes_and_catches_a_wrong_label(tiny_model, tmp_path):
-    ok = subprocess.run([sys.executable, "-m", "rpi.health", "--model", tiny_model], cwd=ROOT, capture_output=True,
+    ok = subprocess.run([sys.executable, "-m", "rpi.runtime.health", "--model", tiny_model], cwd=ROOT, capture_output=True,
                         text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
     assert re.match(r"known answers ok: 10/10 images get their recorded label with \S+ \([0-9.]+ ms per image\)",
                     ok.stdout)
     wrong = wrong_known_answers(tiny_model, tmp_path / "wrong")
-    bad = subprocess.run([sys.executable, "-m", "rpi.health", "--model", wrong], cwd=ROOT, capture_output=True,
+    bad = subprocess.run([sys.executable, "-m", "rpi.runtime.health", "--model", wrong], cwd=ROOT, capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 1 and bad.stdout.startswith("known answers FAILED: 9/10 images")
     outcome = json.loads(bad.stdout.splitlines()[-1].removeprefix("RPI-JSON "))
@@ -179,7 +179,7 @@ def test_the_known_answer_test_passes_and_catches_a_wrong_label(tiny_model, tmp_
 
 
 def test_health_is_a_pi_module_without_host_imports():
-    code = ("import sys; import rpi.health; "
+    code = ("import sys; import rpi.runtime.health; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'tensorflow', 'PIL', 'model', "
             "'export', 'quantize', 'fpga', 'ansible')))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
@@ -199,6 +199,7 @@ def wrong_known_answers(model_json: Path, directory: Path) -> Path:
 
 # --- one Pi: the service follows the release (make rpi, make rpi-rollback) -----------------------------
 
+@pytest.mark.slow
 def test_make_rpi_restarts_the_service_and_rollback_too(one_pi, ansible_env, tiny_model, tmp_path):
     pi = one_pi[0]
     deploy = ("deploy", "--work-dir", tmp_path / "work", "--python", sys.executable, "--no-run", "--model")
@@ -228,6 +229,7 @@ def test_make_rpi_restarts_the_service_and_rollback_too(one_pi, ansible_env, tin
 
 # --- rollouts -------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_full_rollout_puts_every_pi_on_one_release_and_the_services_follow(fleet, ansible_env, tiny_model, tmp_path):
     inventory = write_inventory(tmp_path / "pis.ini", fleet)
     result, report = rollout(tiny_model, inventory, ansible_env, tmp_path)
@@ -279,6 +281,7 @@ def test_a_full_rollout_puts_every_pi_on_one_release_and_the_services_follow(fle
     assert not list((tmp_path / "ansible" / "cp").iterdir())  # no ssh master left behind
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rollback_on_failure", [False, True], ids=["stop", "FLEET_ROLLBACK_ON_FAILURE"])
 def test_a_pi_without_numpy_stops_the_rollout(fleet, ansible_env, tiny_model, tmp_path, rollback_on_failure):
     first = everyone_on(tiny_model, fleet, ansible_env, tmp_path)
@@ -303,6 +306,7 @@ def test_a_pi_without_numpy_stops_the_rollout(fleet, ansible_env, tiny_model, tm
     assert not report["ok"]
 
 
+@pytest.mark.slow
 def test_an_unreachable_pi_stops_the_rollout(fleet, ansible_env, tiny_model, tmp_path):
     inventory = write_inventory(tmp_path / "pis.ini", fleet, pi2={"ansible_port": closed_port()})
     result, report = rollout(tiny_model, inventory, ansible_env, tmp_path)
@@ -316,6 +320,7 @@ def test_an_unreachable_pi_stops_the_rollout(fleet, ansible_env, tiny_model, tmp
     assert [by_host[pi.name]["outcome"] for pi in fleet[2:]] == ["skipped"] * 3
 
 
+@pytest.mark.slow
 def test_a_pi_whose_service_fails_its_health_check_goes_back(fleet, ansible_env, tiny_model, tmp_path):
     """The second Pi's camera service cannot run (its camera, here a video, is missing): after the switch the
     health check finds the service failed, the Pi goes back to its previous release, and the rollout stops."""
@@ -335,6 +340,7 @@ def test_a_pi_whose_service_fails_its_health_check_goes_back(fleet, ansible_env,
     assert [pi.current() for pi in fleet[2:]] == [first] * 3
 
 
+@pytest.mark.slow
 def test_a_release_that_fails_its_known_answers_stops_at_the_canary(fleet, ansible_env, tiny_model, tmp_path):
     first = everyone_on(tiny_model, fleet, ansible_env, tmp_path)
     inventory = write_inventory(tmp_path / "pis.ini", fleet)
@@ -348,6 +354,7 @@ def test_a_release_that_fails_its_known_answers_stops_at_the_canary(fleet, ansib
     assert [r["outcome"] for r in report["hosts"][1:]] == ["skipped"] * 4
 
 
+@pytest.mark.slow
 def test_the_playbook_runs_from_a_users_own_playbook(one_pi, ansible_env, tiny_model, tmp_path):
     """import_playbook from elsewhere, plain ansible-playbook, no rpi.fleet: the playbook finds the repository,
     deploys, and writes the same report."""

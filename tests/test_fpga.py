@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 import torch
 
+from contract import UserError
 from fpga.devices import resolve_device
 from fpga.pipeline import pipeline_from_config
 from fpga.project import read_dense_configs, stream_depths
 from model import small_image_config
-from model.artifacts import UserError, load_checkpoint
+from model.checkpoint import load_checkpoint
 from model.data import load_dataset
+from model.inference import to_input
 from model.squeezenet import SqueezeNetConfig, plain
-from model.training import to_input
 from quantize.qat import DEFAULT_QUANT, FPGA_QUANT, load_quant_model
 
 from .conftest import ROOT, needs_fashion, run_module
@@ -27,6 +28,7 @@ SMALL = dict(base_e=16, incr_e=16, freq=2, num_fire=3, pool_after=(0, 2), stem_c
 
 # The fastest plan that fits (small reuse factors), and a slow one (reuse factors above n_in: hls4ml's
 # other Resource kernel, DenseResource_rf_gt_nin_rem0).
+@pytest.mark.slow
 @pytest.mark.parametrize("bypass,target_fps", [("simple", None), ("complex", "3000")])
 def test_fire_network_is_bit_exact_in_csim(bypass, target_fps, tiny_idx_dir, tmp_path):
     """The whole route on a small Fire network: QONNX, layout pass, folding plan (Strategy Resource, reuse
@@ -39,9 +41,9 @@ def test_fire_network_is_bit_exact_in_csim(bypass, target_fps, tiny_idx_dir, tmp
                    "--out", str(out), *fps)
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
-    assert report["csim_samples"] == 200
-    assert report["csim_top1_agreement"] == 1.0
-    assert report["csim_max_abs_diff"] == 0.0
+    assert report["csim"]["samples"] == 200 and report["csim"]["exact"]
+    assert report["csim"]["top1_agreement"] == 1.0
+    assert report["csim"]["max_abs_diff"] == 0.0
     assert report["storage_agrees_with_quantize"] and report["within_budget"]
     assert report["strategy"] == "Resource" and report["fits_device"] and report["plan_error"] is None
     assert report["dataflow_sim"]["deadlock"] is False and report["dataflow_sim"]["cycles_per_image"] > 0
@@ -108,6 +110,7 @@ def test_fire_network_is_bit_exact_in_csim(bypass, target_fps, tiny_idx_dir, tmp
     assert "OVER by" in r.stdout and "BRAM18K" in r.stderr
 
 
+@pytest.mark.slow
 def test_csim_gate_fails_a_design_that_differs_from_brevitas(tiny_idx_dir, tmp_path):
     """The C simulation gate on a real mismatch: --layer-precision narrows the global average pool's
     accumulator to fixed<10,4> (the build's exactness fix gives it fixed<24,7>), so the sum of its 49 values
@@ -121,10 +124,10 @@ def test_csim_gate_fails_a_design_that_differs_from_brevitas(tiny_idx_dir, tmp_p
     r = run_module(*args)
     assert r.returncode == 2, r.stderr[-3000:]
     error = r.stderr.strip().splitlines()[-1]
-    assert error.startswith("error: the C simulation differs from the Brevitas model on "), error
+    assert error.startswith("error: the C simulation differs from brevitas (the HLS code compiled with g++) on "), error
     assert error.endswith("(--allow-mismatch reports without failing)")
     report = json.loads((out / "report.json").read_text())
-    assert report["csim_exact"] is False and report["csim_samples"] == 20
+    assert report["csim"]["exact"] is False and report["csim"]["samples"] == 20
     assert report["hls_config"]["layer_precision"] == {"GlobalAveragePool_0": {"accum": "fixed<10,4>"}}
     defines = (out / "hls_project" / "firmware" / "defines.h").read_text()
     assert "typedef ap_fixed<10,4> globalaveragepool_0_accum_t;" in defines
@@ -134,15 +137,15 @@ def test_csim_gate_fails_a_design_that_differs_from_brevitas(tiny_idx_dir, tmp_p
         x = to_input(torch.from_numpy(test.images[:20]), qm.normalization)
         brevitas = plain(qm.model.eval()(x)).numpy().astype(np.float64)
     off = np.flatnonzero((np.load(out / "csim_outputs.npy") != brevitas).any(axis=1))
-    first = report["csim_first_mismatch"]
-    assert report["csim_rows_off"] == len(off) > 0 and first["index"] == off[0]
+    first = report["csim"]["first_mismatch"]
+    assert report["csim"]["rows_off"] == len(off) > 0 and first["index"] == off[0]
     assert f"on {len(off)} of 20 images" in error and f"first: test image {off[0]} " in error
 
     r = run_module(*args, "--allow-mismatch")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "warning (--allow-mismatch): the C simulation differs from the Brevitas model on " in r.stderr
+    assert "warning (--allow-mismatch): the C simulation differs from brevitas (" in r.stderr
     report = json.loads((out / "report.json").read_text())
-    assert report["compile_cached"] is True and report["csim_exact"] is False
+    assert report["compile_cached"] is True and report["csim"]["exact"] is False
 
     # A layer the hls4ml config does not have is one line, once the graph is known.
     r = run_module("fpga", *args[1:-1], "Conv_99.accum=fixed<10,4>")
@@ -153,7 +156,8 @@ def test_csim_gate_fails_a_design_that_differs_from_brevitas(tiny_idx_dir, tmp_p
 def test_layer_precision_is_checked_first_and_keys_the_compiled_project(tmp_path):
     """A malformed --layer-precision fails before any step; a set one is part of the compile cache's key (a
     project compiled with other precisions is never reused), and the default build's key is unchanged."""
-    from fpga.build import BuildState, FpgaConfig, _project_key, main
+    from fpga.build import BuildState, _project_key, main
+    from fpga.config import FpgaConfig
 
     for spec, message in (("GlobalAveragePool_0=fixed<10,4>", "takes NODE.VARIABLE=TYPE"),
                           ("GlobalAveragePool_0.accum=fixed<10>", "not an hls4ml precision"),
@@ -191,24 +195,39 @@ def test_missing_checkpoint_is_one_line(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
-def test_budget_gate_passes_the_committed_fpga_default(tmp_path):
+@pytest.fixture(scope="module")
+def committed_fpga(tmp_path_factory):
+    """What `make fpga` builds, once for the tests below: the committed FPGA default (the narrow PYNQ-Z2
+    model), planned for the xc7z020, C-simulated on 1,000 test images. Returns its output directory."""
+    out = tmp_path_factory.mktemp("committed_fpga") / "fpga"
+    r = run_module("fpga", "--checkpoint", str(ROOT / FPGA_QUANT), "--samples", "1000", "--out", str(out),
+                   timeout=3000)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+
+@pytest.mark.slow
+@needs_fashion
+def test_budget_gate_passes_the_committed_fpga_default(committed_fpga, tmp_path):
     """CI's guard for `make fpga` / `make budget`: the committed FPGA default (the narrow PYNQ-Z2 model)
     stays within 0.5 MiB and its planned design within 80% of every xc7z020 resource, with no layer past
-    4,096 parallel multipliers and no deadlock at the sized FIFO depths."""
+    4,096 parallel multipliers and no deadlock at the sized FIFO depths. (The gate computing the figures
+    itself, with no FPGA report: test_budget_gate_on_the_committed_default.)"""
     work = tmp_path / "b"
-    r = run_module("budget", "--checkpoint", str(ROOT / FPGA_QUANT), "--fpga",
-                   "--fpga-report", str(tmp_path / "none.json"), "--work-dir", str(work))
+    r = run_module("budget", "--checkpoint", str(ROOT / FPGA_QUANT),
+                   "--fpga-report", str(committed_fpga / "report.json"), "--work-dir", str(work))
     assert r.returncode == 0, r.stdout + r.stderr
     gate = json.loads((work / "report.json").read_text())
     assert gate["fits_device"] and gate["device"]["part"] == "xc7z020clg400-1"
     assert all(not row["over_by"] for row in gate["device_check"])
-    design = json.loads((work / "fpga" / "report.json").read_text())
+    design = json.loads((committed_fpga / "report.json").read_text())
     assert design["fits_device"] and design["strategy"] == "Resource"
     assert design["max_multipliers_in_a_layer"] <= 4096 and design["throughput_fps_estimate"] > 0
     assert design["dataflow_sim"]["deadlock"] is False
     assert "the FPGA design fits xc7z020clg400-1" in r.stdout
 
 
+@pytest.mark.slow
 def test_budget_gate_on_the_committed_default(tmp_path):
     """CI's guard: a change that inflates the default model past 0.5 MiB fails here. The device check of the
     same run says whether the default's FPGA design fits the PYNQ-Z2: the gate fails exactly when the
@@ -285,15 +304,12 @@ def test_budget_gate_names_the_checkpoint_another_fpga_report_describes(tmp_path
 
 @pytest.mark.slow
 @needs_fashion
-def test_fpga_default_csim_is_bit_exact_on_the_test_set(tmp_path):
+def test_fpga_default_csim_is_bit_exact_on_the_test_set(committed_fpga):
     """What `make fpga` runs: the committed FPGA default, planned for the xc7z020, 1,000 test images."""
-    out = tmp_path / "fpga"
-    r = run_module("fpga", "--checkpoint", str(ROOT / FPGA_QUANT), "--samples", "1000", "--out", str(out),
-                   timeout=3000)
-    assert r.returncode == 0, r.stderr[-3000:]
+    out = committed_fpga
     report = json.loads((out / "report.json").read_text())
-    assert report["csim_samples"] == 1000
-    assert report["csim_top1_agreement"] == 1.0 and report["csim_max_abs_diff"] == 0.0
+    assert report["csim"]["samples"] == 1000 and report["csim"]["exact"]
+    assert report["csim"]["top1_agreement"] == 1.0 and report["csim"]["max_abs_diff"] == 0.0
     assert report["storage_agrees_with_quantize"] and report["within_budget"]
     assert report["strategy"] == "Resource" and report["max_multipliers_in_a_layer"] <= 4096
     assert report["estimate_matches_parameters_h"] and report["dataflow_sim"]["deadlock"] is False

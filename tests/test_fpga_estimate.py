@@ -5,8 +5,8 @@ import shutil
 import pytest
 
 from fpga.calibrate import DESIGNS, HELDOUT, bands_document, calibration_point, designs, summarize
-from fpga.estimate import BANDS, load_bands
-from fpga.hls_project import pipeline_from_project
+from fpga.costs import BANDS, load_bands
+from fpga.project_pipeline import pipeline_from_project
 from fpga.synth_reports import read_csynth, read_vivado_utilization
 
 from .conftest import run_module

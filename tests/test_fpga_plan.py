@@ -5,14 +5,15 @@ import math
 
 import pytest
 
+from contract import UserError
+from fpga.cycles import stage_cycles
 from fpga.dataflow import simulate, size_fifos
 from fpga.design import design_point, smallest_plan
 from fpga.devices import DEVICES, Device, lookup_device, parse_resources
-from fpga.estimate import bram18k, estimate, fifo_cost, stage_cycles
+from fpga.estimate import bram18k, estimate, fifo_cost
 from fpga.pipeline import pipeline_from_config
 from fpga.plan import MAX_MULTIPLIERS, PlanError, _Folding, plan_folding, valid_reuse_factors
 from model import small_image_config
-from model.artifacts import UserError
 from model.squeezenet import squeezenet1_1_config
 
 from .helpers import SMALL

@@ -2,8 +2,19 @@ import pytest
 import torch
 from torch import nn
 
-from model import (ConfigError, Layers, SqueezeNet, SqueezeNetConfig, count_macs, count_parameters,
-                   fire_specs, folded_copy, small_image_config, squeezenet1_0, squeezenet1_1)
+from model import (
+    ConfigError,
+    Layers,
+    SqueezeNet,
+    SqueezeNetConfig,
+    count_macs,
+    count_parameters,
+    fire_specs,
+    folded_copy,
+    small_image_config,
+    squeezenet1_0,
+    squeezenet1_1,
+)
 from model.squeezenet import squeezenet1_0_config
 
 # torchvision's SqueezeNet layout, written out from the paper's table (not from our builder):

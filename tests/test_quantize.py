@@ -4,10 +4,10 @@ import math
 import pytest
 import torch
 
+from contract import BUDGET_BYTES, UserError
 from model import SqueezeNet, folded_copy, small_image_config
-from model.artifacts import UserError
 from model.evaluate import DEFAULT_CHECKPOINT
-from quantize import BUDGET_BYTES, QuantSettings, build_quant_model, storage_table
+from quantize import QuantSettings, build_quant_model, storage_table
 from quantize.qat import DEFAULT_QUANT, FPGA_QUANT, load_quant_model
 
 from .conftest import ROOT, needs_fashion, run_module
@@ -83,6 +83,7 @@ def test_mixed_precision_patterns():
     assert all(b == 3 for n, b in bits.items() if n.endswith(".squeeze"))
 
 
+@pytest.mark.slow
 def test_qat_cli_on_a_tiny_set(tiny_idx_dir, tmp_path):
     float_dir = tmp_path / "float"
     r = run_module("model.train", "--data-dir", str(tiny_idx_dir), "--epochs", "1", "--threads", "1",
@@ -116,6 +117,7 @@ def test_qat_cli_rejects_bad_settings(args, message, tmp_path):
 
 @needs_fashion
 # The narrow PYNQ-Z2 model loses more to 4-bit weights (measured: 0.57 points) than the default (0.13).
+@pytest.mark.slow
 @pytest.mark.parametrize("checkpoint, floor, max_drop", [(DEFAULT_QUANT, 0.94, 0.003), (FPGA_QUANT, 0.895, 0.0075)])
 def test_committed_quantized_checkpoint_reaches_its_accuracy(checkpoint, floor, max_drop, tmp_path):
     """Both committed pairs: the Pi's default (94.31% measured) and the PYNQ-Z2's FPGA model (89.96%)."""

@@ -1,7 +1,6 @@
 """The training recipe and where it runs: device flag, augmentations, mixing, distillation, EMA, resume."""
 import json
 import math
-import re
 import shlex
 import subprocess
 
@@ -10,15 +9,19 @@ import pytest
 import torch
 from torch import nn
 
+from contract import UserError
 from model import SqueezeNet, small_image_config
-from model.artifacts import UserError, load_checkpoint
+from model.augment import MixedBatch, augment_batch, mix_batch, random_erase
+from model.checkpoint import load_checkpoint
 from model.data import Normalization, load_dataset
 from model.runtime import Runtime, resolve_device
-from model.train import build_parser as float_parser, parse_overrides
-from model.training import (ModelEma, TrainSettings, Teacher, augment_batch, distillation_loss, epoch_seed,
-                            fit, mix_batch, random_erase, settings_from_args, shard, training_loss, MixedBatch)
+from model.train import build_parser as float_parser
+from model.train import parse_overrides
+from model.train_settings import TrainSettings, epoch_seed, settings_from_args
+from model.training import ModelEma, Teacher, distillation_loss, fit, shard, training_loss
 from quantize.layers import QuantSettings, build_quant_model
-from quantize.qat import DEFAULT_OVERRIDES, build_parser as qat_parser, calibrate, load_quant_model
+from quantize.qat import DEFAULT_OVERRIDES, calibrate, load_quant_model
+from quantize.qat import build_parser as qat_parser
 
 from .conftest import ROOT, run_module
 
@@ -79,7 +82,7 @@ def test_float_training_and_qat_on_cuda_give_checkpoints_the_cpu_loads(tiny_idx_
     # where a different summation order moves a value across a rounding boundary of a weakly trained net.
     qm = load_quant_model(tmp_path / "q" / "model.pt")
     test = load_dataset("fashion-mnist", "test", str(tiny_idx_dir))
-    from model.training import predict_logits
+    from model.inference import predict_logits
 
     on_cpu = predict_logits(qm.model, test, qm.normalization)
     torch.backends.cudnn.allow_tf32 = False
@@ -328,7 +331,7 @@ def test_ema_of_a_brevitas_twin_averages_its_scales_and_reloads_exactly(tiny_idx
     for n, _ in scales:
         assert torch.allclose(averaged[n], before[n] + (1 - d)), n
     x = torch.from_numpy(data.images[:64])
-    from model.training import to_input
+    from model.inference import to_input
 
     with torch.no_grad():
         expected = ema.module(to_input(x, norm))
@@ -348,7 +351,7 @@ def test_fit_with_ema_saves_the_averaged_weights(tiny_idx_dir, tmp_path):
     model = SqueezeNet(small_image_config(**TINY))
     s = TrainSettings(epochs=2, batch_size=64, lr=5e-3, warmup_epochs=0, threads=1, ema_decay=0.9)
     result = fit(model, data, val, norm, s, tmp_path / "last.pt", runtime=Runtime())
-    from model.training import accuracy, predict_logits
+    from model.inference import accuracy, predict_logits
 
     assert result.history[-1].val_acc_raw is not None
     assert accuracy(predict_logits(model, val, norm), val.labels) == result.history[-1].val_acc

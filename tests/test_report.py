@@ -30,7 +30,7 @@ def stage_outputs(root, tiny_export, tmp_path):
         r = run_module(*map(str, args))
         assert r.returncode == 0, f"{args[0]}: {r.stderr[-2000:]}"
     video = write_video(tmp_path / "cam.avi", [np.full((60, 80, 3), 40 * i, np.uint8) for i in range(5)])
-    r = subprocess.run([sys.executable, "-m", "rpi.app", "--model", str(root / "export" / "squeezenet_int8.json"),
+    r = subprocess.run([sys.executable, "-m", "rpi.runtime.app", "--model", str(root / "export" / "squeezenet_int8.json"),
                         "--source", str(video), "--report", str(root / "rpi" / "report.json"), "--every", "0"],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -42,6 +42,7 @@ def value_at(data, path):
     return data
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium (make test installs Debian's: make report-test-tools)")
 def test_report_page_in_a_headless_browser(tiny_export, tmp_path):
     root = tmp_path / "artifacts"

@@ -1,7 +1,7 @@
 """The Pi side on aarch64: `make rpi` against an emulated 64-bit Raspberry Pi OS (tests/arm64_pi.py: arm64
 Debian bookworm under qemu-user, a Pi 4's Cortex-A72 and a Pi 5's Cortex-A76, behind a loopback sshd).
 
-pip installs rpi/requirements-pi.txt there from the package index, the deploy's smoke test names the kernels,
+pip installs rpi/runtime/requirements-pi.txt there from the package index, the deploy's smoke test names the kernels,
 and the sample video's 1,000 frames give the same predictions and scores as the same bundle on this host.
 Skips with one line only where qemu-user cannot run at all (no root, no binfmt_misc)."""
 import json
@@ -136,7 +136,7 @@ def test_without_sys_xnnpack_cannot_start_and_the_app_warns_or_with_strict_refus
 FRAME_HASHES = """
 import hashlib, json, sys, threading
 import cv2
-from rpi.sources import frames, make_source
+from rpi.runtime.sources import frames, make_source
 source = make_source(sys.argv[1])
 source.open()
 app = [hashlib.sha256(f.tobytes()).hexdigest() for f in frames(source, threading.Event())]

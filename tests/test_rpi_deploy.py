@@ -9,13 +9,21 @@ from pathlib import Path
 
 import pytest
 
-from rpi.deploy import PI_MODULES
-from tests.rpi_helpers import (ROOT, assert_log_matches, fashion_frames, model_variant, read_log, read_video,
-                               reference_predictions, write_video)
+from rpi.bundle import shipped_files
+from tests.rpi_helpers import (
+    ROOT,
+    assert_log_matches,
+    fashion_frames,
+    model_variant,
+    read_log,
+    read_video,
+    reference_predictions,
+    write_video,
+)
 from tests.sshd import closed_port, keygen
 
-# a bundle: the Pi-side rpi/ modules, the .tflite, its .json, requirements-pi.txt and manifest.json
-BUNDLE_FILES = len(PI_MODULES) + 4
+# a bundle: rpi/runtime/ and contract/ (with requirements-pi.txt), the .tflite, its .json and manifest.json
+BUNDLE_FILES = len(shipped_files()) + 3
 
 
 def pi_env(pi, pi_dir, **extra) -> dict:
@@ -78,7 +86,7 @@ def test_deploy_runs_the_app_on_the_pi_with_the_local_predictions(loopback_pi, t
     release = release_of(result.stdout)
     assert current(pi_dir) == f"releases/{release}" and releases(pi_dir) == [release]
     manifest = json.loads((pi_dir / "current" / "manifest.json").read_text())
-    assert {"rpi/app.py", "requirements-pi.txt", f"model/{tiny_model.name}"} <= set(manifest["files"])
+    assert {"rpi/runtime/app.py", "rpi/runtime/requirements-pi.txt", "contract/__init__.py", f"model/{tiny_model.name}"} <= set(manifest["files"])
     assert not any(name.startswith(("rpi/deploy", "rpi/sample", "rpi/fleet")) for name in manifest["files"])  # host side stays here
     expected = reference_predictions(tiny_model, read_video(video)[:25])
     assert_log_matches(read_log(pi_dir / "predictions.jsonl"), expected)
@@ -140,7 +148,7 @@ def test_a_corrupted_upload_never_touches_current(loopback_pi, tiny_model, tmp_p
     elif damage == "truncate":
         tflite.write_bytes(bytes(data[:-100]))
     elif damage == "delete":
-        (incoming / "rpi" / "app.py").unlink()
+        (incoming / "rpi" / "runtime" / "app.py").unlink()
     else:
         (incoming / "rpi" / "sitecustomize.py").write_text("print('injected')\n")
 

@@ -1,10 +1,8 @@
-"""The Pi-side runtime (rpi.app and what it imports), run here: imports, preprocessing against PIL, model
+"""The Pi-side runtime (rpi.runtime.app and what it imports), run here: imports, preprocessing against PIL, model
 checks, camera sources, signals and the command line's errors. Real OpenCV, real TFLite, no mocks."""
 import http.server
-import importlib.util
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -18,23 +16,30 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rpi.errors import RpiError
-from rpi.model import Kernels, interpreter_class, load_classifier, read_metadata
-from rpi.preprocess import Preprocessor, pil_resize
-from rpi.sources import (CameraLost, CaptureSource, ImageDirSource, default_source, frames, make_source,
-                         picamera2_available)
-from tests.conftest import needs_fashion
-from tests.rpi_helpers import (ROOT, fashion_frames, pil_input, read_log, read_video, reference_predictions,
-                               write_video)
+from contract import UserError
+from contract.tflite_model import read_metadata
+from rpi.runtime.errors import RpiError
+from rpi.runtime.model import interpreter_class, load_classifier
+from rpi.runtime.preprocess import Preprocessor, pil_resize
+from rpi.runtime.sources import (
+    CameraLost,
+    CaptureSource,
+    ImageDirSource,
+    default_source,
+    frames,
+    make_source,
+    picamera2_available,
+)
+from tests.rpi_helpers import ROOT, fashion_frames, pil_input, read_log, read_video, reference_predictions, write_video
 
-PI_MODULES = ["rpi.app", "rpi.model", "rpi.preprocess", "rpi.sources", "rpi.errors", "rpi.contract", "rpi.remote",
-              "rpi.bench", "rpi.health"]
+PI_MODULES = ["rpi.runtime.app", "rpi.runtime.model", "rpi.runtime.preprocess", "rpi.runtime.sources",
+              "rpi.runtime.errors", "rpi.runtime.bench", "rpi.runtime.health", "contract", "contract.tflite_model"]
 TFLITE_RUNTIME_PYTHON = ROOT / ".venv-tflite-runtime" / "bin" / "python"
 HOST_ONLY = ["torch", "brevitas", "tensorflow", "keras", "tf_keras", "PIL", "model", "quantize", "export", "fpga"]
 
 
 def run_app(*args, timeout=120, **kwargs):
-    return subprocess.run([sys.executable, "-m", "rpi.app", *map(str, args)], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "rpi.runtime.app", *map(str, args)], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, **kwargs)
 
 
@@ -44,24 +49,35 @@ def error_lines(stderr: str) -> list:
 
 def test_pi_modules_import_nothing_from_the_host_side():
     code = (f"import sys, importlib\nfor m in {PI_MODULES!r}: importlib.import_module(m)\n"
-            "import rpi.model; rpi.model.interpreter_class()\nimport rpi.sources; rpi.sources.import_cv2()\n"
+            "import rpi.runtime.model; rpi.runtime.model.interpreter_class()\nimport rpi.runtime.sources; rpi.runtime.sources.import_cv2()\n"
             f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HOST_ONLY!r}))")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
 
-def test_the_bundle_holds_every_rpi_module_the_pi_runtime_imports():
-    """The Pi gets rpi/ as listed in deploy.PI_MODULES: every rpi module the Pi-side entry points load must be
-    in that list (a new shared module left out would fail only on the Pi)."""
-    from rpi.deploy import PI_MODULES as BUNDLED
+def test_the_bundle_runs_on_its_own(tmp_path):
+    """What the bundle ships (rpi/runtime/ and contract/, chosen by the layout) is all the Pi-side entry
+    points load: copied alone into an empty directory, they import, and every rpi or contract module comes
+    from that copy (a module left outside those folders would fail only on the Pi)."""
+    from rpi.bundle import shipped_files
 
-    code = ("import sys, importlib\nfor m in ('rpi.app', 'rpi.health', 'rpi.bench'): importlib.import_module(m)\n"
-            "print(' '.join(sorted(m for m in sys.modules if m == 'rpi' or m.startswith('rpi.'))))")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    for rel, src in shipped_files().items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, tmp_path / rel)
+    assert (tmp_path / "rpi/runtime/requirements-pi.txt").is_file() and not (tmp_path / "rpi/deploy.py").exists()
+    code = f"""import importlib, sys
+sys.path[:] = [p for p in sys.path if p not in ("", {str(ROOT)!r})]
+sys.path.insert(0, ".")
+for m in ("rpi.runtime.app", "rpi.runtime.health", "rpi.runtime.bench"):
+    importlib.import_module(m)
+ours = [m for m in sys.modules if m.split(".")[0] in ("rpi", "contract", "model", "quantize", "export", "fpga")]
+where = lambda m: [sys.modules[m].__file__] if getattr(sys.modules[m], "__file__", None) else list(sys.modules[m].__path__)
+print(sorted(m for m in ours if not all(w.startswith({str(tmp_path)!r}) for w in where(m))))
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    loaded = {"__init__.py" if m == "rpi" else m.split(".", 1)[1] + ".py" for m in result.stdout.split()}
-    assert "contract.py" in loaded and loaded <= set(BUNDLED), loaded - set(BUNDLED)
+    assert result.stdout.strip() == "[]"
 
 
 # --- preprocessing ---------------------------------------------------------------------------------------
@@ -147,7 +163,7 @@ def test_truncated_model_is_refused_before_the_interpreter(tiny_model, tmp_path)
     meta_json = copy_model(tiny_model, tmp_path / "m")
     tflite = read_metadata(meta_json).tflite_path
     tflite.write_bytes(tflite.read_bytes()[: tflite.stat().st_size // 2])
-    with pytest.raises(RpiError, match="does not match the sha256.*truncated"):
+    with pytest.raises(UserError, match="does not match the sha256.*truncated"):
         read_metadata(meta_json)
 
 
@@ -168,7 +184,7 @@ def test_corrupt_model_with_a_matching_sha_is_one_line_under_both_interpreters(t
     assert "codec" not in str(caught.value)
     if not TFLITE_RUNTIME_PYTHON.exists() or says == "cannot load ":
         return  # tflite-runtime 2.14 does not verify the flatbuffer: a right header on a garbage body crashes it
-    code = ("import sys\nfrom rpi.model import load_classifier\nfrom rpi.errors import RpiError\n"
+    code = ("import sys\nfrom rpi.runtime.model import load_classifier\nfrom rpi.runtime.errors import RpiError\n"
             "try:\n    load_classifier(sys.argv[1], runtime='tflite_runtime')\n"
             "except RpiError as exc:\n    print(exc)\n")
     r = subprocess.run([str(TFLITE_RUNTIME_PYTHON), "-c", code, str(meta_json)], cwd=ROOT, capture_output=True,
@@ -194,7 +210,7 @@ def test_input_quantization_that_differs_from_the_metadata_is_refused(tiny_model
 def test_metadata_of_another_format_is_refused(tiny_model, tmp_path):
     meta_json = copy_model(tiny_model, tmp_path / "m")
     rewrite(meta_json, lambda m: m.update(format="something-else/9"))
-    with pytest.raises(RpiError, match="not squeezenet-tflite/1"):
+    with pytest.raises(UserError, match="not squeezenet-tflite/1"):
         read_metadata(meta_json)
 
 
@@ -326,7 +342,7 @@ def test_app_classifies_a_video_logs_json_lines_and_ends_with_a_summary(tiny_mod
 def test_app_stops_cleanly_on_sigterm_and_sigint(tiny_model, tmp_path):
     video = write_video(tmp_path / "v.avi", numbered_frames(5))
     for sig in (signal.SIGTERM, signal.SIGINT):
-        process = subprocess.Popen([sys.executable, "-m", "rpi.app", "--model", str(tiny_model), "--source", str(video),
+        process = subprocess.Popen([sys.executable, "-m", "rpi.runtime.app", "--model", str(tiny_model), "--source", str(video),
                                     "--loop", "--every", "50"], cwd=ROOT, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True)
         assert process.stdout.readline().startswith("classifying")
@@ -348,7 +364,7 @@ def test_a_stream_that_disappears_mid_run_is_retried_then_reported_without_a_tra
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(QuietHandler, directory=str(tmp_path)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/stream.avi"
-    process = subprocess.Popen([sys.executable, "-m", "rpi.app", "--model", str(tiny_model), "--source", url,
+    process = subprocess.Popen([sys.executable, "-m", "rpi.runtime.app", "--model", str(tiny_model), "--source", url,
                                 "--every", "30", "--retries", "2"], cwd=ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     try:
@@ -414,8 +430,8 @@ def test_preview_without_a_display_runs_headless_with_a_warning(tiny_model, tmp_
 
 
 def choice_in(python, runtime: str) -> str:
-    """What rpi.model.interpreter_class picks under ``python`` (its own set of installed interpreters)."""
-    code = ("import sys\nfrom rpi.model import interpreter_class\nfrom rpi.errors import RpiError\n"
+    """What rpi.runtime.model.interpreter_class picks under ``python`` (its own set of installed interpreters)."""
+    code = ("import sys\nfrom rpi.runtime.model import interpreter_class\nfrom rpi.runtime.errors import RpiError\n"
             "try:\n    print(interpreter_class(sys.argv[1])[1])\nexcept RpiError as exc:\n    print('error:', exc)")
     result = subprocess.run([str(python), "-c", code, runtime], cwd=ROOT, capture_output=True, text=True,
                             timeout=120)
@@ -424,11 +440,11 @@ def choice_in(python, runtime: str) -> str:
 
 
 def test_runtime_choice_follows_the_one_documented_order():
-    """'auto' takes tflite_runtime when it is installed, else ai_edge_litert (rpi.model.AUTO_ORDER), and the
+    """'auto' takes tflite_runtime when it is installed, else ai_edge_litert (rpi.runtime.model.AUTO_ORDER), and the
     standalone export/tflite_run.py holds the same order. Both branches run: the host venv has only
     ai-edge-litert, the tflite-runtime venv only tflite-runtime."""
     from export import tflite_run
-    from rpi.model import AUTO_ORDER
+    from rpi.runtime.model import AUTO_ORDER
 
     assert AUTO_ORDER == ("tflite_runtime", "ai_edge_litert") and tflite_run.RUNTIMES == AUTO_ORDER
     assert interpreter_class("ai_edge_litert")[1] == "ai_edge_litert"
@@ -442,129 +458,3 @@ def test_runtime_choice_follows_the_one_documented_order():
     classic = {runtime: choice_in(TFLITE_RUNTIME_PYTHON, runtime) for runtime in ("auto", "ai_edge_litert")}
     assert classic == {"auto": "tflite_runtime",
                        "ai_edge_litert": "error: ai-edge-litert is not installed (pip install ai-edge-litert)"}
-
-
-# --- which kernels run the model ----------------------------------------------------------------------------
-
-def interpreter_for(tiny_model, **options):
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(read_metadata(tiny_model).tflite_path), **options)
-    interpreter.allocate_tensors()
-    return interpreter
-
-
-def test_kernels_say_which_ops_xnnpack_runs_and_the_export_records_them(tiny_model):
-    from ai_edge_litert.interpreter import OpResolverType
-
-    default = Kernels.of(interpreter_for(tiny_model), "ai_edge_litert")
-    plain = Kernels.of(interpreter_for(tiny_model, experimental_op_resolver_type=
-                                       OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES), "ai_edge_litert")
-    assert default.ops == plain.ops and len(default.ops) == 20  # the tiny network's operators, in graph order
-    # XNNPACK takes every op but the global average pool (int8 AVERAGE_POOL_2D stays on TFLite's kernel)
-    assert [op for op, d in zip(default.ops, default.delegated) if not d] == ["AVERAGE_POOL_2D"]
-    assert default.tag() == "xnnpack:19/20" and plain.tag() == "builtin" and not any(plain.delegated)
-    assert default.describe() == "XNNPACK for 19 of 20 ops (AVERAGE_POOL_2D on built-in kernels)"
-    exactness = json.loads(tiny_model.read_text())["exactness"]
-    assert exactness["kernels"] == default.to_json() and exactness["machine"] == platform.machine()
-    assert exactness["max_abs_diff"] == 0 and exactness["samples"] == 200 and exactness["parent"] == "brevitas"
-    assert default.differs_from(exactness) is None
-    assert "built-in kernels for all 20 ops" in plain.differs_from(exactness)
-
-
-def test_check_and_summary_name_the_interpreter_and_its_kernels(tiny_model, tmp_path):
-    check = run_app("--model", tiny_model, "--check", "--strict")
-    assert check.returncode == 0 and check.stderr == "", check.stderr
-    assert ("runs with ai_edge_litert 2.3.0, XNNPACK for 19 of 20 ops (AVERAGE_POOL_2D on built-in kernels): the "
-            "kernels of the export's check (bit-exact with the quantized model on 200 images)") in check.stdout
-    video = write_video(tmp_path / "v.avi", numbered_frames(3))
-    result = run_app("--model", tiny_model, "--source", video)
-    assert result.returncode == 0 and result.stderr == "", result.stderr
-    assert "(ai_edge_litert, XNNPACK for 19 of 20 ops" in result.stdout.splitlines()[0]
-    assert re.search(r"^summary: frames=3 .* interpreter=ai_edge_litert kernels=xnnpack:19/20 source=\S+v\.avi "
-                     r"stopped=end$", result.stdout, re.M), result.stdout
-
-
-def test_without_xnnpack_the_app_warns_once_and_strict_refuses(tiny_model, tmp_path):
-    video = write_video(tmp_path / "v.avi", numbered_frames(5))
-    result = run_app("--model", tiny_model, "--source", video, "--no-xnnpack")
-    assert result.returncode == 0
-    lines = error_lines(result.stderr)
-    assert lines == [  # once, before the first frame, not per frame
-        "warning: this machine runs ai_edge_litert 2.3.0 with built-in kernels for all 20 ops (XNNPACK turned off), "
-        "but the export's check (bit-exact with the quantized model on 200 images) ran under ai_edge_litert 2.3.0 "
-        f"with XNNPACK for 19 of 20 ops (AVERAGE_POOL_2D on built-in kernels) on {platform.machine()}; predictions "
-        "may differ from the quantized model's (--strict makes this an error)"]
-    assert "kernels=builtin" in result.stdout.splitlines()[-1]
-    check = run_app("--model", tiny_model, "--check", "--no-xnnpack")
-    assert check.returncode == 0 and "NOT the kernels of the export's check" in check.stdout
-
-    strict = run_app("--model", tiny_model, "--source", video, "--no-xnnpack", "--strict")
-    assert strict.returncode == 2 and strict.stdout == ""
-    lines = error_lines(strict.stderr)
-    assert len(lines) == 1 and lines[0].startswith("error: this machine runs ai_edge_litert 2.3.0 with built-in")
-
-
-def test_metadata_without_a_kernel_record_is_said_and_strict_refuses(tiny_model, tmp_path):
-    meta_json = copy_model(tiny_model, tmp_path / "m")
-    rewrite(meta_json, lambda m: m.pop("exactness"))
-    check = run_app("--model", meta_json, "--check")
-    assert check.returncode == 0 and "(the metadata records no kernels to compare with)" in check.stdout
-    assert "does not record which kernels the export measured its exactness with" in check.stderr
-    assert run_app("--model", meta_json, "--check", "--strict").returncode == 2
-
-
-def test_bench_prints_the_bench_table_with_and_without_xnnpack(tiny_model, tmp_path):
-    video = write_video(tmp_path / "v.avi", fashion_frames(6))
-    result = run_app("--model", tiny_model, "--source", video, "--bench", "--frames", 15, "--threads", 1)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert lines[0].startswith(f"bench: 15 frames of {video}, squeezenet_int8.tflite under ai_edge_litert 2.3.0 on ")
-    assert lines[1].split() == ["backend", "threads", "median", "ms", "p90", "ms", "img/s", "x", "built-in"]
-    rows = [ln.split() for ln in lines[2:]]
-    assert [r[:5] for r in rows] == [["tflite", "int8", "ai_edge_litert", "xnnpack:19/20", "1"],
-                                     ["tflite", "int8", "ai_edge_litert", "builtin", "1"]]
-    assert float(rows[1][-1]) == 1.0 and all(float(v) > 0 for r in rows for v in r[5:])
-
-
-# --- frames that decode the same everywhere ------------------------------------------------------------------
-
-def test_an_mjpg_video_is_decoded_from_its_jpeg_packets(tmp_path):
-    import cv2
-
-    video = write_video(tmp_path / "m.avi", fashion_frames(5), fourcc="MJPG")
-    capture = cv2.VideoCapture(str(video))
-    assert capture.set(cv2.CAP_PROP_FORMAT, -1)  # FFmpeg's packets, undecoded
-    packets = [capture.read()[1] for _ in range(5)]
-    expected = [cv2.imdecode(packet, cv2.IMREAD_COLOR) for packet in packets]  # libjpeg-turbo, the same on every CPU
-    source = make_source(str(video))
-    source.open()
-    got = list(frames(source, threading.Event()))
-    source.close()
-    assert source.jpeg_packets and len(got) == 5
-    assert all(np.array_equal(a, b) for a, b in zip(got, expected))
-
-
-def test_a_lossless_video_gives_back_exactly_the_frames_written(tmp_path):
-    written = fashion_frames(4)
-    source = make_source(str(write_video(tmp_path / "f.avi", written)))
-    source.open()
-    got = list(frames(source, threading.Event()))
-    assert not source.jpeg_packets and all(np.array_equal(a, b) for a, b in zip(got, written)) and len(got) == 4
-
-
-@needs_fashion
-def test_the_sample_video_is_lossless(tmp_path):
-    from model.data import load_dataset
-
-    out = tmp_path / "sample.avi"
-    result = subprocess.run([sys.executable, "-m", "rpi.sample", "--out", str(out), "--count", "12"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    data = load_dataset("fashion-mnist", "test", os.environ.get("DATA_DIR"))
-    got = read_video(out)
-    assert len(got) == 12
-    for image, frame in zip(data.images[:12, 0], got):  # every pixel, as written: FFV1 is lossless
-        np.testing.assert_array_equal(frame, np.repeat(np.kron(image, np.ones((4, 4), np.uint8))[:, :, None], 3, 2))
-    labels = [f["index"] for f in json.loads(out.with_suffix(".json").read_text())["frames"]]
-    assert labels == data.labels[:12].tolist()

@@ -4,11 +4,14 @@ import numpy as np
 import pytest
 import torch
 
+from contract import UserError
 from model import SqueezeNet, small_image_config
-from model.artifacts import UserError, load_checkpoint, save_checkpoint
+from model.augment import augment_batch
+from model.checkpoint import load_checkpoint, save_checkpoint
 from model.data import Normalization, load_dataset
 from model.evaluate import DEFAULT_CHECKPOINT, load_float_model
-from model.training import TrainSettings, augment_batch, fit
+from model.train_settings import TrainSettings
+from model.training import fit
 
 from .conftest import ROOT, needs_fashion, run_module
 
@@ -55,7 +58,7 @@ def test_train_cli_end_to_end(tiny_idx_dir, tmp_path):
     # default seed (x86, 1 thread; pools after the stem and fire 1, a 7x7 last map the export can average
     # exactly, which training now requires); chance is 0.1.
     from model.data import load_dataset
-    from model.training import accuracy, predict_logits
+    from model.inference import accuracy, predict_logits
 
     test = load_dataset("fashion-mnist", "test", str(tiny_idx_dir))
     assert report["top1"] == accuracy(predict_logits(loaded.model, test, loaded.normalization), test.labels)
@@ -86,6 +89,7 @@ def test_checkpoints_load_safely(tmp_path):
         load_checkpoint(tmp_path / "trunc.pt")
 
 
+@pytest.mark.slow
 @needs_fashion
 def test_committed_default_checkpoint_reaches_its_accuracy(tmp_path):
     r = run_module("model.evaluate", "--checkpoint", str(ROOT / DEFAULT_CHECKPOINT), "--out", str(tmp_path))

@@ -27,7 +27,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..errors import RpiError, run_cli
+import contract
+from contract import run_cli
+
+from ..runtime.errors import RpiError
 from .report import REPORTS, read_record, summary_line, table, write_report
 
 FLEET_DIR = Path(__file__).resolve().parent
@@ -141,7 +144,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                       ("status", "every Pi's current release and service"),
                       ("report", "print the last report again")):
         s = sub.add_parser(name, help=doc, description=doc)
-        s.add_argument("--out", default="artifacts/fleet", help="records and reports (default artifacts/fleet)")
+        s.add_argument("--out", default=contract.stage_dir("fleet"), help="records and reports (default %(default)s)")
         if name == "report":
             s.add_argument("--kind", choices=tuple(PLAYBOOKS), default="rollout")
             continue
@@ -156,9 +159,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                        help="seconds an installed service has to log a prediction (default 30; $FLEET_HEALTH_WAIT)")
         s.add_argument("-v", "--verbose", action="count", default=0, help="ansible-playbook -v (each step's output)")
         if name == "rollout":
-            s.add_argument("--model", default="artifacts/export/squeezenet_int8.json",
+            s.add_argument("--model", default=contract.EXPORT_TFLITE_METADATA,
                            help="the export's metadata JSON (its .tflite beside it)")
-            s.add_argument("--work-dir", default="artifacts/rpi", help="where the bundle is built (artifacts/rpi)")
+            s.add_argument("--work-dir", default=contract.stage_dir("rpi"), help="where the bundle is built (%(default)s)")
             s.add_argument("--budget-bytes", type=int, default=None, help="refuse a larger .tflite ($BUDGET_BYTES)")
             s.add_argument("--serial", default=os.environ.get("FLEET_SERIAL") or "1,25%",
                            help="batch sizes, Ansible's serial: the canary, then the rest (default 1,25%%; "

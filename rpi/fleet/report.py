@@ -14,7 +14,7 @@ import json
 import os
 from pathlib import Path
 
-from ..errors import RpiError
+from ..runtime.errors import RpiError
 
 RUN_DIRS = {"rollout": "run", "rollback": "run-rollback", "status": "run-status"}
 REPORTS = {"rollout": "report.json", "rollback": "rollback.json", "status": "status.json"}

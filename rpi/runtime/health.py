@@ -1,4 +1,4 @@
-"""``python -m rpi.health``: the known-answer test of a release, run on the Pi after it is switched in.
+"""``python -m rpi.runtime.health``: the known-answer test of a release, run on the Pi after it is switched in.
 
 The export stage records a few test images in the model's metadata JSON (``known_answers``: model-sized
 uint8 pixels and the label the exported model gives each). This module classifies them with the release's
@@ -17,7 +17,9 @@ import time
 
 import numpy as np
 
-from .errors import RpiError, run_cli
+from contract import run_cli
+
+from .errors import RpiError
 from .model import load_classifier
 
 JSON_PREFIX = "RPI-JSON "
@@ -61,10 +63,10 @@ def known_answer_test(model: str, runtime: str = "auto") -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m rpi.health", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m rpi.runtime.health", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="the release's model directory or metadata JSON")
-    p.add_argument("--runtime", default="auto", help="TFLite interpreter, as rpi.app --runtime (default auto)")
+    p.add_argument("--runtime", default="auto", help="TFLite interpreter, as rpi.runtime.app --runtime (default auto)")
     args = p.parse_args(argv)
     outcome = known_answer_test(args.model, args.runtime)
     verdict = "ok" if not outcome["wrong"] else "FAILED"

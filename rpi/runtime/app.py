@@ -1,4 +1,4 @@
-"""``python -m rpi.app``: classify camera frames on the Raspberry Pi with the int8 TFLite SqueezeNet.
+"""``python -m rpi.runtime.app``: classify camera frames on the Raspberry Pi with the int8 TFLite SqueezeNet.
 
 Reads frames from a source (the Pi camera, a webcam, a stream, a video file or a directory of images),
 prepares each one exactly as training prepared its images (size, colour, normalisation and input
@@ -33,14 +33,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .contract import write_json
-from .errors import RpiError, run_cli
-from .model import RUNTIMES, Classifier, Prediction, load_classifier, measured_exactness
+from contract import run_cli, write_json
+from contract.tflite_model import measured_exactness
+
+from .errors import RpiError
+from .model import RUNTIMES, Classifier, Prediction, load_classifier
 from .sources import CameraLost, frames, make_source, parse_size
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m rpi.app", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m rpi.runtime.app", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True,
                    help="the export's squeezenet_int8.json, or the directory holding it and the .tflite")

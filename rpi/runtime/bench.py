@@ -1,4 +1,4 @@
-"""``rpi.app --bench`` (``make rpi-bench``): the model's speed on this machine, per thread count.
+"""``rpi.runtime.app --bench`` (``make rpi-bench``): the model's speed on this machine, per thread count.
 
 Reads up to --frames frames of --source into memory first (capture is not timed), then for each thread
 count classifies them one at a time, as the app does (preprocessing + inference, batch 1), once with the

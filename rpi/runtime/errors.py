@@ -1,8 +1,8 @@
-"""The Pi side's error: a kind of the toolchain's UserError, so one CLI boundary (``rpi.contract.run_cli``)
+"""The Pi side's error: a kind of the toolchain's UserError, so one CLI boundary (``contract.run_cli``)
 serves every command line, on the Pi and on the host."""
 from __future__ import annotations
 
-from .contract import UserError, run_cli  # noqa: F401  (rpi's entry points import run_cli from here)
+from contract import UserError
 
 
 class RpiError(UserError):

@@ -1,10 +1,9 @@
 """The contract every stage shares: errors and the CLI boundary, atomic writes, sha256, the byte budget,
 the artifact names and checkpoint paths, and the format tags of the files that pass between stages.
 
-Standard library only. It lives in rpi/ because rpi/ is the one package that must run without torch (on the
-Pi) and the Pi bundle ships rpi/ as it is, so whatever the Pi runtime imports from here travels with it;
-model, quantize, export, fpga and the budget gate import it from here too (``model.artifacts`` re-exports
-the file helpers next to its torch checkpoint functions). Import it as ``from rpi import contract``.
+Standard library only, so the Pi runtime (which has no torch) ships it beside ``rpi/runtime/`` and every
+stage, from ``model`` to the Pi, imports the same names from one place: ``import contract`` or
+``from contract import UserError``. Nothing re-exports it (a test checks both rules).
 """
 from __future__ import annotations
 
@@ -82,6 +81,56 @@ def sha256_of(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+# --- what an output was made from (make's staleness, checked in Python) ----------------------------------
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def loaded_sources() -> dict[str, str]:
+    """{path relative to the repository: sha256} of every repository source file this process imported:
+    the code that made an output (virtual environments and the tests left out)."""
+    found = {}
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if not file or not file.endswith(".py") or not os.path.isabs(file):
+            continue  # a frozen or generated module (some libraries name a relative, made-up file)
+        path = Path(file).resolve()
+        try:
+            rel = path.relative_to(REPO_ROOT)
+        except ValueError:
+            continue
+        if rel.parts[0].startswith(".") or rel.parts[0] == "tests" or not path.is_file():
+            continue
+        found[rel.as_posix()] = sha256_of(path)
+    return dict(sorted(found.items()))
+
+
+def made_from(inputs: dict[str, str | None], settings: dict) -> dict:
+    """The record an output keeps of what made it: each input file's sha256 (by role), the settings, and the
+    code (``loaded_sources``). Call it after the work, when every module the work needed is imported."""
+    return {"inputs": {role: sha256_of(path) if path else None for role, path in inputs.items()},
+            "settings": settings, "code": loaded_sources()}
+
+
+def why_stale(record: dict | None, inputs: dict[str, str | None], settings: dict) -> str | None:
+    """None when ``record`` (``made_from``'s) still describes these inputs, settings and code; else why not."""
+    if not isinstance(record, dict) or not {"inputs", "settings", "code"} <= set(record):
+        return "it records nothing of what made it"
+    for role, path in inputs.items():
+        now = sha256_of(path) if path and Path(path).is_file() else None
+        if record["inputs"].get(role) != now:
+            return f"the {role} {path} changed"
+    if record["settings"] != settings:
+        changed = sorted(k for k in set(settings) | set(record["settings"])
+                         if settings.get(k) != record["settings"].get(k))
+        return f"the settings changed ({', '.join(changed)})"
+    for rel, digest in record["code"].items():
+        path = REPO_ROOT / rel
+        if not path.is_file() or sha256_of(path) != digest:
+            return f"the code changed ({rel})"
+    return None
 
 
 # --- the byte budget -------------------------------------------------------------------------------------

@@ -1,5 +1,4 @@
-"""Checkpoints (torch) and, re-exported from ``rpi.contract`` (torch-free, shared with the Pi), the file
-helpers and the CLI error boundary every stage uses."""
+"""Checkpoints: a dict of tensors plus plain fields, saved atomically and loaded with ``weights_only=True``."""
 from __future__ import annotations
 
 import os
@@ -7,8 +6,7 @@ from pathlib import Path
 
 import torch
 
-from rpi.contract import (CHECKPOINT_FORMAT, UserError, atomic_path, read_json, run_cli, sha256_of,  # noqa: F401
-                          write_json)
+from contract import CHECKPOINT_FORMAT, UserError, atomic_path
 
 
 def save_checkpoint(path: str | os.PathLike, state_dict: dict, **fields) -> None:
