@@ -288,6 +288,7 @@ def test_schedule_flags_and_trial_directory_follow_every_setting():
     assert PROXY.tag == replace(PROXY).tag and PROXY.tag.startswith("proxy-")
 
 
+@pytest.mark.slow
 def test_budget_search_skips_over_budget_points_and_stops_at_its_target(tmp_path):
     """The NSGA-II search: its queued seeds are asked first, a point over the byte budget is skipped before
     any training (not counted), and the worker stops once --trials points are counted. (The data directory

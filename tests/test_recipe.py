@@ -42,6 +42,7 @@ def test_device_flag_resolves_or_explains():
             resolve_device("cuda:0")
 
 
+@pytest.mark.slow
 def test_train_cli_runs_on_the_cpu_when_told_and_stops_at_its_time_limit(tiny_idx_dir, tmp_path):
     args = ["--data-dir", str(tiny_idx_dir), "--epochs", "2", "--threads", "1", "--device", "cpu", *TINY_ARGS,
             "--out", str(tmp_path), "--no-eval"]
