@@ -140,11 +140,19 @@ ARTIFACTS = ("float_onnx", "qcdq_onnx", "qonnx", "tflite")
 
 def freshness_key(cfg: ExportConfig) -> tuple[dict, dict]:
     """(input files by role, settings) that decide what the export writes: ``make`` re-exports when they or
-    the code the export ran (``contract.made_from``) changed."""
-    settings = {name: getattr(cfg, name) for name in ("dataset", "data_dir", "samples", "qonnx_samples",
-                                                      "tflite_runtime_python", "budget_bytes", "allow_mismatch",
-                                                      "xnnpack")}
-    return {"checkpoint": cfg.checkpoint, "float checkpoint": cfg.float_checkpoint}, settings
+    the code the export ran (``contract.made_from``) changed. The data set and the float parent are the ones
+    the export resolves (a flag that names the checkpoint's own data changes nothing); the byte budget is
+    not in it: it changes a verdict, not a file, and every target that uses the export checks it again."""
+    from model.checkpoint import load_checkpoint
+    from model.data import checkpoint_data, resolve_data
+
+    payload = load_checkpoint(cfg.checkpoint)
+    kind, data_dir = resolve_data(checkpoint_data(payload), cfg.dataset, cfg.data_dir, cfg.checkpoint)
+    settings = {"dataset": kind, "data_dir": os.path.abspath(data_dir),
+                **{name: getattr(cfg, name) for name in ("samples", "qonnx_samples", "tflite_runtime_python",
+                                                         "allow_mismatch", "xnnpack")}}
+    parent = cfg.float_checkpoint or float_parent(payload, cfg.checkpoint)
+    return {"checkpoint": cfg.checkpoint, "float checkpoint": parent}, settings
 
 
 def why_stale(cfg: ExportConfig) -> str | None:
@@ -156,7 +164,11 @@ def why_stale(cfg: ExportConfig) -> str | None:
         record = json.loads(report.read_text()).get("made_from")
     except (ValueError, AttributeError):
         record = None
-    return contract.why_stale(record, *freshness_key(cfg))
+    try:
+        key = freshness_key(cfg)
+    except UserError:
+        return "its inputs cannot be read"  # the export itself says why, in its one error line
+    return contract.why_stale(record, *key)
 
 
 @dataclass
