@@ -57,7 +57,7 @@ FPGA_PART_ARGS = $(if $(FPGA_PART),--part $(FPGA_PART)) $(if $(RESOURCE_SHARE),-
 .DEFAULT_GOAL := help
 # Every target that names no file, in one list (the sections below follow the data: setup, model,
 # quantize, export, fpga, rpi, fleet, the budget gate, explore, the report, the tests).
-.PHONY: help setup venv data train eval quantize qat qat-sweep export bench fpga fpga-estimate fpga-synth test \
+.PHONY: help setup venv data train eval quantize qat qat-sweep export bench fpga fpga-board fpga-estimate fpga-synth test \
         test-fast test-pi-arm64 clean FORCE budget report report-test-tools rpi rpi-local rpi-rollback \
         rpi-service rpi-bench rpi-sample rpi-test-tools rpi-arm64-tools rpi-arm64-root fleet fleet-status \
         fleet-rollback explore
@@ -200,6 +200,16 @@ fpga: setup ## folded HLS project of FPGA_MODEL for FPGA_PART, estimates, bit-ex
 	$(PY) -m fpga $(FPGA_ARGS)
 	$(MAKE) --no-print-directory budget FPGA=1
 
+# `make fpga-board` (after make fpga): the board project for the PYNQ-Z2 next to the HLS project: the IP top
+# behind AXI4-Stream (TLAST once per image), checked with g++ on the known answers; hls.tcl, block_design.tcl,
+# bitstream.tcl; the package (board.json, driver.py); then Vitis HLS and Vivado, which stop with one line
+# where they are not installed (VENDOR=0 stops before them). `python -m fpga.board --help`.
+VENDOR_RELEASE ?= 2023.2
+VENDOR         ?= 1
+COSIM          ?= 0
+fpga-board: setup ## the PYNQ-Z2 board project after make fpga: AXI-Stream IP top, Tcl, package; then Vitis HLS + Vivado (VENDOR_RELEASE=, COSIM=1, VENDOR=0)
+	$(PY) -m fpga.board --release $(VENDOR_RELEASE) $(if $(filter 1,$(COSIM)),--cosim) $(if $(filter 0,$(VENDOR)),--no-vendor)
+
 fpga-estimate: setup ## estimate a preset network from its config alone (PRESET=squeezenet1_1): no checkpoint, no C-sim
 	$(PY) -m fpga --preset $(or $(PRESET),squeezenet1_1) $(FPGA_PART_ARGS) $(if $(CLOCK_MHZ),--clock-mhz $(CLOCK_MHZ))
 
@@ -335,8 +345,8 @@ explore: setup ## design-space exploration with Optuna (STUDY=paper|budget|smoke
 report: venv ## one self-contained HTML page from every stage's report.json and plots: artifacts/report/index.html
 	$(PY) -m report --artifacts artifacts
 
-report-test-tools: ## install Debian's chromium when missing (the report page is tested in a headless browser)
-	@$(INSTALL_PACKAGES) optional "the report page test" chromium=chromium
+report-test-tools: ## install Debian's chromium and tcl when missing (the report page's browser test; the board Tcl test)
+	@$(INSTALL_PACKAGES) optional "the report page test and the board Tcl test" chromium=chromium tcl=tclsh
 
 # --- tests ------------------------------------------------------------------------------------------
 PYTEST_ARGS ?=

@@ -195,17 +195,6 @@ def test_missing_checkpoint_is_one_line(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
-@pytest.fixture(scope="module")
-def committed_fpga(tmp_path_factory):
-    """What `make fpga` builds, once for the tests below: the committed FPGA default (the narrow PYNQ-Z2
-    model), planned for the xc7z020, C-simulated on 1,000 test images. Returns its output directory."""
-    out = tmp_path_factory.mktemp("committed_fpga") / "fpga"
-    r = run_module("fpga", "--checkpoint", str(ROOT / FPGA_QUANT), "--samples", "1000", "--out", str(out),
-                   timeout=3000)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return out
-
-
 @pytest.mark.slow
 @needs_fashion
 def test_budget_gate_passes_the_committed_fpga_default(committed_fpga, tmp_path):

@@ -1,0 +1,5 @@
+from contract import run_cli
+
+from .build import main
+
+run_cli(main)
