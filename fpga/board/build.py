@@ -64,7 +64,7 @@ def run_bridge(library: Path, layout: StreamLayout, codes: np.ndarray) -> tuple[
 
     run = getattr(ctypes.CDLL(str(library)), f"{TOP}_run")
     run.restype = ctypes.c_int
-    words = np.ascontiguousarray(pack_words(codes, layout.input.__dict__ | _derived(layout.input)))
+    words = np.ascontiguousarray(pack_words(codes, layout.to_json()["input"]))
     last = np.zeros(len(words), np.uint8)
     last[-1] = 1
     capacity = len(codes) * layout.output.words + 1
@@ -75,10 +75,6 @@ def run_bridge(library: Path, layout: StreamLayout, codes: np.ndarray) -> tuple[
     if n < 0:
         raise UserError(f"the IP top's bridge returned {n}")
     return out[:n], out_last[:n]
-
-
-def _derived(port) -> dict:
-    return {"words": port.words, "per_word": port.per_word, "lane_bits": port.lane_bits}
 
 
 def check_standin(project: Path, out: Path, layout: StreamLayout, codes: np.ndarray, raw: np.ndarray) -> dict:
@@ -106,7 +102,7 @@ def check_standin(project: Path, out: Path, layout: StreamLayout, codes: np.ndar
     beats = len(codes) * layout.output.words
     tlast_at = np.flatnonzero(last).tolist()
     expected_tlast = list(range(layout.output.words - 1, beats, layout.output.words))
-    got = unpack_words(words, layout.output.__dict__ | _derived(layout.output), len(codes)) if len(words) == beats else None
+    got = unpack_words(words, layout.to_json()["output"], len(codes)) if len(words) == beats else None
     facts = {"images": int(len(codes)), "beats": int(len(words)), "expected_beats": beats,
              "tlast_positions_ok": tlast_at == expected_tlast,
              "exact": got is not None and bool(np.array_equal(got, raw)), "library": str(library),
