@@ -57,7 +57,7 @@ FPGA_PART_ARGS = $(if $(FPGA_PART),--part $(FPGA_PART)) $(if $(RESOURCE_SHARE),-
 .DEFAULT_GOAL := help
 # Every target that names no file, in one list (the sections below follow the data: setup, model,
 # quantize, export, fpga, rpi, fleet, the budget gate, explore, the report, the tests).
-.PHONY: help setup venv data train eval quantize qat qat-sweep export bench fpga fpga-board fpga-estimate fpga-synth test \
+.PHONY: help setup venv data train eval quantize qat qat-sweep export bench fpga fpga-board fpga-deploy fpga-rollback fpga-status fpga-estimate fpga-synth test \
         test-fast test-pi-arm64 clean FORCE budget report report-test-tools rpi rpi-local rpi-rollback \
         rpi-service rpi-bench rpi-sample rpi-test-tools rpi-arm64-tools rpi-arm64-root fleet fleet-status \
         fleet-rollback explore
@@ -209,6 +209,35 @@ VENDOR         ?= 1
 COSIM          ?= 0
 fpga-board: setup ## the PYNQ-Z2 board project after make fpga: AXI-Stream IP top, Tcl, package; then Vitis HLS + Vivado (VENDOR_RELEASE=, COSIM=1, VENDOR=0)
 	$(PY) -m fpga.board --release $(VENDOR_RELEASE) $(if $(filter 1,$(COSIM)),--cosim) $(if $(filter 0,$(VENDOR)),--no-vendor)
+
+# `make fpga-deploy PYNQ_HOST=root@pynq` (after make fpga-board with Vivado): the rpi deploy machinery with the
+# board as its device. The gate (budget, fit, package of this design, .bit and .hwh) runs before anything
+# is sent; then bundle, upload into PYNQ_DIR/releases/<release>, sha256 check, smoke test on the board
+# (known answers bit-exact with the C simulation), atomic switch of PYNQ_DIR/current, and the app's run
+# streamed back. `python -m fpga.board.deploy --help`.
+PYNQ_HOST     ?=
+PYNQ_PORT     ?= 22
+PYNQ_SSH_OPTS ?=
+PYNQ_DIR      ?= ~/squeezenet-fpga
+PYNQ_PYTHON   ?=
+BOARD_PACKAGE ?= artifacts/fpga/board/package
+FPGA_REPORT   ?= artifacts/fpga/report.json
+export PYNQ_HOST PYNQ_PORT PYNQ_SSH_OPTS PYNQ_DIR PYNQ_PYTHON
+ifneq ($(filter fpga-deploy fpga-rollback fpga-status,$(MAKECMDGOALS)),)
+ifeq ($(strip $(PYNQ_HOST)),)
+$(error PYNQ_HOST is not set: make $(firstword $(filter fpga-deploy fpga-rollback fpga-status,$(MAKECMDGOALS))) PYNQ_HOST=root@pynq (the board's ssh login; also PYNQ_PORT, PYNQ_SSH_OPTS='-i KEY', PYNQ_DIR, PYNQ_PYTHON, SOURCE, FRAMES))
+endif
+endif
+
+fpga-deploy: setup ## deploy the board package to a PYNQ-Z2 over ssh, smoke-test it there and run it (PYNQ_HOST=user@host SOURCE= FRAMES=)
+	$(PY) -m fpga.board.deploy deploy --model $(BOARD_PACKAGE) --fpga-report $(FPGA_REPORT) \
+	  $(if $(SOURCE),--source "$(SOURCE)") $(RPI_APP_ARGS)
+
+fpga-rollback: ## switch the PYNQ-Z2 back to its previous release
+	$(PY) -m fpga.board.deploy rollback
+
+fpga-status: ## the PYNQ-Z2's current release and its history
+	$(PY) -m fpga.board.deploy status
 
 fpga-estimate: setup ## estimate a preset network from its config alone (PRESET=squeezenet1_1): no checkpoint, no C-sim
 	$(PY) -m fpga --preset $(or $(PRESET),squeezenet1_1) $(FPGA_PART_ARGS) $(if $(CLOCK_MHZ),--clock-mhz $(CLOCK_MHZ))

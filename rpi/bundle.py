@@ -2,6 +2,9 @@
 are, and the runtime's pinned requirements), the .tflite and its metadata JSON, and manifest.json with
 every file's sha256. What ships is chosen by the layout, not by a list: every file under those two folders
 except caches. The release name is a digest of the files, so the same bundle has the same name on every Pi.
+
+``assemble`` is the same for any device: the FPGA board's bundle (fpga/board/deploy.py) is another
+``BundleKind``, with its own folders, model files, launchers and interpreter needs.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import contract
@@ -27,11 +31,27 @@ KEEP_BUNDLES = 5  # bundles kept under <work-dir>/bundles (every deploy, failed 
 RELEASE_DIGITS = 12  # hex digits of the content digest in a release name
 
 
-def shipped_files() -> dict:
-    """{path in the bundle: source}: every file under SHIPPED_FOLDERS but bytecode caches."""
+@dataclass(frozen=True)
+class BundleKind:
+    """What a device's bundle is: its format tag, the repository folders (or single files) it ships, the
+    requirements file its venv is made from (None: the device brings its interpreter), the launchers the
+    release manager writes (None: the Pi's) and the imports the interpreter must have (None: the Pi's)."""
+    format: str
+    shipped: tuple
+    requirements: str | None
+    launchers: dict | None = None
+    needs: list | None = None
+
+
+PI = BundleKind(BUNDLE_FORMAT, SHIPPED_FOLDERS, REQUIREMENTS)
+
+
+def shipped_files(kind: BundleKind = PI) -> dict:
+    """{path in the bundle: source}: every file under the kind's folders but bytecode caches."""
     files = {}
-    for folder in SHIPPED_FOLDERS:
-        for src in sorted((REPO_ROOT / folder).rglob("*")):
+    for entry in kind.shipped:
+        found = [REPO_ROOT / entry] if (REPO_ROOT / entry).is_file() else sorted((REPO_ROOT / entry).rglob("*"))
+        for src in found:
             if src.is_file() and "__pycache__" not in src.parts and src.suffix in (".py", ".txt"):
                 files[src.relative_to(REPO_ROOT).as_posix()] = src
     return files
@@ -62,18 +82,26 @@ def build_bundle(model_json: str, work_dir: Path, budget: int) -> tuple[Path, st
     files, and the manifest holds nothing else, so the same files always give the same bundle."""
     meta = read_metadata(model_json)  # also checks the .tflite against the JSON's sha256
     check_budget(meta.tflite_path, budget)
-    files = shipped_files()
-    files[f"model/{meta.tflite_path.name}"] = meta.tflite_path
-    files[f"model/{meta.json_path.name}"] = meta.json_path
+    model = {meta.tflite_path.name: meta.tflite_path, meta.json_path.name: meta.json_path}
+    return assemble(PI, model, meta.json_path.name, work_dir, budget)
+
+
+def assemble(kind: BundleKind, model: dict, model_name: str, work_dir: Path, budget: int) -> tuple[Path, str]:
+    """The bundle of ``kind`` with ``model`` ({name: file}, shipped under model/) in work_dir/bundles/<release>;
+    returns (its directory, the manifest's sha256). Complete or absent: built beside and renamed."""
+    files = shipped_files(kind)
+    files.update({f"model/{name}": src for name, src in model.items()})
     entries = {rel: {"sha256": sha256_of(src), "bytes": src.stat().st_size} for rel, src in sorted(files.items())}
     release = hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()[:RELEASE_DIGITS]
-    manifest = {"format": BUNDLE_FORMAT, "release": release, "model": f"model/{meta.json_path.name}",
-                "requirements": REQUIREMENTS, "files": entries}
+    manifest = {"format": kind.format, "release": release, "model": f"model/{model_name}",
+                "requirements": kind.requirements, "files": entries}
+    if kind.launchers:
+        manifest.update(launchers=kind.launchers, needs=kind.needs)
     bundles = work_dir / "bundles"
     final = bundles / release
     if (final / "manifest.json").is_file():
         try:
-            return checked_bundle(final, budget)  # built before from the same files
+            return checked_bundle(final, budget, kind)  # built before from the same files
         except RpiError:
             shutil.rmtree(final, ignore_errors=True)  # damaged here since: build it again
     staging = Path(tempfile.mkdtemp(prefix=f".{release}.", dir=_mkdir(bundles)))
@@ -90,7 +118,7 @@ def build_bundle(model_json: str, work_dir: Path, budget: int) -> tuple[Path, st
     return final, sha256_of(final / "manifest.json")
 
 
-def checked_bundle(bundle: Path, budget: int) -> tuple[Path, str]:
+def checked_bundle(bundle: Path, budget: int, kind: BundleKind = PI) -> tuple[Path, str]:
     """A bundle built earlier (``bundle``, or --bundle DIR): every file checked against its manifest, the
     model against the budget. Returns (its directory, the manifest's sha256)."""
     from . import remote
@@ -98,8 +126,8 @@ def checked_bundle(bundle: Path, budget: int) -> tuple[Path, str]:
     manifest_path = bundle / "manifest.json"
     try:
         manifest = json.loads(manifest_path.read_text())
-        if manifest.get("format") != BUNDLE_FORMAT or manifest.get("release") != bundle.name:
-            raise RpiError(f"{bundle} is not a {BUNDLE_FORMAT} bundle named after its release")
+        if manifest.get("format") != kind.format or manifest.get("release") != bundle.name:
+            raise RpiError(f"{bundle} is not a {kind.format} bundle named after its release")
         sha = sha256_of(manifest_path)
         remote.verify_release(bundle, sha)
     except (OSError, ValueError, AttributeError, KeyError, TypeError) as exc:

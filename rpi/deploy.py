@@ -34,7 +34,9 @@ import shlex
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import contract
 from contract import atomic_path, run_cli, sha256_of
@@ -43,12 +45,41 @@ from .bundle import budget_bytes, build_bundle, checked_bundle, git_commit
 from .runtime.errors import RpiError
 from .transport import RemoteFailure, Target, activate, probe, remote_python, run_app, stage_source, upload
 
+# --- the device ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Device:
+    """What this module deploys to. The Pi is one; the FPGA board (fpga/board/deploy.py) is another, with its
+    own bundle, its make variables (PYNQ_HOST, ...) and its release directory, over the same machinery."""
+    name: str            # "the Pi": how messages name it
+    env: str             # the prefix of its make variables: PI_HOST, PI_PORT, PI_SSH_OPTS, PI_DIR, PI_PYTHON
+    example: str         # make rpi PI_HOST=pi@raspberrypi.local
+    default_dir: str
+    service: str
+    commands: tuple      # the commands it has
+    model_help: str
+    default_model: str
+    build: Callable      # (args, work_dir, budget) -> (bundle, manifest sha256): gate and bundle, nothing sent
+    prog: str = "python -m rpi.deploy"
+    doc: str | None = None  # the --help text (default: this module's)
+    default_python: str | None = None
+    work_dir: str | None = None  # default: artifacts/rpi
+    default_source: str = "the Pi camera, else webcam 0"
+    add_options: Callable | None = None  # (command, its parser): the device's own options
+
+
+def build_pi_bundle(args, work_dir: Path, budget: int) -> tuple[Path, str]:
+    return build_bundle(args.model, work_dir, budget)
+
+
 # --- commands --------------------------------------------------------------------------------------------
 
 def target_of(args) -> Target:
+    device = args.device
     if not args.host:
-        raise RpiError("no Pi given: set PI_HOST, e.g. make rpi PI_HOST=pi@raspberrypi.local")
-    return Target(args.host, args.port, tuple(shlex.split(args.ssh_opts or "")), args.pi_dir)
+        raise RpiError(f"no host given for {device.name}: set {device.env}_HOST, e.g. {device.example}")
+    return Target(args.host, args.port, tuple(shlex.split(args.ssh_opts or "")), args.pi_dir, device.name, device.env)
 
 
 def app_args_of(args, pi_dir: str | None, source: str | None = None) -> list:
@@ -67,7 +98,7 @@ def the_bundle(args) -> tuple[Path, str]:
     budget = budget_bytes(args.budget_bytes)
     if getattr(args, "bundle", None):
         return checked_bundle(Path(args.bundle), budget)
-    return build_bundle(args.model, Path(args.work_dir), budget)
+    return args.device.build(args, Path(args.work_dir), budget)
 
 
 def cmd_bundle(args) -> int:
@@ -89,7 +120,7 @@ def cmd_upload(args) -> tuple[Target, dict, Path, str]:
     args.result.update(host=target.host, port=target.port, release=bundle.name)
     info = probe(target)
     args.result.update(before=info["current"], after=info["current"], pi_dir=info["pi_dir"])
-    print(f"{target.host}: python {info['python_version']} on {info['machine']}, PI_DIR {info['pi_dir']}, "
+    print(f"{target.host}: python {info['python_version']} on {info['machine']}, {args.device.env}_DIR {info['pi_dir']}, "
           f"current release {info['current'] or 'none'}", flush=True)
     upload(target, bundle, info, args.transfer)
     print(f"release {bundle.name}", flush=True)
@@ -187,59 +218,71 @@ def cmd_local(args) -> int:
                           env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}).returncode
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m rpi.deploy", description=__doc__,
+COMMANDS = {"bundle": "budget check and bundle, once, here; prints the release (make fleet)",
+            "deploy": "budget check, bundle (or --bundle DIR), upload, activate, run (make rpi)",
+            "upload": "budget check, bundle, upload to PI_DIR/incoming; prints the release",
+            "activate": "verify, prepare and switch to an uploaded release; restart the service",
+            "health": "the current release's --check, known-answer test and service check",
+            "status": "the device's current release, history and service in one line",
+            "rollback": "switch current to the previous release (make rpi-rollback)",
+            "service": "install a systemd unit running current at boot (make rpi-service)",
+            "local": "run the same bundle on this machine (make rpi-local)"}
+
+
+def parse_args(argv: list[str] | None, device: Device) -> argparse.Namespace:
+    e = device.env
+    p = argparse.ArgumentParser(prog=device.prog, description=device.doc or __doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     commands = {}
-    for name, doc in (("bundle", "budget check and bundle, once, here; prints the release (make fleet)"),
-                      ("deploy", "budget check, bundle (or --bundle DIR), upload, activate, run (make rpi)"),
-                      ("upload", "budget check, bundle, upload to PI_DIR/incoming; prints the release"),
-                      ("activate", "verify, prepare and switch to an uploaded release; restart the service"),
-                      ("health", "the current release's --check, known-answer test and service check"),
-                      ("status", "the Pi's current release, history and service in one line"),
-                      ("rollback", "switch current to the previous release (make rpi-rollback)"),
-                      ("service", "install a systemd unit running current at boot (make rpi-service)"),
-                      ("local", "run the same bundle on this machine (make rpi-local)")):
+    for name in device.commands:
+        doc = COMMANDS[name].replace("PI_DIR", f"{e}_DIR")
+        if device.env != "PI":  # the make targets named are the Pi's
+            doc = doc.split(" (make ")[0].replace("budget check", "gate").replace(" (or --bundle DIR)", "")
         commands[name] = sub.add_parser(name, help=doc, description=doc)
     for name, s in commands.items():
         if name not in ("local", "bundle"):
-            s.add_argument("--host", default=os.environ.get("PI_HOST"), help="ssh login of the Pi, user@host ($PI_HOST)")
-            s.add_argument("--port", type=int, default=int(os.environ.get("PI_PORT") or 22), help="ssh port (22)")
-            s.add_argument("--ssh-opts", default=os.environ.get("PI_SSH_OPTS", ""),
-                           help="extra ssh options, one string, e.g. \"-i ~/.ssh/pi_key\" ($PI_SSH_OPTS)")
-            s.add_argument("--pi-dir", default=os.environ.get("PI_DIR") or "~/squeezenet",
-                           help="release directory on the Pi (default ~/squeezenet)")
-            s.add_argument("--service", default="squeezenet", help="the systemd unit's name (default squeezenet)")
+            s.add_argument("--host", default=os.environ.get(f"{e}_HOST"), help=f"ssh login of {device.name}, "
+                                                                                f"user@host (${e}_HOST)")
+            s.add_argument("--port", type=int, default=int(os.environ.get(f"{e}_PORT") or 22), help="ssh port (22)")
+            s.add_argument("--ssh-opts", default=os.environ.get(f"{e}_SSH_OPTS", ""),
+                           help=f"extra ssh options, one string, e.g. \"-i ~/.ssh/key\" (${e}_SSH_OPTS)")
+            s.add_argument(f"--{e.lower()}-dir", dest="pi_dir", default=os.environ.get(f"{e}_DIR") or device.default_dir,
+                           help=f"release directory on {device.name} (${e}_DIR, default {device.default_dir})")
+            s.add_argument("--service", default=device.service,
+                           help=f"the systemd unit's name (default {device.service})")
         if name != "local":
             s.add_argument("--json-out", metavar="FILE", help="also write the result (or the error) to FILE as JSON")
         if name in ("deploy", "upload", "activate", "local", "bundle"):
-            s.add_argument("--work-dir", default=contract.stage_dir("rpi"), help="where bundles are built (%(default)s)")
+            s.add_argument("--work-dir", default=device.work_dir or contract.stage_dir("rpi"),
+                           help="where bundles are built (%(default)s)")
         if name in ("deploy", "upload", "local", "bundle"):
-            s.add_argument("--model", default=contract.EXPORT_TFLITE_METADATA,
-                           help="the export's metadata JSON (its .tflite lies beside it)")
+            s.add_argument("--model", default=device.default_model, help=device.model_help)
             s.add_argument("--budget-bytes", type=int, default=None,
-                           help=f"refuse a larger .tflite (default $BUDGET_BYTES or {contract.BUDGET_BYTES:,})")
-        if name in ("deploy", "upload"):
+                           help=f"the storage budget: refuse a larger model before anything is sent (default "
+                                f"$BUDGET_BYTES or {contract.BUDGET_BYTES:,})")
+        if name in ("deploy", "upload") and "bundle" in device.commands:
             s.add_argument("--bundle", metavar="DIR", help="send this bundle (from `bundle`) instead of building "
                                                            "one from --model; it is checked again first")
+        if name in ("deploy", "upload"):
             s.add_argument("--transfer", choices=("auto", "rsync", "scp"), default="auto",
                            help="rsync when both ends have it, else scp (default auto)")
         if name in ("deploy", "activate"):
-            s.add_argument("--python", default=os.environ.get("PI_PYTHON") or None,
-                           help="an interpreter on the Pi that already has numpy, a TFLite interpreter and cv2; "
-                                "skips the venv ($PI_PYTHON)")
+            s.add_argument("--python", default=os.environ.get(f"{e}_PYTHON") or device.default_python,
+                           help=f"an interpreter on {device.name} that already has what the release needs; skips "
+                                f"the venv (${e}_PYTHON" + (f", default {device.default_python})" if device.default_python
+                                                            else ")"))
         if name in ("deploy", "service", "local"):
-            s.add_argument("--source", help="rpi.runtime.app --source (default: the Pi camera, else webcam 0); a file or "
-                                            "directory that exists here is sent to PI_DIR/media/ and used from there")
-            s.add_argument("--frames", type=int, default=0, help="rpi.runtime.app --frames (default: until stopped)")
+            s.add_argument("--source", help=f"the app's --source (default: {device.default_source}); a file or "
+                                            f"directory that exists here is sent to {e}_DIR/media/ and used from there")
+            s.add_argument("--frames", type=int, default=0, help="the app's --frames (default: until stopped)")
             # a service runs for months: no per-frame log and a line a second by default (SD cards wear)
             service = name == "service"
             s.add_argument("--log", default="" if service else "{pi_dir}/predictions.jsonl",
-                           help="rpi.runtime.app --log, {pi_dir} expands to PI_DIR on the Pi (default: "
+                           help=f"the app's --log, {{pi_dir}} expands to {e}_DIR on {device.name} (default: "
                                 + ("none)" if service else "{pi_dir}/predictions.jsonl; '' for none)"))
             s.add_argument("--app-args", default="--every 30" if service else "",
-                           help="more rpi.runtime.app options, one string" + (" (default --every 30)" if service else ""))
+                           help="more options of the app, one string" + (" (default --every 30)" if service else ""))
         if name == "deploy":
             s.add_argument("--no-run", action="store_true", help="stop after switching current")
         if name == "activate":
@@ -253,6 +296,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                            help="roll back only when current is RELEASE (a Pi on another release is left alone)")
         if name == "service":
             s.add_argument("--unit-dir", default="/etc/systemd/system", help="where the unit file goes")
+        if device.add_options:
+            device.add_options(name, s)
     return p.parse_args(argv)
 
 
@@ -262,8 +307,13 @@ def write_result(path: str, result: dict) -> None:
         tmp.write_text(json.dumps(result, indent=1) + "\n")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+PI = Device("the Pi", "PI", "make rpi PI_HOST=pi@raspberrypi.local", "~/squeezenet", "squeezenet", tuple(COMMANDS),
+            "the export's metadata JSON (its .tflite lies beside it)", contract.EXPORT_TFLITE_METADATA, build_pi_bundle)
+
+
+def main(argv: list[str] | None = None, device: Device = PI) -> int:
+    args = parse_args(argv, device)
+    args.device = device
     handlers = {"bundle": cmd_bundle, "deploy": cmd_deploy,
                 "upload": lambda a: cmd_upload(a) and 0,  # upload's result is for deploy
                 "activate": cmd_activate, "health": cmd_health, "status": cmd_status, "rollback": cmd_rollback,

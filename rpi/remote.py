@@ -36,7 +36,11 @@ from pathlib import Path
 
 MANIFEST = "manifest.json"
 LAUNCHER = "run-app"
-LAUNCHERS = {LAUNCHER: "rpi.runtime.app", "run-health": "rpi.runtime.health"}  # written into a release at activation
+# What a release's launchers run, written into it at activation. A manifest names its own (the FPGA board's
+# release runs fpga.board.runtime); one without "launchers" is a Pi release.
+LAUNCHERS = {LAUNCHER: "rpi.runtime.app", "run-health": "rpi.runtime.health"}
+# The imports its interpreter must have: each entry is alternatives, one of which must import.
+NEEDS = [["numpy"], ["tflite_runtime.interpreter", "ai_edge_litert.interpreter"]]
 JSON_PREFIX = "RPI-JSON "
 KEEP_RELEASES = 5
 HISTORY_LENGTH = 100
@@ -44,8 +48,6 @@ SERVICE = "squeezenet"
 # `systemctl is-system-running` answers "offline" where systemctl is installed but systemd is not PID 1.
 SYSTEMD_UP = ("running", "degraded", "starting", "initializing", "maintenance", "stopping")
 PREDICTION_LINE = re.compile(r"^frame \d+: ")  # what rpi.runtime.app prints for a classified frame
-INTERPRETER_CHECK = ("import numpy\ntry:\n    import tflite_runtime.interpreter\nexcept ImportError:\n"
-                     "    import ai_edge_litert.interpreter\n")
 
 
 class RemoteError(Exception):
@@ -63,6 +65,21 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def launchers_of(manifest: dict) -> dict:
+    return manifest.get("launchers") or LAUNCHERS
+
+
+def interpreter_check(needs: list) -> str:
+    """A script that imports one module of each alternative list, or fails with the last ImportError."""
+    lines = []
+    for alternatives in needs:
+        for depth, module in enumerate(alternatives):
+            pad = "    " * depth
+            lines.append(f"{pad}import {module}" if depth == len(alternatives) - 1 else
+                         f"{pad}try:\n{pad}    import {module}\n{pad}except ImportError:")
+    return "\n".join(lines) + "\n"
 
 
 def layout(pi_dir: str) -> dict:
@@ -107,7 +124,7 @@ def verify_release(directory: Path, manifest_sha256: str) -> dict:
     # Python writes its byte-code cache into a release that has run: not part of the content
     present = {str(p.relative_to(directory)) for p in directory.rglob("*")
                if p.is_file() and "__pycache__" not in p.relative_to(directory).parts}
-    extra = sorted(present - set(expected) - {MANIFEST, *LAUNCHERS})
+    extra = sorted(present - set(expected) - {MANIFEST, *launchers_of(manifest)})
     if extra:
         raise RemoteError(f"checksum verification failed: unexpected file(s) in the upload: {', '.join(extra[:5])}")
     return manifest
@@ -115,7 +132,7 @@ def verify_release(directory: Path, manifest_sha256: str) -> dict:
 
 # --- interpreter ---------------------------------------------------------------------------------------
 
-def prepare_venv(paths: dict, requirements: Path) -> Path:
+def prepare_venv(paths: dict, requirements: Path, needs: list) -> Path:
     """A venv that sees system site-packages (Pi OS ships picamera2 as an apt package) with the pinned
     requirements, made once per Python version and requirements file and reused by later releases."""
     tag = f"py{sys.version_info[0]}.{sys.version_info[1]}-{sha256_file(requirements)[:12]}"
@@ -134,17 +151,18 @@ def prepare_venv(paths: dict, requirements: Path) -> Path:
     run_step([str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--quiet",
               "-r", str(requirements)],
              "pip could not install the Pi requirements (64-bit Pi OS and network access are needed)")
-    check_interpreter(python)
+    check_interpreter(python, needs)
     (venv / ".ready").write_text(f"prepared in {time.monotonic() - started:.0f} s\n")
     say(f"venv ready in {time.monotonic() - started:.0f} s")
     return python
 
 
-def check_interpreter(python: Path) -> None:
-    result = subprocess.run([str(python), "-c", INTERPRETER_CHECK], capture_output=True, text=True)
+def check_interpreter(python: Path, needs: list) -> None:
+    result = subprocess.run([str(python), "-c", interpreter_check(needs)], capture_output=True, text=True)
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RemoteError(f"{python} cannot import numpy and a TFLite interpreter: {last}")
+        wanted = " and ".join(" or ".join(a) for a in needs)
+        raise RemoteError(f"{python} cannot import {wanted}: {last}")
 
 
 def run_step(argv: list, failure: str) -> None:
@@ -164,10 +182,10 @@ exec {python} -c 'import sys; sys.path[0] = sys.argv.pop(1); from {module} impor
 """
 
 
-def write_launchers(release: Path, python: Path) -> None:
+def write_launchers(release: Path, python: Path, launchers: dict) -> None:
     """run-app and run-health resolve their own directory first, so a running app keeps its release even
     when `current` is switched under it. Each is written beside and renamed over, never half-written."""
-    for name, module in LAUNCHERS.items():
+    for name, module in launchers.items():
         temporary = release / f".{name}.{os.getpid()}"
         temporary.write_text(LAUNCHER_TEMPLATE.format(name=name, module=module, python=shlex.quote(str(python))))
         temporary.chmod(0o755)
@@ -372,14 +390,24 @@ def prepare_release(paths: dict, args) -> Path:
                     raise RemoteError(f"releases/{args.release} is current and damaged ({exc}): deploy another "
                                       f"release or roll back, then deploy this one again") from None
                 say(f"the copy of {args.release} on this Pi is damaged ({exc}); replacing it with the upload")
-        python = Path(args.python) if args.python else prepare_venv(paths, directory / manifest["requirements"])
         if args.python:
-            check_interpreter(python)
+            python = Path(args.python)
+            check_interpreter(python, manifest.get("needs") or NEEDS)
             say(f"using the interpreter {python} (no venv)")
-        write_launchers(directory, python)
-        check = subprocess.run([str(directory / LAUNCHER), "--check"], stdin=subprocess.DEVNULL)
+        elif manifest.get("requirements"):
+            python = prepare_venv(paths, directory / manifest["requirements"], manifest.get("needs") or NEEDS)
+        else:  # a board image brings its own interpreter (PYNQ's venv): the host names it
+            raise RemoteError(f"release {args.release} has no requirements to prepare a venv from: name the "
+                              f"interpreter that has {', '.join(' or '.join(a) for a in manifest.get('needs') or NEEDS)}")
+        write_launchers(directory, python, launchers_of(manifest))
+        check = subprocess.run([str(directory / LAUNCHER), "--check"], stdin=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+        said = [ln for ln in check.stderr.splitlines() if ln.strip()]
+        sys.stderr.writelines(ln + "\n" for ln in said if not ln.startswith("error: "))  # its warnings pass on
         if check.returncode != 0:
-            raise RemoteError(f"the new release fails its smoke test (run-app --check exit status {check.returncode})")
+            why = next((ln[len("error: "):] for ln in reversed(said) if ln.startswith("error: ")), None)
+            raise RemoteError(f"the new release fails its smoke test (run-app --check exit status {check.returncode}"
+                              + (f": {why})" if why else ")"))
         if directory is incoming:
             if kept.exists():  # the damaged copy: out of the way first, so the rename cannot nest
                 damaged = kept.with_name(f".{args.release}.damaged.{os.getpid()}")

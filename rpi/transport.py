@@ -29,6 +29,8 @@ class Target:
     port: int
     ssh_opts: tuple
     pi_dir: str
+    device: str = "the Pi"  # how messages name it, and the prefix of its make variables
+    env: str = "PI"
 
     def ssh_argv(self) -> list:
         # The user's options come first: for ssh the first value of an option wins.
@@ -44,11 +46,12 @@ def ssh_failure(target: Target, stderr: str) -> RpiError:
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and not ln.startswith("Warning: Permanently")]
     said = lines[-1] if lines else "ssh failed without a message"
     if "Permission denied" in said:
-        hint = f"set up key login (ssh-copy-id -p {target.port} {target.host}) or pass the key in PI_SSH_OPTS='-i KEY'"
+        hint = (f"set up key login (ssh-copy-id -p {target.port} {target.host}) or pass the key in "
+                f"{target.env}_SSH_OPTS='-i KEY'")
     elif "Host key verification failed" in said or "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr:
-        hint = "the Pi's host key is not the one known for it: check ~/.ssh/known_hosts"
+        hint = f"{target.device}'s host key is not the one known for it: check ~/.ssh/known_hosts"
     else:
-        hint = "is the Pi on the network, and are PI_HOST and PI_PORT right?"
+        hint = f"is {target.device} on the network, and are {target.env}_HOST and {target.env}_PORT right?"
     return RpiError(f"cannot ssh to {target.where()}: {said} ({hint})")
 
 

@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -76,3 +77,29 @@ def committed_fpga(tmp_path_factory):
                    timeout=3000)
     assert r.returncode == 0, r.stderr[-3000:]
     return out
+
+
+@pytest.fixture(scope="session")
+def board(committed_fpga, tmp_path_factory):
+    """`python -m fpga.board --no-vendor` on the committed design: (its output directory, its report)."""
+    out = tmp_path_factory.mktemp("board") / "board"
+    r = run_module("fpga.board", "--fpga-dir", str(committed_fpga), "--out", str(out), "--no-vendor")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out, json.loads((out / "report.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def no_tlast_library(committed_fpga, tmp_path_factory):
+    """The committed network behind a broken IP top that never raises TLAST (the hung-DMA case), compiled."""
+    import shutil
+
+    from fpga.board.axis_top import compile_standin, write_top
+    from fpga.board.layout import read_layout
+
+    work = tmp_path_factory.mktemp("no_tlast")
+    project = work / "project"
+    shutil.copytree(committed_fpga / "hls_project", project,
+                    ignore=shutil.ignore_patterns("weights", "*.so", "*_prj", "tb_data"))
+    write_top(project, read_layout(project), tlast=False)
+    network = next((committed_fpga / "hls_project" / "firmware").glob("myproject-*.so"))
+    return compile_standin(project, network, work / "no_tlast.so")

@@ -12,64 +12,13 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
-from fpga.board.axis_top import IN_PORT, OUT_PORT, TOP, compile_standin, write_top
+from fpga.board.axis_top import IN_PORT, OUT_PORT, TOP, compile_standin
 from fpga.board.layout import LENGTH_WIDTH, read_layout
 from fpga.board.tcl import HLS_CELL
-from model.data import load_dataset
-from model.inference import to_input
-from model.squeezenet import plain
-from quantize.qat import FPGA_QUANT, load_quant_model
 
-from .conftest import ROOT, needs_fashion, run_module
-
-STANDIN = ROOT / "tests" / "standin_pynq"
-DRIVER = ROOT / "fpga" / "board" / "driver.py"
-TLFRT_PYTHON = ROOT / ".venv-tflite-runtime" / "bin" / "python"  # numpy 1.26, no torch: the board's kind
-
-
-@pytest.fixture(scope="module")
-def board(committed_fpga, tmp_path_factory):
-    """`python -m fpga.board --no-vendor` on the committed design: (its output directory, its report)."""
-    out = tmp_path_factory.mktemp("board") / "board"
-    r = run_module("fpga.board", "--fpga-dir", str(committed_fpga), "--out", str(out), "--no-vendor")
-    assert r.returncode == 0, r.stderr[-3000:]
-    return out, json.loads((out / "report.json").read_text())
-
-
-def standin_package(board_dir, tmp_path, library, **board_changes):
-    """The board package with a stand-in "bitstream": a .bit the stand-in pynq loads as ``library``."""
-    package = tmp_path / "package"
-    shutil.copytree(board_dir / "package", package)
-    meta = json.loads((package / "board.json").read_text())
-    meta["layout"].update(board_changes)
-    (package / "board.json").write_text(json.dumps(meta))
-    (package / meta["bitstream"]).write_bytes(b"stand-in bitstream")
-    spec = {"library": str(library), "dma": meta["dma"], "in_words": meta["layout"]["input"]["words"],
-            "out_words": meta["layout"]["output"]["words"],
-            "max_transfer_bytes": meta["layout"]["max_transfer_bytes"]}
-    (package / (meta["bitstream"][:-4] + ".standin.json")).write_text(json.dumps(spec))
-    return package, meta
-
-
-def run_driver(package, *args, python=sys.executable, timeout=1200):
-    """The driver as the board runs it: its own file, with numpy and (stand-in) pynq only on the path."""
-    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(STANDIN)}
-    return subprocess.run([str(python), "-B", str(DRIVER), "--package", str(package), *args],
-                          cwd=package, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def board_inputs(n):
-    """The first ``n`` test images as the IP takes them (the input quantizer's int8 codes, HWC) and the
-    Brevitas model's logits for them."""
-    qm = load_quant_model(ROOT / FPGA_QUANT)
-    test = load_dataset("fashion-mnist", "test")
-    with torch.no_grad():
-        x = to_input(torch.from_numpy(test.images[:n]), qm.normalization)
-        codes = plain(qm.model.input_quant(x)).permute(0, 2, 3, 1).reshape(n, -1).numpy()
-        logits = plain(qm.model.eval()(x)).numpy().astype(np.float64)
-    return np.round(codes * 64).astype(np.int8), logits
+from .board_helpers import DRIVER, STANDIN, TLFRT_PYTHON, board_inputs, run_driver, standin_package
+from .conftest import needs_fashion, run_module
 
 
 @pytest.mark.slow
@@ -121,14 +70,9 @@ def test_the_driver_on_the_standin_board_is_bit_exact_on_1000_images(board, comm
 
 @pytest.mark.slow
 @needs_fashion
-def test_a_top_that_never_raises_tlast_fails_the_driver_within_its_deadline(board, committed_fpga, tmp_path):
+def test_a_top_that_never_raises_tlast_fails_the_driver_within_its_deadline(board, no_tlast_library, tmp_path):
     out, report = board
-    project = tmp_path / "project"
-    shutil.copytree(committed_fpga / "hls_project", project,
-                    ignore=shutil.ignore_patterns("weights", "*.so", "*_prj", "tb_data"))
-    write_top(project, read_layout(project), tlast=False)
-    network = next((committed_fpga / "hls_project" / "firmware").glob("myproject-*.so"))
-    library = compile_standin(project, network, tmp_path / "no_tlast.so")
+    library = no_tlast_library
     package, _ = standin_package(out, tmp_path, library)
     started = time.monotonic()
     r = run_driver(package, "--selftest", "--timeout", "0.5")
@@ -226,3 +170,57 @@ def test_the_block_design_is_consistent_with_the_top_and_the_driver(board, tmp_p
     assert largest <= meta["layout"]["max_transfer_bytes"] < 2 ** width
     ps = re.search(r"CONFIG\.PCW_FPGA0_PERIPHERAL_FREQMHZ ([\d.]+)", calls).group(1)
     assert float(ps) == meta["clock_mhz"] == 100.0
+
+
+TINY_NETWORK = r"""// A stand-in for hls4ml's myproject with the real ports and types: logit k is a bit copy of the image's
+// input value k, so every output names its image and its place in the stream.
+#include "myproject.h"
+
+void myproject(hls::stream<input_t> &in, hls::stream<result_t> &out) {
+    result_t logits;
+    for (unsigned t = 0; t < %(tokens)d; t++) {
+        input_t token = in.read();
+        for (unsigned c = 0; c < input_t::size; c++) {
+            unsigned v = t * input_t::size + c;
+            if (v < result_t::size) logits[v].range(%(bits)d - 1, 0) = token[c].range(%(bits)d - 1, 0);
+        }
+    }
+    out.write(logits);
+}
+"""
+
+
+@pytest.mark.slow
+@needs_fashion
+def test_the_standin_dma_moves_10000_images_in_batches_under_the_length_limit(board, committed_fpga, tmp_path,
+                                                                              monkeypatch):
+    """The IP top (as generated for the committed design) around a tiny network with the same ports, so
+    10,000 images take seconds: the driver splits them into transfers under a 256-image length register,
+    nothing hangs, and every image's outputs come back in its place."""
+    out, report = board
+    project = committed_fpga / "hls_project"
+    layout = read_layout(project)
+    bits = min(layout.input.bits, layout.output.bits)
+    (tmp_path / "tiny.cpp").write_text(TINY_NETWORK % {"tokens": layout.input.elements, "bits": bits})
+    tiny = tmp_path / "libtiny.so"
+    subprocess.run(["g++", "-O2", "-fPIC", "-shared", "-std=c++14", f"-I{project / 'firmware' / 'ap_types'}",
+                    f"-I{project / 'firmware'}", str(tmp_path / "tiny.cpp"), "-o", str(tiny)], check=True)
+    library = compile_standin(project, tiny, tmp_path / "tiny_axis.so")
+    limit = 256 * layout.input.words * 4
+    package, meta = standin_package(out, tmp_path, library, max_transfer_bytes=limit, max_batch=256)
+    monkeypatch.syspath_prepend(str(STANDIN))
+    from fpga.board.runtime.driver import Accelerator, read_package
+
+    codes = np.random.default_rng(0).integers(-128, 128, (10_000, layout.input.elements)).astype(np.int8)
+    meta, bitfile = read_package(package)
+    accelerator = Accelerator(meta, bitfile, timeout_s=5.0)
+    raw = accelerator.raw(codes)
+    port = meta["layout"]["output"]
+    expected = codes[:, :port["elements"]].astype(np.int64) & ((1 << bits) - 1)
+    if port["signed"]:
+        expected = np.where(expected >= 1 << (bits - 1), expected - (1 << bits), expected)
+    assert np.array_equal(raw, expected)
+    log = accelerator.overlay.axi_dma_0.log
+    sends = [n for direction, n in log if direction == "send"]
+    assert len(sends) == accelerator.transfers == 40 and max(sends) <= limit and sum(sends) == 10_000 * limit // 256
+    assert sum(1 for direction, _ in log if direction == "receive") == 10_000

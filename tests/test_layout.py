@@ -1,7 +1,7 @@
 """The shape of the codebase, checked: the contract package is standard library only and the one import path
 for its names; data flows one way (a stage imports only the stages before it, and only the host-side deploy
-code imports rpi); what runs on the Pi imports nothing of the host side; no package file grows past its
-limit."""
+code imports rpi); what runs on the Pi or the FPGA board imports nothing of the host side; no package file
+grows past its limit."""
 import ast
 import subprocess
 import sys
@@ -14,13 +14,17 @@ ALLOWED = {
     "model": {"contract", "model"},
     "quantize": {"contract", "model", "quantize"},
     "export": {"contract", "model", "quantize", "export"},
-    "fpga": {"contract", "model", "quantize", "export", "fpga"},
+    "fpga": {"contract", "model", "quantize", "export", "fpga", "rpi"},  # rpi: the board deploys with its machinery
     "budget": {"contract", "model", "quantize", "export", "fpga", "budget"},
     "explore": {"contract", "model", "quantize", "export", "fpga", "explore"},
     "report": {"contract", "report"},
     "rpi": {"contract", "model", "rpi"},  # the host side's sample video reads the test images with model.data
 }
 PI_SIDE = "rpi/runtime"
+BOARD_SIDE = "fpga/board/runtime"
+# The only places fpga imports rpi: the board's deploy (the Pi's deploy machinery) and the board side (the
+# Pi side's sources and pixel contract).
+FPGA_USES_RPI = {"fpga/board/deploy.py": ("rpi.bundle", "rpi.deploy"), BOARD_SIDE: ("rpi.runtime",)}
 MAX_LINES = 450
 # Longer on purpose: remote.py is piped to the Pi's python3 as one script on stdin, so it cannot import a
 # second file.
@@ -69,6 +73,33 @@ def test_the_pi_side_imports_only_itself_and_the_contract():
         for module, _ in imported(tree, rel):
             if module.split(".")[0] in ALLOWED and not (module == "contract" or module.startswith("contract.")
                                                          or module.startswith("rpi.runtime")):
+                wrong.append(f"{rel} imports {module}")
+    assert not wrong, wrong
+
+
+def test_fpga_imports_rpi_only_to_deploy_and_on_the_board():
+    wrong = []
+    for rel, tree in package_files():
+        if rel.parts[0] != "fpga":
+            continue
+        allowed = next((mods for where, mods in FPGA_USES_RPI.items()
+                        if rel.as_posix() == where or rel.as_posix().startswith(where + "/")), ())
+        for module, _ in imported(tree, rel):
+            if module.split(".")[0] == "rpi" and not any(module == m or module.startswith(m + ".") for m in allowed):
+                wrong.append(f"{rel} imports {module}")
+    assert not wrong, wrong
+
+
+def test_the_board_side_imports_only_itself_the_pi_side_and_the_contract():
+    wrong = []
+    for rel, tree in package_files():
+        if not (rel.as_posix().startswith(BOARD_SIDE + "/") or rel.as_posix() in ("fpga/__init__.py",
+                                                                                   "fpga/board/__init__.py")):
+            continue
+        for module, _ in imported(tree, rel):
+            ok = module.split(".")[0] not in ALLOWED or any(module == m or module.startswith(m + ".") for m in
+                                                              ("contract", "rpi.runtime", "fpga.board.runtime"))
+            if not ok:
                 wrong.append(f"{rel} imports {module}")
     assert not wrong, wrong
 

@@ -58,9 +58,34 @@ def known_answers(fpga_dir: Path, layout: StreamLayout) -> tuple[np.ndarray, np.
     return codes, raw
 
 
+def pixel_contract(report: dict, layout: StreamLayout) -> tuple[dict, list]:
+    """(board.json's input block, the labels): the pixel -> int8 table the export computes for the Pi
+    (export.tflite_check.pixel_lookup_table, the model's own input quantizer), checked to be the IP's input
+    grid, so a frame takes the same path to the IP as to the TFLite model."""
+    import torch
+
+    from export.tflite_check import pixel_lookup_table
+    from model.inference import to_input
+    from model.squeezenet import plain
+    from quantize.qat import load_quant_model
+
+    qm = load_quant_model(contract.REPO_ROOT / report["checkpoint"])
+    norm = qm.normalization
+    with torch.no_grad():
+        lut = pixel_lookup_table(qm.model, norm)
+        ramp = torch.arange(256, dtype=torch.uint8).view(1, 1, 1, 256).repeat(1, norm.channels, 1, 1)
+        values = plain(qm.model.input_quant(to_input(ramp, norm))).view(norm.channels, 256).numpy()
+    if not np.array_equal(values * 2 ** layout.input.frac, lut):
+        raise UserError(f"the input quantizer's codes are not the IP's input grid (2^-{layout.input.frac})")
+    block = {"height": norm.input_size, "width": norm.input_size, "channels": norm.channels,
+             "color": "gray" if norm.channels == 1 else "rgb", "mean": list(norm.mean), "std": list(norm.std),
+             "layout": "HWC", "lut": lut.astype(int).tolist()}
+    return block, list(qm.classes)
+
+
 def run_bridge(library: Path, layout: StreamLayout, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """All images through the compiled top in one stream: (the words it wrote, their TLAST flags)."""
-    from .driver import pack_words
+    from .runtime.driver import pack_words
 
     run = getattr(ctypes.CDLL(str(library)), f"{TOP}_run")
     run.restype = ctypes.c_int
@@ -79,7 +104,7 @@ def run_bridge(library: Path, layout: StreamLayout, codes: np.ndarray) -> tuple[
 
 def check_standin(project: Path, out: Path, layout: StreamLayout, codes: np.ndarray, raw: np.ndarray) -> dict:
     """Compile the top two ways and check it: its test bench (exit 0) and the bridge (beats, TLAST, values)."""
-    from .driver import unpack_words
+    from .runtime.driver import unpack_words
 
     network = next((project / "firmware").glob("myproject-*.so"), None)
     if network is None:
@@ -142,10 +167,9 @@ def build(fpga_dir: Path, out: Path, name: str, release: str, cosim: bool, vendo
                out / "bitstream.tcl": bitstream_tcl(name, str(package))}
     for path, text in scripts.items():
         path.write_text(text)
-    from model.checkpoint import load_checkpoint
-
-    labels = load_checkpoint(contract.REPO_ROOT / report["checkpoint"]).get("classes") or []
-    write_package(package, board_document(name, layout, labels, codes, raw, report))
+    pixels, labels = pixel_contract(report, layout)
+    write_package(package, {**board_document(name, layout, labels, pixels, codes, raw, report),
+                             "vendor_release": release})
     summary = {"part": PART, "release": release, "layout": layout.to_json(), "standin": standin,
                "scripts": [str(p) for p in scripts], "package": str(package), "vendor": "skipped (--no-vendor)"}
     write_json(out / "report.json", summary)

@@ -137,7 +137,8 @@ def selftest(accelerator: Accelerator, meta: dict) -> dict:
     codes, expected = np.asarray(answers["codes"]), np.asarray(answers["raw"])
     got = accelerator.raw(codes)
     off = np.flatnonzero((got != expected).any(axis=1))
-    return {"images": int(len(codes)), "exact": not len(off), "first_mismatch": int(off[0]) if len(off) else None}
+    return {"images": int(len(codes)), "exact": not len(off), "different": int(len(off)),
+            "first_mismatch": int(off[0]) if len(off) else None}
 
 
 def measure(accelerator: Accelerator, codes: np.ndarray) -> dict:
