@@ -41,20 +41,12 @@ from .model import RUNTIMES, Classifier, Prediction, load_classifier
 from .sources import CameraLost, frames, make_source, parse_size
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m rpi.runtime.app", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True,
-                   help="the export's squeezenet_int8.json, or the directory holding it and the .tflite")
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """The options of the classify loop (``run``): the Pi's app and the FPGA board's app both take them."""
     p.add_argument("--source", default="auto",
                    help="auto (the Pi camera when picamera2 imports, else webcam 0) | picamera2 | a webcam "
                         "index | a stream URL | a video file | a directory of images (default: auto)")
     p.add_argument("--frames", type=int, default=0, help="stop after N frames (default 0: until the source ends)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="TFLite interpreter threads (default: the interpreter's own choice)")
-    p.add_argument("--runtime", choices=RUNTIMES, default="auto",
-                   help="TFLite interpreter: auto (tflite_runtime when installed, else ai_edge_litert), or "
-                        "name one (ai_edge_litert reproduces the quantized model bit for bit on x86)")
     p.add_argument("--top-k", type=int, default=3, help="labels shown and logged per frame (default 3)")
     p.add_argument("--every", type=int, default=1, help="print every Nth frame (default 1; 0: only the summary)")
     p.add_argument("--log", help="append one JSON object per frame to this file (frame, label, score, "
@@ -66,6 +58,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--retries", type=int, default=5,
                    help="times a live camera that stops is reopened, with back-off, before giving up (default 5)")
     p.add_argument("--capture-size", default="640x480", help="frame size asked of a camera (default 640x480)")
+
+
+def check_run_options(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    for name in ("frames", "every", "retries"):
+        if getattr(args, name) < 0:
+            p.error(f"--{name.replace('_', '-')} must be >= 0")
+    if args.top_k < 1:
+        p.error("--top-k must be >= 1")
+    return args
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m rpi.runtime.app", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True,
+                   help="the export's squeezenet_int8.json, or the directory holding it and the .tflite")
+    add_run_options(p)
+    p.add_argument("--threads", type=int, default=None,
+                   help="TFLite interpreter threads (default: the interpreter's own choice)")
+    p.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                   help="TFLite interpreter: auto (tflite_runtime when installed, else ai_edge_litert), or "
+                        "name one (ai_edge_litert reproduces the quantized model bit for bit on x86)")
     p.add_argument("--no-xnnpack", action="store_true",
                    help="keep the interpreter from applying XNNPACK: its built-in kernels run every op (for "
                         "comparison; not the kernels the export measured bit-exact, so the app warns)")
@@ -80,12 +94,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="instead of classifying, time preprocessing + inference on --frames frames of --source "
                         "(default 300) for each thread count (--threads, default 1 to the CPU count), with XNNPACK "
                         "and with the built-in kernels, and print a table (make rpi-bench)")
-    args = p.parse_args(argv)
-    for name in ("frames", "every", "retries"):
-        if getattr(args, name) < 0:
-            p.error(f"--{name.replace('_', '-')} must be >= 0")
-    if args.top_k < 1 or (args.threads is not None and args.threads < 1):
-        p.error("--top-k and --threads must be >= 1")
+    args = check_run_options(p, p.parse_args(argv))
+    if args.threads is not None and args.threads < 1:
+        p.error("--threads must be >= 1")
     return args
 
 
@@ -132,7 +143,7 @@ class Stats:
         lat = np.asarray(self.latencies_ms) if n else np.zeros(1)
         return {"frames": n, "fps": round(n / elapsed, 1), "mean_latency_ms": round(float(lat.mean()), 3),
                 "p90_latency_ms": round(float(np.percentile(lat, 90)), 3), "interpreter": classifier.backend,
-                "kernels": classifier.kernels.tag(), "source": source, "stopped": stopped}
+                "kernels": classifier.kernels_tag(), "source": source, "stopped": stopped}
 
     def summary(self, figures: dict) -> str:
         f = figures
@@ -242,15 +253,17 @@ def check_model(classifier: Classifier, as_measured: bool) -> int:
     return 0
 
 
-def run(args: argparse.Namespace, classifier: Classifier) -> int:
+def run(args: argparse.Namespace, classifier) -> int:
+    """Classify the frames of --source until it ends, --frames or a signal. ``classifier``: anything with
+    ``classify(frame, order) -> Prediction``, ``name``, ``labels``, ``backend``, ``describe()`` and
+    ``kernels_tag()``: the TFLite ``Classifier`` here, the FPGA IP in fpga/board/runtime/app.py."""
     source = make_source(args.source, loop=args.loop, size=parse_size(args.capture_size))
     stop = StopFlag()
     stop.install()
     log, preview = JsonLog(args.log), Preview(args.preview)
     source.open()
-    print(f"classifying {source.name} with {classifier.meta.tflite_path.name} ({classifier.backend}, "
-          f"{classifier.kernels.describe()}); Ctrl-C stops", flush=True)
-    stats, labels, exit_code = Stats(), classifier.meta.labels, 0
+    print(f"classifying {source.name} with {classifier.name} ({classifier.describe()}); Ctrl-C stops", flush=True)
+    stats, labels, exit_code = Stats(), classifier.labels, 0
     try:
         for index, frame in enumerate(frames(source, stop.event, args.retries), start=1):
             started = time.perf_counter()
@@ -283,7 +296,7 @@ def run(args: argparse.Namespace, classifier: Classifier) -> int:
         exit_code = exit_code or (2 if args.strict else 0)
     figures = stats.figures(classifier, source.name, stop.reason or "end")
     if args.report:
-        write_json(args.report, {"model": classifier.meta.tflite_path.name, **figures})
+        write_json(args.report, {"model": classifier.name, **figures})
     print(stats.summary(figures), flush=True)
     return exit_code
 

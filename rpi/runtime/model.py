@@ -124,6 +124,21 @@ class Classifier:
         notes = [f"XNNPACK did not start: {ln.strip()}" for ln in native if ln.startswith(CPUINFO_ERROR)]
         self.kernels = Kernels.of(self.interpreter, self.backend, notes if xnnpack else ["XNNPACK turned off"])
 
+    # What the classify loop (rpi/runtime/app.py run) reads of any classifier.
+    @property
+    def name(self) -> str:
+        return self.meta.tflite_path.name
+
+    @property
+    def labels(self) -> list:
+        return self.meta.labels
+
+    def describe(self) -> str:
+        return f"{self.backend}, {self.kernels.describe()}"
+
+    def kernels_tag(self) -> str:
+        return self.kernels.tag()
+
     def kernel_mismatch(self) -> str | None:
         """None when this interpreter runs the kernels the export measured exactness with, else why not."""
         if self.meta.exactness is None:
