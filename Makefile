@@ -57,8 +57,8 @@ FPGA_PART_ARGS = $(if $(FPGA_PART),--part $(FPGA_PART)) $(if $(RESOURCE_SHARE),-
 .DEFAULT_GOAL := help
 # Every target that names no file, in one list (the sections below follow the data: setup, model,
 # quantize, export, fpga, rpi, fleet, the budget gate, explore, the report, the tests).
-.PHONY: help setup venv data train eval quantize qat qat-sweep export bench fpga fpga-board fpga-deploy fpga-rollback fpga-status fpga-estimate fpga-synth test \
-        test-fast test-pi-arm64 clean FORCE budget report report-test-tools rpi rpi-local rpi-rollback \
+.PHONY: help setup venv data train eval quantize qat qat-sweep export bench fpga fpga-board fpga-deploy fpga-rollback fpga-status fpga-view fpga-estimate fpga-synth test \
+        test-fast test-pi-arm64 clean FORCE budget report report-test-tools rpi rpi-local rpi-rollback rpi-view \
         rpi-service rpi-bench rpi-sample rpi-test-tools rpi-arm64-tools rpi-arm64-root fleet fleet-status \
         fleet-rollback explore
 help: ## list the targets
@@ -223,13 +223,13 @@ PYNQ_PYTHON   ?=
 BOARD_PACKAGE ?= artifacts/fpga/board/package
 FPGA_REPORT   ?= artifacts/fpga/report.json
 export PYNQ_HOST PYNQ_PORT PYNQ_SSH_OPTS PYNQ_DIR PYNQ_PYTHON
-ifneq ($(filter fpga-deploy fpga-rollback fpga-status,$(MAKECMDGOALS)),)
+ifneq ($(filter fpga-deploy fpga-rollback fpga-status fpga-view,$(MAKECMDGOALS)),)
 ifeq ($(strip $(PYNQ_HOST)),)
-$(error PYNQ_HOST is not set: make $(firstword $(filter fpga-deploy fpga-rollback fpga-status,$(MAKECMDGOALS))) PYNQ_HOST=root@pynq (the board's ssh login; also PYNQ_PORT, PYNQ_SSH_OPTS='-i KEY', PYNQ_DIR, PYNQ_PYTHON, SOURCE, FRAMES))
+$(error PYNQ_HOST is not set: make $(firstword $(filter fpga-deploy fpga-rollback fpga-status fpga-view,$(MAKECMDGOALS))) PYNQ_HOST=root@pynq (the board's ssh login; also PYNQ_PORT, PYNQ_SSH_OPTS='-i KEY', PYNQ_DIR, PYNQ_PYTHON, SOURCE, FRAMES))
 endif
 endif
 
-fpga-deploy: setup ## deploy the board package to a PYNQ-Z2 over ssh, smoke-test it there and run it (PYNQ_HOST=user@host SOURCE= FRAMES=)
+fpga-deploy: setup ## deploy the board package to a PYNQ-Z2 over ssh, smoke-test it there and run it (PYNQ_HOST=user@host SOURCE= FRAMES= VIEW=1)
 	$(PY) -m fpga.board.deploy deploy --model $(BOARD_PACKAGE) --fpga-report $(FPGA_REPORT) \
 	  $(if $(SOURCE),--source "$(SOURCE)") $(RPI_APP_ARGS)
 
@@ -238,6 +238,9 @@ fpga-rollback: ## switch the PYNQ-Z2 back to its previous release
 
 fpga-status: ## the PYNQ-Z2's current release and its history
 	$(PY) -m fpga.board.deploy status
+
+fpga-view: ## forward the live view of the app running on the PYNQ-Z2 to http://localhost:VIEW_PORT/ here
+	$(PY) -m fpga.board.deploy view --view "$(VIEW_PORT)" --view-remote-port "$(PI_VIEW_PORT)"
 
 fpga-estimate: setup ## estimate a preset network from its config alone (PRESET=squeezenet1_1): no checkpoint, no C-sim
 	$(PY) -m fpga --preset $(or $(PRESET),squeezenet1_1) $(FPGA_PART_ARGS) $(if $(CLOCK_MHZ),--clock-mhz $(CLOCK_MHZ))
@@ -262,28 +265,39 @@ RPI_TFLITE  ?= $(RPI_MODEL:.json=.tflite)
 RPI_SAMPLE  ?= artifacts/rpi/sample.avi
 # Passed through the environment, not the command line, so quotes inside PI_SSH_OPTS survive.
 export PI_HOST PI_PORT PI_SSH_OPTS PI_DIR PI_PYTHON
+# VIEW=1: the app serves its live view (frames, labels, FPS) on the device's 127.0.0.1:PI_VIEW_PORT, and
+# make rpi / fpga-deploy forward it over their ssh connection to http://localhost:VIEW_PORT/ here.
+VIEW         ?=
+VIEW_PORT    ?= 8080
+PI_VIEW_PORT ?= $(VIEW_PORT)
+RPI_VIEW_ARGS = $(if $(filter-out 0 no,$(VIEW)),--view "$(VIEW_PORT)" --view-remote-port "$(PI_VIEW_PORT)")
 RPI_APP_ARGS = $(if $(FRAMES),--frames "$(FRAMES)") $(if $(RPI_ARGS),--app-args "$(RPI_ARGS)") \
-               $(if $(BUDGET_BYTES),--budget-bytes "$(BUDGET_BYTES)")
+               $(if $(BUDGET_BYTES),--budget-bytes "$(BUDGET_BYTES)") $(RPI_VIEW_ARGS)
 
 # Checked when the Makefile is read, so nothing is built first and the user reads one line.
-ifneq ($(filter rpi rpi-rollback rpi-service rpi-bench,$(MAKECMDGOALS)),)
+ifneq ($(filter rpi rpi-rollback rpi-service rpi-bench rpi-view,$(MAKECMDGOALS)),)
 ifeq ($(strip $(PI_HOST)),)
-$(error PI_HOST is not set: make $(firstword $(filter rpi rpi-rollback rpi-service rpi-bench,$(MAKECMDGOALS))) PI_HOST=pi@raspberrypi.local (the Pi's ssh login; also PI_PORT, PI_SSH_OPTS='-i KEY', PI_DIR, SOURCE, FRAMES))
+$(error PI_HOST is not set: make $(firstword $(filter rpi rpi-rollback rpi-service rpi-bench rpi-view,$(MAKECMDGOALS))) PI_HOST=pi@raspberrypi.local (the Pi's ssh login; also PI_PORT, PI_SSH_OPTS='-i KEY', PI_DIR, SOURCE, FRAMES))
 endif
 endif
 
-rpi: setup $(RPI_TFLITE) $(RPI_MODEL) ## deploy the int8 TFLite model to a Pi over ssh and run it (PI_HOST=user@host SOURCE= FRAMES=)
+rpi: setup $(RPI_TFLITE) $(RPI_MODEL) ## deploy the int8 TFLite model to a Pi over ssh and run it (PI_HOST=user@host SOURCE= FRAMES= VIEW=1)
 	$(MAKE) --no-print-directory budget BUDGET_TFLITE=$(RPI_TFLITE)
 	$(PY) -m rpi.deploy deploy --model $(RPI_MODEL) $(if $(SOURCE),--source "$(SOURCE)") $(RPI_APP_ARGS)
 
-rpi-local: setup $(RPI_TFLITE) $(RPI_MODEL) $(if $(SOURCE),,$(RPI_SAMPLE)) ## run the same bundle here (default SOURCE: the sample video)
-	$(PY) -m rpi.deploy local --model $(RPI_MODEL) --source "$(or $(SOURCE),$(RPI_SAMPLE))" $(RPI_APP_ARGS)
+rpi-local: setup $(RPI_TFLITE) $(RPI_MODEL) $(if $(SOURCE),,$(RPI_SAMPLE)) ## run the same bundle here (default SOURCE: the sample video; VIEW=1: live view)
+	$(PY) -m rpi.deploy local --model $(RPI_MODEL) --source "$(or $(SOURCE),$(RPI_SAMPLE))" \
+	  $(subst --view-remote-port "$(PI_VIEW_PORT)",,$(RPI_APP_ARGS))
 
 rpi-rollback: ## switch the Pi back to its previous release
 	$(PY) -m rpi.deploy rollback
 
-rpi-service: ## install a systemd unit on the Pi that classifies from PI_DIR/current at boot
-	$(PY) -m rpi.deploy service $(if $(SOURCE),--source "$(SOURCE)") $(if $(RPI_ARGS),--app-args "$(RPI_ARGS)")
+rpi-service: ## install a systemd unit on the Pi that classifies from PI_DIR/current at boot (VIEW=1: it serves its live view on the Pi's localhost)
+	$(PY) -m rpi.deploy service $(if $(SOURCE),--source "$(SOURCE)") $(if $(RPI_ARGS),--app-args "$(RPI_ARGS)") \
+	  $(RPI_VIEW_ARGS)
+
+rpi-view: ## forward the live view of the app running on the Pi (the service's, VIEW=1) to http://localhost:VIEW_PORT/ here
+	$(PY) -m rpi.deploy view --view "$(VIEW_PORT)" --view-remote-port "$(PI_VIEW_PORT)"
 
 # The same deploy, then rpi.runtime.app --bench on the Pi: the table of `make bench`, per thread count, XNNPACK and
 # built-in kernels, on FRAMES frames (default 300) of SOURCE (default: the sample video). No log on the Pi.

@@ -1,7 +1,8 @@
 """The bundle a Pi runs: the ``rpi/runtime/`` folder and the ``contract`` package (the Python files as they
 are, and the runtime's pinned requirements), the .tflite and its metadata JSON, and manifest.json with
 every file's sha256. What ships is chosen by the layout, not by a list: every file under those two folders
-except caches. The release name is a digest of the files, so the same bundle has the same name on every Pi.
+except caches (code, requirements and the live view's page). The release name is a digest of the files,
+so the same bundle has the same name on every Pi.
 
 ``assemble`` is the same for any device: the FPGA board's bundle (fpga/board/deploy.py) is another
 ``BundleKind``, with its own folders, model files, launchers and interpreter needs.
@@ -26,6 +27,7 @@ from .runtime.errors import RpiError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_FOLDERS = ("rpi/runtime", "contract")  # what runs on the Pi: the runtime and the contract it imports
 REQUIREMENTS = "rpi/runtime/requirements-pi.txt"
+SHIPPED_SUFFIXES = (".py", ".txt", ".html")  # code, pinned requirements, the live view's page
 BUNDLE_FORMAT = "squeezenet-rpi-bundle/1"
 KEEP_BUNDLES = 5  # bundles kept under <work-dir>/bundles (every deploy, failed or not, builds or reuses one)
 RELEASE_DIGITS = 12  # hex digits of the content digest in a release name
@@ -52,7 +54,7 @@ def shipped_files(kind: BundleKind = PI) -> dict:
     for entry in kind.shipped:
         found = [REPO_ROOT / entry] if (REPO_ROOT / entry).is_file() else sorted((REPO_ROOT / entry).rglob("*"))
         for src in found:
-            if src.is_file() and "__pycache__" not in src.parts and src.suffix in (".py", ".txt"):
+            if src.is_file() and "__pycache__" not in src.parts and src.suffix in SHIPPED_SUFFIXES:
                 files[src.relative_to(REPO_ROOT).as_posix()] = src
     return files
 

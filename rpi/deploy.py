@@ -12,6 +12,11 @@ status    the Pi's current release, its history and its service, in one line
 rollback  switch PI_DIR/current to the release before it (and restart the service)
 service   install a systemd unit that runs PI_DIR/current at boot
 local     build the same bundle here and run it with this interpreter (``make rpi-local``)
+view      forward the live view of the app running on the Pi (the service's) to this machine (``make rpi-view``)
+
+--view PORT (deploy, local, service; ``VIEW=1`` in make) has the app serve its live view (rpi/runtime/view.py)
+on the Pi's 127.0.0.1; deploy forwards it over the same ssh connection (-L), so http://localhost:PORT/ here
+shows the frames and their labels while the app runs, and nothing listens beyond loopback on either end.
 
 A bundle (rpi/bundle.py) holds the Pi-side runtime (rpi/runtime/) and the contract package, the .tflite and
 its metadata JSON (labels, preprocessing and quantization, the known-answer images) and manifest.json with
@@ -31,7 +36,6 @@ import argparse
 import json
 import os
 import shlex
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -43,7 +47,21 @@ from contract import atomic_path, run_cli, sha256_of
 
 from .bundle import budget_bytes, build_bundle, checked_bundle, git_commit
 from .runtime.errors import RpiError
-from .transport import RemoteFailure, Target, activate, probe, remote_python, run_app, stage_source, upload
+from .transport import (
+    RemoteFailure,
+    Target,
+    activate,
+    check_local_port,
+    forward_only,
+    probe,
+    remote_python,
+    run_app,
+    run_through_ctrl_c,
+    stage_source,
+    upload,
+)
+
+DEFAULT_VIEW_PORT = 8080  # the app's own default for --serve (rpi/runtime/app.py)
 
 # --- the device ----------------------------------------------------------------------------------------
 
@@ -90,7 +108,24 @@ def app_args_of(args, pi_dir: str | None, source: str | None = None) -> list:
         argv += ["--frames", str(args.frames)]
     if pi_dir and args.log:
         argv += ["--log", args.log.replace("{pi_dir}", pi_dir)]
-    return argv + shlex.split(args.app_args or "")
+    return argv + view_args(args) + shlex.split(args.app_args or "")
+
+
+def view_args(args) -> list:
+    """--view: the app serves its live view on the device's loopback. A run we watch (deploy, local) plays
+    a file source in a loop, so there is something to see until Ctrl-C, unless --frames bounds it."""
+    if getattr(args, "view", None) is None:
+        return []
+    watched = args.command in ("deploy", "local") and not args.frames
+    return ["--serve", str(remote_view_port(args))] + (["--loop"] if watched else [])
+
+
+def remote_view_port(args) -> int:
+    return getattr(args, "view_remote_port", None) or args.view
+
+
+def view_url(port: int) -> str:
+    return f"http://localhost:{port}/"
 
 
 def the_bundle(args) -> tuple[Path, str]:
@@ -138,6 +173,8 @@ def cmd_activate(args) -> int:
 
 def cmd_deploy(args) -> int:
     started = time.monotonic()
+    if args.view is not None and not args.no_run:  # before anything is sent
+        check_local_port(args.view, "the live view")
     target, info, bundle, manifest_sha = cmd_upload(args)
     args.result.update(activate(target, bundle.name, manifest_sha, args.python, args.service))
     args.result["seconds"] = round(time.monotonic() - started, 2)
@@ -145,7 +182,12 @@ def cmd_deploy(args) -> int:
         return 0
     app_args = app_args_of(args, info["pi_dir"], stage_source(target, info, args.source, args.transfer))
     print(f"running {info['pi_dir']}/current/run-app {shlex.join(app_args)}".rstrip(), flush=True)
-    return run_app(target, info["pi_dir"], app_args)
+    forward = None
+    if args.view is not None:
+        forward = (args.view, remote_view_port(args))
+        print(f"live view: open {view_url(args.view)} here (forwarded over ssh to {args.device.name}'s "
+              f"127.0.0.1:{forward[1]}); Ctrl-C stops the app and closes the tunnel", flush=True)
+    return run_app(target, info["pi_dir"], app_args, forward)
 
 
 def cmd_health(args) -> int:
@@ -195,7 +237,25 @@ def cmd_service(args) -> int:
                shlex.join(app_args_of(args, info["pi_dir"], source)), "--unit-dir", args.unit_dir,
                "--service", args.service]
     remote_python(target, command)
+    if args.view is not None:
+        e = args.device.env
+        print(f"the service serves its live view on {args.device.name}'s 127.0.0.1:{remote_view_port(args)} "
+              f"only: make {'rpi' if e == 'PI' else 'fpga'}-view {e}_HOST={target.host} forwards it here", flush=True)
     return 0
+
+
+def cmd_view(args) -> int:
+    """Only the tunnel, to the live view of an app that already serves there (the service's)."""
+    target = target_of(args)
+    check_local_port(args.view, "the live view")
+    print(f"live view: open {view_url(args.view)} here (forwarded over ssh to {args.device.name}'s "
+          f"127.0.0.1:{remote_view_port(args)}, where an app started with --serve {remote_view_port(args)} must "
+          f"be running, e.g. the service installed with VIEW=1); Ctrl-C closes the tunnel", flush=True)
+    try:
+        return forward_only(target, (args.view, remote_view_port(args)))
+    except KeyboardInterrupt:
+        print("tunnel closed", flush=True)
+        return 0
 
 
 def cmd_local(args) -> int:
@@ -211,11 +271,13 @@ def cmd_local(args) -> int:
     if "--report" not in app_args:  # the last local run's figures, for `make report`
         app_args += ["--report", str((Path(args.work_dir) / contract.REPORT_NAME).resolve())]
     print(f"running bundle {bundle} here: rpi.runtime.app {shlex.join(app_args)}", flush=True)
+    if args.view is not None:
+        print(f"live view: open {view_url(remote_view_port(args))}; Ctrl-C stops the app", flush=True)
     code = "import sys; sys.path[0] = sys.argv.pop(1); from rpi.runtime.app import cli; cli()"
     # no byte-code cache in the bundle: the same directory may be sent to Pis afterwards
-    return subprocess.run([sys.executable, "-c", code, str(bundle.resolve()), "--model",
-                           str((bundle / "model").resolve()), *app_args],
-                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}).returncode
+    return run_through_ctrl_c([sys.executable, "-c", code, str(bundle.resolve()), "--model",
+                               str((bundle / "model").resolve()), *app_args],
+                              env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}).returncode
 
 
 COMMANDS = {"bundle": "budget check and bundle, once, here; prints the release (make fleet)",
@@ -226,7 +288,8 @@ COMMANDS = {"bundle": "budget check and bundle, once, here; prints the release (
             "status": "the device's current release, history and service in one line",
             "rollback": "switch current to the previous release (make rpi-rollback)",
             "service": "install a systemd unit running current at boot (make rpi-service)",
-            "local": "run the same bundle on this machine (make rpi-local)"}
+            "local": "run the same bundle on this machine (make rpi-local)",
+            "view": "forward the live view of the app running there (the service's) here (make rpi-view)"}
 
 
 def parse_args(argv: list[str] | None, device: Device) -> argparse.Namespace:
@@ -283,6 +346,18 @@ def parse_args(argv: list[str] | None, device: Device) -> argparse.Namespace:
                                 + ("none)" if service else "{pi_dir}/predictions.jsonl; '' for none)"))
             s.add_argument("--app-args", default="--every 30" if service else "",
                            help="more options of the app, one string" + (" (default --every 30)" if service else ""))
+        if name in ("deploy", "service", "local", "view"):
+            where = {"deploy": "; ssh forwards it to this machine's PORT while the app runs",
+                     "local": "", "view": "",
+                     "service": f" on {device.name}'s loopback only (watch it with the view command)"}[name]
+            s.add_argument("--view", type=int, nargs="?", const=DEFAULT_VIEW_PORT, default=(
+                DEFAULT_VIEW_PORT if name == "view" else None), metavar="PORT",
+                help=(f"the app serves its live view (--serve){where}; open http://localhost:PORT/ "
+                      f"(default {DEFAULT_VIEW_PORT})" if name != "view" else
+                      f"this machine's port for the tunnel (default {DEFAULT_VIEW_PORT})"))
+            if name != "local":
+                s.add_argument("--view-remote-port", type=int, default=None, metavar="PORT",
+                               help=f"the live view's port on {device.name}, when it differs from --view's")
         if name == "deploy":
             s.add_argument("--no-run", action="store_true", help="stop after switching current")
         if name == "activate":
@@ -317,7 +392,7 @@ def main(argv: list[str] | None = None, device: Device = PI) -> int:
     handlers = {"bundle": cmd_bundle, "deploy": cmd_deploy,
                 "upload": lambda a: cmd_upload(a) and 0,  # upload's result is for deploy
                 "activate": cmd_activate, "health": cmd_health, "status": cmd_status, "rollback": cmd_rollback,
-                "service": cmd_service, "local": cmd_local}
+                "service": cmd_service, "local": cmd_local, "view": cmd_view}
     args.result = {"command": args.command, "ok": False}
     try:
         code = handlers[args.command](args)

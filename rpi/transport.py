@@ -9,8 +9,10 @@ StrictHostKeyChecking=accept-new; the user's options come first, so they overrid
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -151,13 +153,72 @@ def activate(target: Target, release: str, manifest_sha: str, python: str | None
     return results[-1] if results else {}
 
 
-def run_app(target: Target, pi_dir: str, app_args: list) -> int:
+def forward_argv(forward: tuple[int, int] | None) -> list:
+    """ssh -L for the live view: this machine's 127.0.0.1:LOCAL to the device's 127.0.0.1:REMOTE, so
+    neither end listens beyond loopback; ssh stops at once when it cannot listen on LOCAL."""
+    if forward is None:
+        return []
+    local, remote = forward
+    return ["-o", "ExitOnForwardFailure=yes", "-L", f"127.0.0.1:{local}:127.0.0.1:{remote}"]
+
+
+def check_local_port(port: int, what: str) -> None:
+    """Refuse a local port that something already listens on, before anything is sent."""
+    with socket.socket() as probe_socket:
+        # as ssh binds its listener: connections of an earlier tunnel in TIME_WAIT do not count
+        probe_socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe_socket.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise RpiError(f"cannot forward {what} to port {port} here: {exc.strerror} (choose another with "
+                           f"VIEW_PORT=, or --view PORT)") from None
+
+
+CTRL_C_GRACE_S = 15.0  # how long a Ctrl-C'd app has to finish its frame, close its view and print its summary
+
+
+def run_through_ctrl_c(argv: list, **kwargs) -> subprocess.CompletedProcess:
+    """subprocess.run, except that Ctrl-C does not kill the child: the terminal sends SIGINT to the whole
+    foreground group, so the app (or ssh -tt, which passes it on) is stopping cleanly already; wait up to
+    CTRL_C_GRACE_S for its summary and its exit status, then kill it."""
+    with subprocess.Popen(argv, **kwargs) as process:
+        try:
+            out, err = process.communicate()
+        except KeyboardInterrupt:
+            try:
+                out, err = process.communicate(timeout=CTRL_C_GRACE_S)
+            except (subprocess.TimeoutExpired, KeyboardInterrupt):
+                process.kill()
+                raise KeyboardInterrupt from None
+        return subprocess.CompletedProcess(argv, process.returncode, out, err)
+
+
+def run_app(target: Target, pi_dir: str, app_args: list, forward: tuple[int, int] | None = None) -> int:
     """Run current/run-app on the Pi, its output streamed here. With a terminal, ssh gets one too (-tt),
-    so Ctrl-C reaches the app and it prints its summary."""
+    so Ctrl-C reaches the app and it prints its summary. ``forward`` (local, remote): the live view's
+    tunnel, which lives exactly as long as the app."""
     tty = ["-tt"] if sys.stdin.isatty() and sys.stdout.isatty() else []
-    remote = shlex.join([f"{pi_dir}/current/run-app", *app_args])
-    result = subprocess.run([*target.ssh_argv(), *tty, target.host, remote],
-                            stdin=None if tty else subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # Without a terminal there is no hangup signal when ssh goes: the app's stdin is a pipe that stays open
+    # while this process and ssh live, and --stop-on-eof ends the app (and frees its view's port) with them.
+    held = None if tty else os.pipe()
+    remote = shlex.join([f"{pi_dir}/current/run-app", *app_args, *([] if tty else ["--stop-on-eof"])])
+    try:
+        result = run_through_ctrl_c([*target.ssh_argv(), *forward_argv(forward), *tty, target.host, remote],
+                                    stdin=None if tty else held[0], stderr=subprocess.PIPE)
+    finally:
+        for fd in held or ():
+            os.close(fd)
+    stderr = result.stderr.decode(errors="replace")
+    if result.returncode == 255:
+        raise ssh_failure(target, stderr)
+    sys.stderr.write(stderr)
+    return result.returncode
+
+
+def forward_only(target: Target, forward: tuple[int, int]) -> int:
+    """Only the tunnel (ssh -N): to the live view of an app already running there, e.g. the service's."""
+    result = subprocess.run([*target.ssh_argv(), *forward_argv(forward), "-N", target.host],
+                            stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
     stderr = result.stderr.decode(errors="replace")
     if result.returncode == 255:
         raise ssh_failure(target, stderr)

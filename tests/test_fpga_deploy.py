@@ -68,21 +68,26 @@ def release_of(stdout: str) -> str:
     return re.search(r"^release (\S+)$", stdout, re.M).group(1)
 
 
+def test_image_folder(tmp_path, count: int):
+    """The first ``count`` Fashion-MNIST test images as PNG files: the board's camera in these tests."""
+    import cv2
+
+    from model.data import load_dataset
+
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    for i, image in enumerate(load_dataset("fashion-mnist", "test").images[:count, 0]):
+        cv2.imwrite(str(shots / f"{i:03d}.png"), image)
+    return shots
+
+
 def test_make_fpga_deploy_smoke_tests_and_runs_the_board_on_an_image_folder(setup, tmp_path):
     """`make fpga-deploy`: the gate, the upload, the smoke test on the board (the known answers bit-exact with
     the C simulation), the switch, and the app on a folder of test images sent along: each image's label is
     the Brevitas model's for it, through the Pi app's preprocessing."""
-    import cv2
-
     package, report, board_dir, env, work = setup
     codes, logits = board_inputs(12)
-    from model.data import load_dataset
-
-    images = load_dataset("fashion-mnist", "test").images[:12, 0]
-    shots = tmp_path / "shots"
-    shots.mkdir()
-    for i, image in enumerate(images):
-        cv2.imwrite(str(shots / f"{i:03d}.png"), image)
+    shots = test_image_folder(tmp_path, 12)
     result = subprocess.run(["make", "--no-print-directory", "fpga-deploy", f"BOARD_PACKAGE={package}",
                              f"FPGA_REPORT={report}", f"SOURCE={shots}"], cwd=ROOT, env=env, capture_output=True,
                             text=True, timeout=900)
@@ -199,4 +204,27 @@ def test_fpga_deploy_help_explains_exactly_the_commands_it_accepts():
     from tests.helpers import check_subcommands_are_documented
 
     assert set(check_subcommands_are_documented("fpga.board.deploy")) == {"deploy", "upload", "activate", "health",
-                                                                         "status", "rollback"}
+                                                                         "status", "rollback", "view"}
+
+
+def test_make_fpga_deploy_view_shows_the_boards_predictions_here(setup, tmp_path):
+    """`make fpga-deploy VIEW=1`: the board's app serves the same live view as the Pi's (one module, two apps),
+    on the board's 127.0.0.1, forwarded over ssh; its figures are the board's log."""
+    from tests.sshd import free_port
+    from tests.view_helpers import Running, listening_addresses, wait_closed, wait_json
+
+    package, report, board_dir, env, work = setup
+    shots = test_image_folder(tmp_path, 12)
+    local, remote = free_port(), free_port()
+    with Running(["make", "--no-print-directory", "fpga-deploy", f"BOARD_PACKAGE={package}", f"FPGA_REPORT={report}",
+                  f"SOURCE={shots}", "VIEW=1", f"VIEW_PORT={local}", f"PI_VIEW_PORT={remote}", "RPI_ARGS=--every 0"],
+                 cwd=ROOT, env=env) as make:
+        make.wait_for(rf"live view: open http://localhost:{local}/ here", timeout=900)
+        stats = wait_json(f"http://127.0.0.1:{local}/stats", timeout=120, until=lambda s: s["frames"] > 12)
+        assert stats["interpreter"] == "fpga" and listening_addresses(remote) == {"127.0.0.1"}
+    assert wait_closed(remote) == set()  # the board's app ended with the ssh session
+    log = {r["frame"]: r for r in map(json.loads, (board_dir / "predictions.jsonl").read_text().splitlines())}
+    assert stats["prediction"] == log[stats["frames"]]
+    _, logits = board_inputs(12)
+    labels = json.loads((package / "board.json").read_text())["labels"]
+    assert stats["prediction"]["label"] == labels[logits[(stats["frames"] - 1) % 12].argmax()]  # the folder loops

@@ -33,7 +33,7 @@ from rpi.runtime.sources import (
 from tests.rpi_helpers import ROOT, fashion_frames, pil_input, read_log, read_video, reference_predictions, write_video
 
 PI_MODULES = ["rpi.runtime.app", "rpi.runtime.model", "rpi.runtime.preprocess", "rpi.runtime.sources",
-              "rpi.runtime.errors", "rpi.runtime.bench", "rpi.runtime.health", "contract", "contract.tflite_model"]
+              "rpi.runtime.errors", "rpi.runtime.bench", "rpi.runtime.health", "rpi.runtime.view", "contract", "contract.tflite_model"]
 TFLITE_RUNTIME_PYTHON = ROOT / ".venv-tflite-runtime" / "bin" / "python"
 HOST_ONLY = ["torch", "brevitas", "tensorflow", "keras", "tf_keras", "PIL", "model", "quantize", "export", "fpga"]
 

@@ -10,6 +10,11 @@ activate  on the board: verify the upload's sha256 sums, smoke-test it (the over
 health    the current release's smoke test and known-answer test again
 status    the board's current release and its history, in one line
 rollback  switch PYNQ_DIR/current to the release before it
+view      forward the live view of the app running on the board to this machine (``make fpga-view``)
+
+``make fpga-deploy VIEW=1`` (--view PORT) has the board's app serve the Pi app's live view (rpi/runtime/view.py:
+the frames, the IP's labels, latency and FPS) on the board's 127.0.0.1, forwarded over the same ssh connection
+to http://localhost:PORT/ here.
 
 The gate, before anything is sent: the FPGA report's on-chip weights within the budget, the design within
 the xc7z020's resources, the package built from that same design (checkpoint sha256), and a bitstream and
@@ -86,7 +91,7 @@ def build_board_bundle(args, work_dir: Path, budget: int) -> tuple[Path, str]:
 
 BOARD = Device(
     name="the PYNQ-Z2", env="PYNQ", example="make fpga-deploy PYNQ_HOST=root@pynq", default_dir="~/squeezenet-fpga",
-    service="squeezenet-fpga", commands=("deploy", "upload", "activate", "health", "status", "rollback"),
+    service="squeezenet-fpga", commands=("deploy", "upload", "activate", "health", "status", "rollback", "view"),
     model_help="the board package (make fpga-board): board.json, the .bit, the .hwh",
     default_model=f"{contract.stage_dir('fpga')}/board/package", build=build_board_bundle,
     prog="python -m fpga.board.deploy", doc=__doc__, default_python=PYNQ_PYTHON,

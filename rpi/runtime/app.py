@@ -9,8 +9,9 @@ interpreter's built-in kernels), and warns once when they are not the kernels th
 bit-exactness with (--strict makes that an error).
 
 Headless by default (a line per frame on stdout, or every N frames); --log appends one JSON object per
-frame; --preview opens a window when a display and a GUI build of OpenCV exist. Ctrl-C or SIGTERM stops
-cleanly. The last line is always the summary:
+frame; --preview opens a window when a display and a GUI build of OpenCV exist; --serve shows the frames,
+their labels and the figures in a browser (rpi/runtime/view.py), on 127.0.0.1 unless --serve-host says
+otherwise. Ctrl-C or SIGTERM stops cleanly. The last line is always the summary:
 ``summary: frames=N fps=F mean_latency_ms=M p90_latency_ms=P interpreter=I kernels=K source=S stopped=REASON``
 (K: ``xnnpack:USED/OPS`` or ``builtin``). --bench times the model instead, per thread count (make rpi-bench).
 
@@ -39,6 +40,9 @@ from contract.tflite_model import measured_exactness
 from .errors import RpiError
 from .model import RUNTIMES, Classifier, Prediction, load_classifier
 from .sources import CameraLost, frames, make_source, parse_size
+from .view import LiveView, is_loopback
+
+DEFAULT_VIEW_PORT = 8080
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -58,6 +62,19 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retries", type=int, default=5,
                    help="times a live camera that stops is reopened, with back-off, before giving up (default 5)")
     p.add_argument("--capture-size", default="640x480", help="frame size asked of a camera (default 640x480)")
+    p.add_argument("--stop-on-eof", action="store_true",
+                   help="stop when standard input ends: make rpi passes it when it has no terminal, so the app "
+                        "ends with the ssh session that started it (with a terminal, the hangup signal does)")
+    p.add_argument("--serve", type=int, nargs="?", const=DEFAULT_VIEW_PORT, metavar="PORT",
+                   help=f"serve a live view while classifying: http://HOST:PORT/ shows the frames with their labels, "
+                        f"the top-k, latency and FPS; /stream is the MJPEG stream, /stats the figures as JSON "
+                        f"(PORT default {DEFAULT_VIEW_PORT}; 0: any free port). Watch a Pi's from your machine with "
+                        f"make rpi VIEW=1, which forwards the port over ssh")
+    p.add_argument("--serve-host", default="127.0.0.1",
+                   help="address the live view listens on (default 127.0.0.1: this machine only, reach it through "
+                        "ssh -L; 0.0.0.0 opens it to the network, without a password, and warns)")
+    p.add_argument("--serve-fps", type=float, default=15.0,
+                   help="frames per second sent to viewers at most (default 15; the classifier runs at its own rate)")
 
 
 def check_run_options(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
@@ -66,7 +83,26 @@ def check_run_options(p: argparse.ArgumentParser, args: argparse.Namespace) -> a
             p.error(f"--{name.replace('_', '-')} must be >= 0")
     if args.top_k < 1:
         p.error("--top-k must be >= 1")
+    if args.serve is not None and not 0 <= args.serve <= 65535:
+        p.error("--serve PORT must be 0..65535")
+    if args.serve_fps <= 0:
+        p.error("--serve-fps must be > 0")
     return args
+
+
+def start_view(args: argparse.Namespace, classifier, source_name: str):
+    """--serve: bind the live view before any frame is read (a port in use stops the app with one line)."""
+    if args.serve is None:
+        return None
+    view = LiveView(args.serve_host, args.serve, args.serve_fps,
+                    {"model": classifier.name, "interpreter": classifier.backend, "kernels": classifier.kernels_tag(),
+                     "source": source_name, "top_k": args.top_k})
+    url = view.start()
+    print(f"live view: {url} (the page; {url}stream is the MJPEG stream, {url}stats the figures)", flush=True)
+    if not is_loopback(args.serve_host):
+        warn(f"--serve-host {args.serve_host}: the live view (the camera's frames, no password) is open to every "
+             f"machine that reaches this one on port {view.port}; the default 127.0.0.1 with ssh -L keeps it private")
+    return view
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -101,15 +137,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 class StopFlag:
-    """SIGINT and SIGTERM set an event instead of raising, so the current frame finishes and the summary
-    is printed."""
+    """SIGINT, SIGTERM and SIGHUP (the ssh session of `make rpi` closed) set an event instead of raising, so
+    the current frame finishes, the live view's port is released and the summary is printed."""
 
     def __init__(self):
         self.event = threading.Event()
         self.reason = ""
 
     def install(self) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, self._handle)
 
     def _handle(self, signum, _frame) -> None:
@@ -119,6 +155,18 @@ class StopFlag:
     def set(self, reason: str) -> None:
         self.reason = self.reason or reason
         self.event.set()
+
+    def on_eof(self) -> None:
+        """Stop when standard input ends (--stop-on-eof)."""
+        def watch():  # os.read, not sys.stdin: a daemon thread inside a buffered reader aborts the exit
+            try:
+                while os.read(0, 4096):
+                    pass
+            except OSError:
+                pass
+            self.set("hangup")
+
+        threading.Thread(target=watch, daemon=True).start()
 
 
 class Stats:
@@ -260,8 +308,16 @@ def run(args: argparse.Namespace, classifier) -> int:
     source = make_source(args.source, loop=args.loop, size=parse_size(args.capture_size))
     stop = StopFlag()
     stop.install()
+    if args.stop_on_eof:
+        stop.on_eof()
     log, preview = JsonLog(args.log), Preview(args.preview)
-    source.open()
+    view = start_view(args, classifier, source.name)
+    try:
+        source.open()
+    except BaseException:
+        if view:
+            view.close()
+        raise
     print(f"classifying {source.name} with {classifier.name} ({classifier.describe()}); Ctrl-C stops", flush=True)
     stats, labels, exit_code = Stats(), classifier.labels, 0
     try:
@@ -270,10 +326,13 @@ def run(args: argparse.Namespace, classifier) -> int:
             prediction = classifier.classify(frame, source.order)
             latency_ms = (time.perf_counter() - started) * 1000.0
             stats.add(latency_ms)
-            log.write({"frame": index, "time": round(time.time(), 3), "label": prediction.label,
-                       "index": prediction.index, "score": round(prediction.score, 6),
-                       "latency_ms": round(latency_ms, 3),
-                       "top_k": [[label, round(score, 6)] for label, score in prediction.top(args.top_k, labels)]})
+            record = {"frame": index, "time": round(time.time(), 3), "label": prediction.label,
+                      "index": prediction.index, "score": round(prediction.score, 6),
+                      "latency_ms": round(latency_ms, 3),
+                      "top_k": [[label, round(score, 6)] for label, score in prediction.top(args.top_k, labels)]}
+            log.write(record)
+            if view:
+                view.publish(frame, source.order, record, stats.rolling_fps())
             if args.every and index % args.every == 0:
                 print(format_line(index, prediction, labels, args.top_k, latency_ms, stats.rolling_fps()), flush=True)
             if not preview.show(frame, f"{prediction.label} {prediction.score:.2f}  {stats.rolling_fps():.0f} fps"):
@@ -288,6 +347,8 @@ def run(args: argparse.Namespace, classifier) -> int:
         source.close()
         log.close()
         preview.close()
+        if view:
+            view.close()
     truncated = source.truncation()
     if truncated:  # a file cut short is not a clean end: say so, and with --strict fail
         stop.reason = stop.reason or "truncated"
