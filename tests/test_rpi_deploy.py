@@ -233,6 +233,10 @@ def test_service_writes_a_unit_that_runs_current(loopback_pi, tiny_model, tmp_pa
     assert "WantedBy=multi-user.target" in unit and "Restart=on-failure" in unit
     assert result.returncode == 2  # this stand-in Pi runs no systemd: said in one line, not hidden
     assert "systemd is not running" in one_error_line(result.stderr)
+    # make rpi-service VIEW=1: the service serves its live view, on the Pi's loopback (the app's default)
+    deploy("service", "--unit-dir", units, "--source", "picamera2", "--view", "--view-remote-port", 8099, env=env)
+    unit = (units / "squeezenet.service").read_text()
+    assert f"ExecStart={pi_dir}/current/run-app --source picamera2 --serve 8099 --every 30\n" in unit
 
 
 def test_local_runs_the_same_bundle_here(tiny_model, tmp_path):
