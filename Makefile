@@ -50,6 +50,8 @@ CLOCK_MHZ   ?=
 TARGET_FPS  ?=
 RESOURCE_SHARE ?=
 FPGA_RESOURCES ?=
+# FIT_WITH_BAND=1: plan so that the calibration band's upper edge, not only the estimate, stays within the share
+FIT_WITH_BAND ?=
 # Only what the user set is passed on.
 FPGA_PART_ARGS = $(if $(FPGA_PART),--part $(FPGA_PART)) $(if $(RESOURCE_SHARE),--resource-share $(RESOURCE_SHARE)) \
                  $(if $(FPGA_RESOURCES),--resources "$(FPGA_RESOURCES)")
@@ -192,7 +194,8 @@ bench: export ## latency of torch / Brevitas / onnxruntime / TFLite side by side
 
 # --- fpga -------------------------------------------------------------------------------------------
 FPGA_ARGS = --checkpoint $(or $(CHECKPOINT),$(FPGA_CKPT)) $(DATA_ARGS) $(if $(SAMPLES),--samples $(SAMPLES)) \
-            $(FPGA_PART_ARGS) $(if $(CLOCK_MHZ),--clock-mhz $(CLOCK_MHZ)) $(if $(TARGET_FPS),--target-fps $(TARGET_FPS))
+            $(FPGA_PART_ARGS) $(if $(CLOCK_MHZ),--clock-mhz $(CLOCK_MHZ)) $(if $(TARGET_FPS),--target-fps $(TARGET_FPS)) \
+            $(if $(filter 1,$(FIT_WITH_BAND)),--fit-with-band)
 FPGA_DEVICE_ARGS = $(if $(FPGA_PART),--part $(FPGA_PART)) $(if $(FPGA_RESOURCES),--resources "$(FPGA_RESOURCES)")
 fpga: setup ## folded HLS project of FPGA_MODEL for FPGA_PART, estimates, bit-exact C simulation (SAMPLES=N|all), budget + fit check
 	@$(PY) -m fpga.devices $(FPGA_DEVICE_ARGS)
@@ -243,7 +246,8 @@ fpga-view: ## forward the live view of the app running on the PYNQ-Z2 to http://
 	$(PY) -m fpga.board.deploy view --view "$(VIEW_PORT)" --view-remote-port "$(PI_VIEW_PORT)"
 
 fpga-estimate: setup ## estimate a preset network from its config alone (PRESET=squeezenet1_1): no checkpoint, no C-sim
-	$(PY) -m fpga --preset $(or $(PRESET),squeezenet1_1) $(FPGA_PART_ARGS) $(if $(CLOCK_MHZ),--clock-mhz $(CLOCK_MHZ))
+	$(PY) -m fpga --preset $(or $(PRESET),squeezenet1_1) $(FPGA_PART_ARGS) $(if $(CLOCK_MHZ),--clock-mhz $(CLOCK_MHZ)) \
+	  $(if $(filter 1,$(FIT_WITH_BAND)),--fit-with-band)
 
 fpga-synth: setup ## run Vitis HLS C synthesis on the generated project (needs vitis_hls on PATH)
 	$(PY) -m fpga.synth --project artifacts/fpga/hls_project

@@ -53,6 +53,7 @@ from quantize.qat import load_quant_model
 from quantize.storage import storage_table
 
 from .config import FpgaConfig, parse_layer_precision
+from .costs import load_bands
 from .csim import run_csim
 from .design import fold_and_size
 from .devices import DEVICES, resolve_device
@@ -147,13 +148,19 @@ def step_probe(st: BuildState) -> None:
                              "signature": st.pipeline.signature()}
 
 
+def planning_device(st: BuildState):
+    """The part the plan is made for: the part itself, or with --fit-with-band the part derated by the
+    calibration band (fpga/devices.py ``Device.derated``). The estimate and report use the part itself."""
+    return st.device.derated(load_bands()) if st.cfg.fit_with_band else st.device
+
+
 def step_plan(st: BuildState) -> None:
     """The folding for the part with FIFOs one deep (their sizing comes next). When no plan fits, the
     cheapest plan for TARGET_FPS (or 2,000 images/s) is built instead, so that the project and the C
     simulation still exist; the reason goes into the report and the budget gate fails."""
     cfg = st.cfg
     st.reuse_factors, st.depths, _, error = fold_and_size(
-        st.pipeline, st.device, share=cfg.resource_share, target_fps=cfg.target_fps, clock_mhz=cfg.clock_mhz,
+        st.pipeline, planning_device(st), share=cfg.resource_share, target_fps=cfg.target_fps, clock_mhz=cfg.clock_mhz,
         simulate=False, fallback_fps=cfg.target_fps or FALLBACK_FPS)
     if error:
         print(f"[fpga] no plan fits: {error}\n[fpga] building the cheapest plan for "
@@ -164,7 +171,7 @@ def step_fifo_sizing(st: BuildState) -> None:
     """Size the FIFOs for the plan by simulation; plan again with the sized FIFOs until the plan holds."""
     cfg = st.cfg
     st.reuse_factors, st.depths, st.sizing, error = fold_and_size(
-        st.pipeline, st.device, share=cfg.resource_share, target_fps=cfg.target_fps, clock_mhz=cfg.clock_mhz,
+        st.pipeline, planning_device(st), share=cfg.resource_share, target_fps=cfg.target_fps, clock_mhz=cfg.clock_mhz,
         simulate=True, fallback_fps=cfg.target_fps or FALLBACK_FPS)
     st.report["plan_error"] = error
     check = st.sizing.check
@@ -262,8 +269,12 @@ def step_estimate(st: BuildState) -> None:
         "target_fps": cfg.target_fps,
         "reuse_factors": {layer.name: layer.reuse_factor for layer in est.layers if layer.kind == "conv"},
         "resources": est.resources(),
-        "fits_device": est.fits and st.report.get("plan_error") is None,
+        "fit_criterion": "estimate and calibration band" if cfg.fit_with_band else "estimate",
+        "fits_device": (est.fits and st.report.get("plan_error") is None
+                        and (est.fits_with_band or not cfg.fit_with_band)),
+        "fits_with_band": est.fits_with_band,
         "over": {n: {"estimate": v, "allowed": round(a)} for n, (v, a) in est.over().items()},
+        "over_with_band": {n: {"band_high": v, "allowed": round(a)} for n, (v, a) in est.over_with_band().items()},
         "ii_cycles": ii, "ii_cycles_slowest_stage": est.ii_cycles, "bottleneck": est.bottleneck,
         "latency_cycles": sim.get("latency_cycles") or est.latency_cycles,
         "throughput_fps_estimate": round(cfg.clock_mhz * 1e6 / ii, 1),
@@ -372,6 +383,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clock-mhz", type=float, default=d.clock_mhz, help=f"default {d.clock_mhz:g}")
     p.add_argument("--resource-share", type=float, default=d.resource_share,
                    help=f"share of each resource the plan may use (default {d.resource_share:g})")
+    p.add_argument("--fit-with-band", action="store_true",
+                   help="plan so that the calibration band's upper edge (python -m fpga.calibrate: where synthesis "
+                        "landed above the estimate on published designs), not only the estimate, stays within the "
+                        "resource share; the fit verdict then requires it too")
     p.add_argument("--target-fps", type=float, default=None,
                    help="plan the cheapest folding for this many images/s (default: the fastest that fits)")
     p.add_argument("--budget-bytes", type=int, default=None,
@@ -404,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         from .design import estimate_preset
 
         return estimate_preset(args.preset, args.part, args.resources, args.resource_share, args.target_fps,
-                               args.clock_mhz, Path(args.out))
+                               args.clock_mhz, Path(args.out), with_band=args.fit_with_band)
     if args.samples == "all":
         samples = 0
     else:
@@ -415,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     target = args.target_fps if args.target_fps else None
     cfg = FpgaConfig(checkpoint=args.checkpoint, out=args.out, part=args.part, resources=args.resources,
                      clock_mhz=args.clock_mhz, resource_share=args.resource_share, target_fps=target,
+                     fit_with_band=args.fit_with_band,
                      budget_bytes=contract.budget_bytes(args.budget_bytes), samples=samples, dataset=args.dataset, data_dir=args.data_dir,
                      workers=args.workers, layer_precision=parse_layer_precision(args.layer_precision))
     report = build(cfg, skip=("csim",) if args.no_csim else ())

@@ -21,6 +21,8 @@ class FpgaConfig:
     clock_mhz: float = 100.0
     resource_share: float = 0.8
     target_fps: float | None = None  # None: the fastest plan that fits
+    # plan so that the calibration band's upper edge, not only the estimate, stays within the share
+    fit_with_band: bool = False
     io_type: str = "io_stream"
     budget_bytes: int = BUDGET_BYTES
     samples: int = 1000  # 0: all test images

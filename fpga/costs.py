@@ -119,6 +119,22 @@ class Estimate:
     def fits(self) -> bool:
         return not self.over()
 
+    def over_with_band(self, share: float | None = None) -> dict[str, tuple[int, float]]:
+        """Resources whose calibration band's upper edge (what synthesis may give, at worst, on the
+        evidence of the calibration set) is above ``share`` of the part: name -> (that edge, allowed)."""
+        share = self.share if share is None else share
+        avail, bands = self.device.available(), load_bands()
+        out = {}
+        for name in RESOURCES:
+            high = round(getattr(self.totals, name) * bands.get(name, (1.0, 1.0))[1])
+            if high > share * avail[name]:
+                out[name] = (high, share * avail[name])
+        return out
+
+    @property
+    def fits_with_band(self) -> bool:
+        return not self.over_with_band()
+
     def resources(self) -> dict[str, dict]:
         """Per resource: the estimate, the part's count, the share, and ``band``: the range the calibration
         against published Vivado syntheses puts the synthesized figure in (absent for an uncalibrated one)."""

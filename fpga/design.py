@@ -11,6 +11,7 @@ from pathlib import Path
 
 from model.squeezenet import SqueezeNetConfig
 
+from .costs import load_bands
 from .dataflow import size_fifos
 from .devices import Device, resolve_device
 from .estimate import estimate
@@ -107,7 +108,7 @@ def _step_down(pipeline: Pipeline, device: Device, share: float, clock_mhz: floa
 def design_point(network: SqueezeNetConfig | Pipeline, part: str = "xc7z020clg400-1", *,
                  resources: str | None = None, device: Device | None = None, share: float = 0.8,
                  target_fps: float | None = None, clock_mhz: float = 100.0, bits: BitWidths | None = None,
-                 simulate: bool = False) -> dict:
+                 simulate: bool = False, with_band: bool = False) -> dict:
     """Fold ``network`` for the part and estimate it. Always returns a dict:
 
     ``fits`` (bool), ``images_per_second`` (float, 0 when nothing fits), ``ii_cycles``, ``latency_cycles``,
@@ -115,19 +116,26 @@ def design_point(network: SqueezeNetConfig | Pipeline, part: str = "xc7z020clg40
     (why nothing fits, else None). Without a fitting plan the figures describe the smallest plan (every
     conv at its largest reuse factor), so an optimizer can see how far off a candidate is. Without
     ``simulate`` the FIFOs are assumed one deep (a lower bound: the branches of a Fire module need more).
+    ``fits_with_band``: the calibration band's upper edge is within ``share`` too; ``with_band`` plans for
+    that (the part derated by the band) and makes it the ``fits`` verdict.
     """
     pipeline = network if isinstance(network, Pipeline) else pipeline_from_config(network, bits)
     device = device or resolve_device(part, resources)
-    reuse, depths, sizing, error = fold_and_size(pipeline, device, share=share, target_fps=target_fps,
+    planned_for = device.derated(load_bands()) if with_band else device
+    reuse, depths, sizing, error = fold_and_size(pipeline, planned_for, share=share, target_fps=target_fps,
                                                  clock_mhz=clock_mhz, simulate=simulate)
     est = estimate(pipeline, reuse, device, depths=depths, share=share, clock_mhz=clock_mhz)
-    fits = error is None and est.fits
+    fits = error is None and est.fits and (est.fits_with_band or not with_band)
     if error is None and not fits:
         error = "no plan fits once the FIFOs are sized by simulation: " + describe_over(est)
+        if est.fits:
+            error = "no plan fits with the calibration band: " + "; ".join(
+                f"{n.upper()} up to {v:,} > {a:,.0f} allowed" for n, (v, a) in est.over_with_band().items())
     ii = max(est.ii_cycles, sizing.check.cycles_per_image or 0) if sizing else est.ii_cycles
     return {
         "network": pipeline.name, "part": device.part, "share": share, "clock_mhz": clock_mhz,
-        "fits": fits, "images_per_second": round(clock_mhz * 1e6 / ii, 1) if fits else 0.0,
+        "fits": fits, "fits_with_band": est.fits_with_band, "with_band": with_band,
+        "images_per_second": round(clock_mhz * 1e6 / ii, 1) if fits else 0.0,
         "ii_cycles": ii, "latency_cycles": sizing.check.latency_cycles if sizing else est.latency_cycles,
         "bottleneck": est.bottleneck, "reuse_factors": reuse, "resources": est.resources(),
         "macs_per_image": pipeline.macs_per_image(), "fifo_bits": est.fifo_bits,
@@ -149,7 +157,7 @@ def smallest_plan(pipeline: Pipeline) -> dict[str, int]:
 
 
 def estimate_preset(name: str, part: str, resources: str | None, share: float, target_fps: float | None,
-                    clock_mhz: float, out: Path) -> int:
+                    clock_mhz: float, out: Path, with_band: bool = False) -> int:
     """``python -m fpga --preset NAME``: plan and estimate a model.squeezenet preset from its config (the
     quantize stage's default bit widths), print the table, write ``<out>/preset-NAME/``. Estimate only."""
     from contract import UserError, write_json
@@ -161,7 +169,8 @@ def estimate_preset(name: str, part: str, resources: str | None, share: float, t
         raise UserError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
     device = resolve_device(part, resources)
     pipeline = pipeline_from_config(PRESETS[name](), name=name)
-    point = design_point(pipeline, device=device, share=share, target_fps=target_fps, clock_mhz=clock_mhz)
+    point = design_point(pipeline, device=device, share=share, target_fps=target_fps, clock_mhz=clock_mhz,
+                         with_band=with_band)
     est = estimate(pipeline, point["reuse_factors"], device, depths={s.key: 1 for s in pipeline.fifos()},
                    share=share, clock_mhz=clock_mhz)
     table = format_estimate(est)
@@ -180,38 +189,64 @@ def estimate_preset(name: str, part: str, resources: str | None, share: float, t
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m fpga.design``: design points of the default network at several widths, on several parts."""
+    """``python -m fpga.design``: design points of the default network at several widths, on several parts;
+    or of variants of a checkpoint's network (--base, --network) at several activation widths (--act-bits)."""
     import argparse
+    from dataclasses import replace
 
     from contract import UserError
+    from model.checkpoint import load_checkpoint
     from model.squeezenet import small_image_config
+    from model.train import parse_overrides
 
     from .devices import DEVICES
 
     p = argparse.ArgumentParser(prog="python -m fpga.design", description=main.__doc__ + "\n\n" + __doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--widths", default="16,32,48,64",
-                   help="base_e = incr_e values of small_image_config() (the committed default is 64)")
+                   help="base_e = incr_e values of small_image_config() (the committed default is 64); ignored "
+                        "with --network")
+    p.add_argument("--base", metavar="CHECKPOINT",
+                   help="start from this checkpoint's network instead of small_image_config()")
+    p.add_argument("--network", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
+                   help="a variant of the base network (model settings as in model.train --set; '' for the base "
+                        "itself); repeatable: one row per variant")
+    p.add_argument("--act-bits", default="8", help="activation widths, comma-separated: quantize's --act-bits "
+                                                   "(default 8)")
     p.add_argument("--parts", default=",".join(DEVICES), help="comma-separated parts")
     p.add_argument("--resource-share", type=float, default=0.8)
     p.add_argument("--clock-mhz", type=float, default=100.0)
     p.add_argument("--simulate", action="store_true", help="size the FIFOs by dataflow simulation (slower)")
+    p.add_argument("--fit-with-band", action="store_true",
+                   help="plan so that the calibration band's upper edge stays within the share (python -m fpga's "
+                        "--fit-with-band)")
     args = p.parse_args(argv)
     try:
         widths = [int(w) for w in args.widths.split(",")]
+        acts = [int(a) for a in args.act_bits.split(",")]
     except ValueError:
-        raise UserError(f"--widths must be comma-separated whole numbers, got {args.widths!r}") from None
-    print(f"{'width':>5}  {'part':<22}{'fits':>5}{'images/s':>10}{'LUT':>9}{'FF':>9}{'BRAM18K':>8}{'DSP':>6}  "
-          f"(estimates; LUT/FF/BRAM of the plan, or of the smallest plan when nothing fits)")
-    for width in widths:
-        cfg = small_image_config(base_e=width, incr_e=width)
-        for part in args.parts.split(","):
-            d = design_point(cfg, part.strip(), share=args.resource_share, clock_mhz=args.clock_mhz,
-                             simulate=args.simulate)
-            r = d["resources"]
-            print(f"{width:>5}  {d['part']:<22}{'yes' if d['fits'] else 'no':>5}{d['images_per_second']:>10,.0f}"
-                  f"{r['lut']['estimate']:>9,}{r['ff']['estimate']:>9,}{r['bram18k']['estimate']:>8,}"
-                  f"{r['dsp']['estimate']:>6,}")
+        raise UserError(f"--widths and --act-bits must be comma-separated whole numbers, got {args.widths!r} "
+                        f"and {args.act_bits!r}") from None
+    base = (SqueezeNetConfig(**load_checkpoint(args.base)["config"]) if args.base
+            else small_image_config())
+    if args.network:
+        networks = [(n or "base", replace(base, **parse_overrides([kv for kv in n.split(",") if kv])))
+                    for n in args.network]
+    else:
+        networks = [(str(w), replace(base, base_e=w, incr_e=w)) for w in widths]
+    print(f"{'network':<28}{'act':>4}  {'part':<22}{'fits':>5}{'images/s':>10}{'LUT':>9}{'FF':>9}{'BRAM18K':>8}"
+          f"{'DSP':>6}{'band':>6}  (estimates; fit {'with' if args.fit_with_band else 'without'} the calibration "
+          f"band; LUT/FF/BRAM of the plan, or of the smallest plan when nothing fits; band: its upper edge fits)")
+    for name, cfg in networks:
+        for act in acts:
+            for part in args.parts.split(","):
+                d = design_point(cfg, part.strip(), share=args.resource_share, clock_mhz=args.clock_mhz,
+                                 simulate=args.simulate, bits=BitWidths(act_bits=act), with_band=args.fit_with_band)
+                r = d["resources"]
+                print(f"{name:<28}{act:>4}  {d['part']:<22}{'yes' if d['fits'] else 'no':>5}"
+                      f"{d['images_per_second']:>10,.0f}{r['lut']['estimate']:>9,}{r['ff']['estimate']:>9,}"
+                      f"{r['bram18k']['estimate']:>8,}{r['dsp']['estimate']:>6,}"
+                      f"{'yes' if d['fits_with_band'] else 'no':>6}", flush=True)
     return 0
 
 

@@ -7,7 +7,7 @@ A part that is not here can be given by its resources (``parse_resources``).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from contract import UserError
 
@@ -32,6 +32,13 @@ class Device:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def derated(self, bands: dict[str, tuple[float, float]]) -> "Device":
+        """The part as a plan must see it to fit with the calibration band included: each calibrated
+        resource divided by its band's upper edge (synthesis may land that far above the estimate), so that
+        ``estimate <= share x derated`` is ``estimate x high <= share x available``."""
+        return replace(self, **{name: int(getattr(self, name) / high) for name, (_, high) in bands.items()
+                                if name in RESOURCES and high > 1})
 
 
 DEVICES: dict[str, Device] = {d.part: d for d in (

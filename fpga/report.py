@@ -70,6 +70,12 @@ def format_estimate(est: Estimate, sim: dict | None = None, labels: dict[str, st
                                                    for n, (v, a) in over.items()))
     else:
         lines.append(f"fits {est.device.part} within {est.share:.0%} of every resource")
+    if any(avail.values()) and load_bands():
+        over_band = est.over_with_band()
+        lines.append(f"with the calibration band's upper edge: fits within {est.share:.0%} of every resource"
+                     if not over_band else "with the calibration band's upper edge: does not fit within "
+                     f"{est.share:.0%} (" + "; ".join(f"{n.upper()} up to {v:,} > {a:,.0f}"
+                                                       for n, (v, a) in over_band.items()) + ")")
     return "\n".join(lines)
 
 

@@ -29,16 +29,17 @@ SMALL = dict(base_e=16, incr_e=16, freq=2, num_fire=3, pool_after=(0, 2), stem_c
 # The fastest plan that fits (small reuse factors), and a slow one (reuse factors above n_in: hls4ml's
 # other Resource kernel, DenseResource_rf_gt_nin_rem0).
 @pytest.mark.slow
-@pytest.mark.parametrize("bypass,target_fps", [("simple", None), ("complex", "3000")])
-def test_fire_network_is_bit_exact_in_csim(bypass, target_fps, tiny_idx_dir, tmp_path):
+@pytest.mark.parametrize("bypass,target_fps,with_band", [("simple", None, True), ("complex", "3000", False)])
+def test_fire_network_is_bit_exact_in_csim(bypass, target_fps, with_band, tiny_idx_dir, tmp_path):
     """The whole route on a small Fire network: QONNX, layout pass, folding plan (Strategy Resource, reuse
-    factors > 1), FIFO sizing, hls4ml write + g++ compile, C-sim."""
+    factors > 1; the fastest plan that fits with its calibration band, or the plan for a target rate), FIFO
+    sizing, hls4ml write + g++ compile, C-sim."""
     ckpt = tmp_path / "q.pt"
     tiny_quant_checkpoint(ckpt, tiny_idx_dir, small_image_config(bypass=bypass, **SMALL))
     out = tmp_path / "fpga"
     fps = ["--target-fps", target_fps] if target_fps else []
     r = run_module("fpga", "--checkpoint", str(ckpt), "--data-dir", str(tiny_idx_dir), "--samples", "200",
-                   "--out", str(out), *fps)
+                   "--out", str(out), *fps, *(["--fit-with-band"] if with_band else []))
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert report["csim"]["samples"] == 200 and report["csim"]["exact"]
@@ -46,6 +47,10 @@ def test_fire_network_is_bit_exact_in_csim(bypass, target_fps, tiny_idx_dir, tmp
     assert report["csim"]["max_abs_diff"] == 0.0
     assert report["storage_agrees_with_quantize"] and report["within_budget"]
     assert report["strategy"] == "Resource" and report["fits_device"] and report["plan_error"] is None
+    assert report["fit_criterion"] == ("estimate and calibration band" if with_band else "estimate")
+    if with_band:
+        assert report["fits_with_band"] and report["over_with_band"] == {}
+        assert "with the calibration band's upper edge: fits within 80%" in (out / "estimate.txt").read_text()
     assert report["dataflow_sim"]["deadlock"] is False and report["dataflow_sim"]["cycles_per_image"] > 0
     config = small_image_config(bypass=bypass, **SMALL)
     assert pipeline_from_config(config).signature() == report["pipeline"]["signature"]

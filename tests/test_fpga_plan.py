@@ -196,3 +196,48 @@ def test_the_default_network_fits_the_zcu104_once_its_fifos_are_sized():
     calibrated estimator): a plan fits, above the 1,500 images/s a user reached by --target-fps."""
     point = design_point(small_image_config(base_e=96, incr_e=96), "xczu7ev-ffvc1156-2-e", simulate=True)
     assert point["fits"] and point["images_per_second"] >= 1500
+
+
+def test_a_plan_with_the_band_keeps_the_bands_upper_edge_within_the_share():
+    """--fit-with-band (issue 26's fit target): the plan is made for the part derated by the calibration
+    band, so the band's upper edge, not only the estimate, stays within 80%; it is slower than the plan
+    that only keeps the estimate within 80%, whose upper edge does not fit."""
+    from fpga.costs import load_bands
+    from fpga.report import format_estimate
+
+    bands = load_bands()
+    derated = PYNQ.derated(bands)
+    assert derated.lut == int(PYNQ.lut / bands["lut"][1]) and derated.ff == int(PYNQ.ff / bands["ff"][1])
+    assert derated.lutram == PYNQ.lutram and derated.part == PYNQ.part  # no band for LUTRAM: unchanged
+    cfg = small_image_config(base_e=16, incr_e=16)
+    plain, banded = (design_point(cfg, "xc7z020clg400-1", with_band=b) for b in (False, True))
+    assert plain["fits"] and not plain["fits_with_band"]
+    assert banded["fits"] and banded["fits_with_band"] and banded["with_band"]
+    for name, (_, high) in bands.items():
+        r = banded["resources"][name]
+        assert r["estimate"] * high <= 0.8 * r["available"] + 1, (name, r)
+    assert 0 < banded["images_per_second"] < plain["images_per_second"]
+    pipeline = pipeline_from_config(cfg)
+    ones = {s.key: 1 for s in pipeline.fifos()}  # design_point without simulate: FIFOs one deep
+    est = estimate(pipeline, banded["reuse_factors"], PYNQ, depths=ones)
+    assert est.fits_with_band and "with the calibration band's upper edge: fits within 80%" in format_estimate(est)
+    over = estimate(pipeline, plain["reuse_factors"], PYNQ, depths=ones)
+    assert "with the calibration band's upper edge: does not fit within 80% (LUT up to" in format_estimate(over)
+
+
+def test_design_points_of_a_checkpoints_network_at_other_activation_widths(capsys):
+    """python -m fpga.design --base CKPT --network ... --act-bits ...: issue 26's design-space table, one row per
+    variant and activation width, with the band verdict."""
+    from fpga.design import main
+
+    assert main(["--base", "model/checkpoints/pynq_z2.pt", "--network", "", "--network", "stem_channels=32",
+                 "--act-bits", "6,4", "--parts", "xc7z020clg400-1", "--fit-with-band"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert [(r[0], r[1]) for r in rows] == [("base", "6"), ("base", "4"), ("stem_channels=32", "6"),
+                                            ("stem_channels=32", "4")]
+    for row in rows:
+        assert row[3] == "yes" and row[-1] == "yes"  # each fits with its band
+    fps = {(r[0], r[1]): int(r[4].replace(",", "")) for r in rows}
+    assert fps[("base", "4")] > fps[("base", "6")] > 0  # narrower activations, faster plan
+    with pytest.raises(UserError, match="unknown model setting"):
+        main(["--network", "foo=1"])
