@@ -68,7 +68,7 @@ def release_of(stdout: str) -> str:
     return re.search(r"^release (\S+)$", stdout, re.M).group(1)
 
 
-def test_image_folder(tmp_path, count: int):
+def image_folder(tmp_path, count: int):
     """The first ``count`` Fashion-MNIST test images as PNG files: the board's camera in these tests."""
     import cv2
 
@@ -87,7 +87,7 @@ def test_make_fpga_deploy_smoke_tests_and_runs_the_board_on_an_image_folder(setu
     the Brevitas model's for it, through the Pi app's preprocessing."""
     package, report, board_dir, env, work = setup
     codes, logits = board_inputs(12)
-    shots = test_image_folder(tmp_path, 12)
+    shots = image_folder(tmp_path, 12)
     result = subprocess.run(["make", "--no-print-directory", "fpga-deploy", f"BOARD_PACKAGE={package}",
                              f"FPGA_REPORT={report}", f"SOURCE={shots}"], cwd=ROOT, env=env, capture_output=True,
                             text=True, timeout=900)
@@ -214,7 +214,7 @@ def test_make_fpga_deploy_view_shows_the_boards_predictions_here(setup, tmp_path
     from tests.view_helpers import Running, listening_addresses, wait_closed, wait_json
 
     package, report, board_dir, env, work = setup
-    shots = test_image_folder(tmp_path, 12)
+    shots = image_folder(tmp_path, 12)
     local, remote = free_port(), free_port()
     with Running(["make", "--no-print-directory", "fpga-deploy", f"BOARD_PACKAGE={package}", f"FPGA_REPORT={report}",
                   f"SOURCE={shots}", "VIEW=1", f"VIEW_PORT={local}", f"PI_VIEW_PORT={remote}", "RPI_ARGS=--every 0"],

@@ -13,13 +13,22 @@ import time
 import urllib.request
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """In the child: SIGINT and SIGQUIT back to their defaults. A shell that starts the suite in the
+    background (CI can) makes them ignored, and ignored signals are inherited: then neither Python nor ssh
+    would react to the Ctrl-C that ``stop`` stands in for."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
+
 class Running:
     """A command in its own session, its output collected by threads, so a test can wait for a line while
     it runs and stop the whole process group (make, ssh, the app) at the end."""
 
     def __init__(self, argv, **kwargs):
         self.proc = subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, start_new_session=True, **kwargs)
+                                     text=True, start_new_session=True, preexec_fn=_ctrl_c_as_in_a_terminal,
+                                     **kwargs)
         self.out, self.err = [], []
         self._readers = [threading.Thread(target=self._read, args=(pipe, lines), daemon=True)
                          for pipe, lines in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))]
