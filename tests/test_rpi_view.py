@@ -262,3 +262,14 @@ def test_stop_on_eof_ends_the_app_with_the_session_that_started_it(tiny_model, b
     out, err = app.communicate(timeout=60)  # closes the app's stdin: its end of the "session"
     assert app.returncode == 0, err
     assert "stopped=hangup" in out.splitlines()[-1] and listening_addresses(port) == set()
+
+
+def test_view_options_that_make_no_sense_are_refused(tiny_model):
+    import subprocess
+
+    for args, says in ((["--serve", "70000"], "--serve PORT must be 0..65535"),
+                       (["--serve", "--serve-fps", "0"], "--serve-fps must be > 0"),
+                       (["--serve", "--check"], "--serve shows a classification run")):
+        result = subprocess.run([*APP, "--model", str(tiny_model), *args], cwd=ROOT, capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == 2 and says in result.stderr, (args, result.stderr)

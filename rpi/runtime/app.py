@@ -133,6 +133,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = check_run_options(p, p.parse_args(argv))
     if args.threads is not None and args.threads < 1:
         p.error("--threads must be >= 1")
+    if args.serve is not None and (args.check or args.bench):
+        p.error("--serve shows a classification run; it does not go with --check or --bench")
     return args
 
 
