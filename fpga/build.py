@@ -53,7 +53,6 @@ from quantize.qat import load_quant_model
 from quantize.storage import storage_table
 
 from .config import FpgaConfig, parse_layer_precision
-from .costs import load_bands
 from .csim import run_csim
 from .design import fold_and_size
 from .devices import DEVICES, resolve_device
@@ -148,20 +147,14 @@ def step_probe(st: BuildState) -> None:
                              "signature": st.pipeline.signature()}
 
 
-def planning_device(st: BuildState):
-    """The part the plan is made for: the part itself, or with --fit-with-band the part derated by the
-    calibration band (fpga/devices.py ``Device.derated``). The estimate and report use the part itself."""
-    return st.device.derated(load_bands()) if st.cfg.fit_with_band else st.device
-
-
 def step_plan(st: BuildState) -> None:
     """The folding for the part with FIFOs one deep (their sizing comes next). When no plan fits, the
     cheapest plan for TARGET_FPS (or 2,000 images/s) is built instead, so that the project and the C
     simulation still exist; the reason goes into the report and the budget gate fails."""
     cfg = st.cfg
     st.reuse_factors, st.depths, _, error = fold_and_size(
-        st.pipeline, planning_device(st), share=cfg.resource_share, target_fps=cfg.target_fps, clock_mhz=cfg.clock_mhz,
-        simulate=False, fallback_fps=cfg.target_fps or FALLBACK_FPS)
+        st.pipeline, cfg.planning_device(st.device), share=cfg.resource_share, target_fps=cfg.target_fps,
+        clock_mhz=cfg.clock_mhz, simulate=False, fallback_fps=cfg.target_fps or FALLBACK_FPS)
     if error:
         print(f"[fpga] no plan fits: {error}\n[fpga] building the cheapest plan for "
               f"{cfg.target_fps or FALLBACK_FPS:,.0f} images/s instead (the budget check will fail)", flush=True)
@@ -171,8 +164,8 @@ def step_fifo_sizing(st: BuildState) -> None:
     """Size the FIFOs for the plan by simulation; plan again with the sized FIFOs until the plan holds."""
     cfg = st.cfg
     st.reuse_factors, st.depths, st.sizing, error = fold_and_size(
-        st.pipeline, planning_device(st), share=cfg.resource_share, target_fps=cfg.target_fps, clock_mhz=cfg.clock_mhz,
-        simulate=True, fallback_fps=cfg.target_fps or FALLBACK_FPS)
+        st.pipeline, cfg.planning_device(st.device), share=cfg.resource_share, target_fps=cfg.target_fps,
+        clock_mhz=cfg.clock_mhz, simulate=True, fallback_fps=cfg.target_fps or FALLBACK_FPS)
     st.report["plan_error"] = error
     check = st.sizing.check
     st.report["dataflow_sim"] = {
@@ -383,10 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clock-mhz", type=float, default=d.clock_mhz, help=f"default {d.clock_mhz:g}")
     p.add_argument("--resource-share", type=float, default=d.resource_share,
                    help=f"share of each resource the plan may use (default {d.resource_share:g})")
-    p.add_argument("--fit-with-band", action="store_true",
-                   help="plan so that the calibration band's upper edge (python -m fpga.calibrate: where synthesis "
-                        "landed above the estimate on published designs), not only the estimate, stays within the "
-                        "resource share; the fit verdict then requires it too")
+    p.add_argument("--fit-with-band", action="store_true", help="plan so that the calibration band's upper "
+                   "edge (python -m fpga.calibrate), not the estimate alone, stays within the share")
     p.add_argument("--target-fps", type=float, default=None,
                    help="plan the cheapest folding for this many images/s (default: the fastest that fits)")
     p.add_argument("--budget-bytes", type=int, default=None,

@@ -33,6 +33,13 @@ class FpgaConfig:
     # {ONNX node: {variable: type}} (--layer-precision). The C simulation gate judges the result.
     layer_precision: dict[str, dict[str, str]] = field(default_factory=dict)
 
+    def planning_device(self, device):
+        """The part the plan is made for: the part itself, or with fit_with_band the part derated by the
+        calibration band (fpga/devices.py ``Device.derated``). The estimate and report use the part itself."""
+        from .costs import load_bands
+
+        return device.derated(load_bands()) if self.fit_with_band else device
+
     def validate(self) -> None:
         for name, value, rule in (("clock-mhz", self.clock_mhz, self.clock_mhz > 0),
                                   ("budget-bytes", self.budget_bytes, self.budget_bytes > 0),
