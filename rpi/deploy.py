@@ -47,6 +47,7 @@ from contract import atomic_path, run_cli, sha256_of
 
 from .bundle import budget_bytes, build_bundle, checked_bundle, git_commit
 from .runtime.errors import RpiError
+from .runtime.view import DEFAULT_PORT as DEFAULT_VIEW_PORT
 from .transport import (
     RemoteFailure,
     Target,
@@ -60,8 +61,6 @@ from .transport import (
     stage_source,
     upload,
 )
-
-DEFAULT_VIEW_PORT = 8080  # the app's own default for --serve (rpi/runtime/app.py)
 
 # --- the device ----------------------------------------------------------------------------------------
 

@@ -40,9 +40,8 @@ from contract.tflite_model import measured_exactness
 from .errors import RpiError
 from .model import RUNTIMES, Classifier, Prediction, load_classifier
 from .sources import CameraLost, frames, make_source, parse_size
+from .view import DEFAULT_PORT as DEFAULT_VIEW_PORT
 from .view import LiveView, is_loopback
-
-DEFAULT_VIEW_PORT = 8080
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:

@@ -32,6 +32,7 @@ import numpy as np
 
 from .errors import RpiError
 
+DEFAULT_PORT = 8080       # --serve without a port; make rpi VIEW=1 forwards it to the same port here
 BOUNDARY = "squeezenet-frame"
 MAX_VIEWERS = 8            # streams served at once; more get 503 (each is a thread and one JPEG)
 SEND_TIMEOUT_S = 10.0      # a viewer that takes nothing for this long is dropped
