@@ -374,7 +374,7 @@ budget: venv ## check the built artifacts against the 0.5 MiB budget and the FPG
 	  $(if $(filter 1,$(FPGA)),--fpga) $(if $(filter 0,$(DEVICE_CHECK)),--no-device) $(FPGA_PART_ARGS)
 
 # --- explore ----------------------------------------------------------------------------------------
-# `make explore STUDY=paper|budget|smoke [TRIALS=N]` (N: 24 for budget, all points of a grid): design points trained by the model and quantize stages
+# `make explore STUDY=paper|budget|fpga|smoke [TRIALS=N]` (N: 24 for a search, all points of a grid): design points trained by the model and quantize stages
 # with a short proxy schedule, measured (on-chip bytes, FPGA estimate, int8 TFLite latency), kept in an
 # Optuna study (EXPLORE_STORAGE, default SQLite in EXPLORE_OUT/explore.db). A rerun continues the study;
 # other machines join with the same EXPLORE_STORAGE (a database server URL). `python -m explore --help`.
@@ -384,7 +384,7 @@ EXPLORE_OUT     ?= artifacts/explore
 EXPLORE_STORAGE ?=
 EXPLORE_ARGS    ?=
 
-explore: setup ## design-space exploration with Optuna (STUDY=paper|budget|smoke, TRIALS=N, EXPLORE_STORAGE=URL)
+explore: setup ## design-space exploration with Optuna (STUDY=paper|budget|fpga|smoke, TRIALS=N, EXPLORE_STORAGE=URL)
 	$(PY) -m explore --study $(STUDY) $(if $(TRIALS),--trials $(TRIALS)) --out $(EXPLORE_OUT) --device $(DEVICE) \
 	  $(if $(FPGA_PART),--part $(FPGA_PART)) $(if $(RESOURCE_SHARE),--resource-share $(RESOURCE_SHARE)) $(if $(EXPLORE_STORAGE),--storage "$(EXPLORE_STORAGE)") $(EXPLORE_ARGS)
 

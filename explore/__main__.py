@@ -1,4 +1,4 @@
-"""``python -m explore`` (``make explore STUDY=paper|budget|smoke``): budget-aware design-space exploration.
+"""``python -m explore`` (``make explore STUDY=paper|budget|fpga|smoke``): budget-aware design-space exploration.
 
 Each trial is one SqueezeNet design point, evaluated by the project's own stages: a short float training
 (``model.train``), a short QAT (``quantize``, which scores the quantized model on the test set), then
@@ -10,7 +10,9 @@ search. Output under ``--out`` (default ``artifacts/explore``): ``explore.db`` (
 
 Studies: ``paper`` (SR and pct_3x3 sweeps at 4-bit weights, 9 distinct points), ``budget`` (open search over
 base_e, incr_e, sr, pct_3x3, bypass and weight bits for top-1 under the byte budget and the FPGA part,
-``--trials N``), ``smoke`` (two tiny points).
+``--trials N``), ``fpga`` (the same search plus the stem's width and the activation bits, where a point is
+trained only if the FPGA estimate fits the part with the calibration band included and reaches 2,000
+images/s), ``smoke`` (two tiny points).
 
 A rerun of the same command continues the study: finished trials are never recomputed, an interrupted
 trial (Ctrl-C) is queued again and reuses its finished stages. Several workers -- processes here, or other
@@ -41,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--study", choices=sorted(STUDIES), default="paper", help="which study to run (default paper)")
     p.add_argument("--trials", type=int, default=None,
-                   help="trials to evaluate in all, counted over every worker and rerun (points skipped as over "
-                        "budget before training do not count); default: 24 for the budget search, every point "
+                   help="trials to evaluate in all, counted over every worker and rerun (points skipped before training, "
+                        "over the budget or short of the FPGA constraint, do not count); default: 24 for a search, every point "
                         "of a grid (a grid stopped early has run the first N points of its seeded order)")
     p.add_argument("--out", default=contract.stage_dir("explore"), help="output directory (default %(default)s)")
     p.add_argument("--storage", default=None,

@@ -111,14 +111,15 @@ def full_recipe_commands(row: dict, root: Path = Path(".")) -> list[str]:
     point = DesignPoint.from_dict(row)
     name = point.key
     float_flags = recorded_flags(str(root / FLOAT_DEFAULT), NOT_RECIPE)
-    qat_flags = recorded_flags(str(root / QUANT_DEFAULT), (*NOT_RECIPE, "--checkpoint", "--weight-bits"))
+    qat_flags = recorded_flags(str(root / QUANT_DEFAULT), (*NOT_RECIPE, "--checkpoint", "--weight-bits", "--act-bits"))
+    band = " --fit-with-band" if row.get("fpga_fit_criterion") == "band" else ""
     q = shlex.quote
     return [
         f"python -m model.train {' '.join(float_flags)} {' '.join(q(f) for f in point.train_flags())} "
         f"--device auto --out artifacts/model/{q(name)}",
-        f"python -m quantize --checkpoint artifacts/model/{q(name)}/model.pt --weight-bits {point.weight_bits} "
+        f"python -m quantize --checkpoint artifacts/model/{q(name)}/model.pt {' '.join(point.qat_flags())} "
         f"{' '.join(qat_flags)} --device auto --out artifacts/quantize/{q(name)}",
-        f"python -m fpga --checkpoint artifacts/quantize/{q(name)}/model.pt --part {row['fpga_part']} "
+        f"python -m fpga --checkpoint artifacts/quantize/{q(name)}/model.pt --part {row['fpga_part']}{band} "
         f"--out artifacts/fpga/{q(name)}",
     ]
 
@@ -304,20 +305,23 @@ TABLE_HEAD = ("| point | top-1 % (4-bit QAT) | float top-1 % | params | M MACs |
 def describe_pick(title: str, row: dict | None, why: str) -> list[str]:
     if row is None:
         return [f"### {title}", "", f"No evaluated point meets it ({why}).", ""]
-    res = row["fpga_resources"]
+    res, point = row["fpga_resources"], DesignPoint.from_dict(row)
     lines = [f"### {title}", "", f"{why}.", "",
              f"- **{row['label']}** (`{row['key']}`, trial {row['trial']})",
              f"- config: base_e={row['base_e']}, incr_e={row['incr_e']}, sr={row['sr']:g}, pct_3x3={row['pct_3x3']:g}, "
-             f"bypass={row['bypass']}; the rest of `small_image_config()`'s defaults",
-             f"- weights: {row['weight_bits']}-bit (first conv and classifier 8-bit), 8-bit activations, 16-bit biases",
-             f"- proxy top-1 (4-bit QAT): {100 * row['top1']:.2f}% (float parent {100 * row['float_top1']:.2f}%) on "
+             f"bypass={row['bypass']}, stem_channels={point.stem_channels}; the rest of `small_image_config()`'s defaults",
+             f"- weights: {row['weight_bits']}-bit (first conv and classifier 8-bit), {point.act_bits}-bit activations "
+             f"(8-bit input), 16-bit biases",
+             f"- proxy top-1 ({row['weight_bits']}-bit QAT): {100 * row['top1']:.2f}% (float parent {100 * row['float_top1']:.2f}%) on "
              f"{row['test_images']:,} test images",
              f"- {row['params']:,} parameters, {row['macs'] / 1e6:.2f} M MACs per image",
              f"- on-chip weights + biases: {row['onchip_bytes']:,} bytes "
              f"({row['onchip_bytes'] / row['budget_bytes']:.1%} of {row['budget_bytes']:,}); int8 TFLite file "
              f"{row['tflite_bytes']:,} bytes",
              f"- FPGA ({row['fpga_part']}, estimate): " + (
-                 f"fits at {row['fpga_share_allowed']:.0%} of each resource, {row['fpga_images_per_second']:,.0f} "
+                 f"fits at {row['fpga_share_allowed']:.0%} of each resource"
+                 f"{' with the calibration band' if row.get('fpga_fit_criterion') == 'band' else ''}, "
+                 f"{row['fpga_images_per_second']:,.0f} "
                  f"images/s at 100 MHz" if row['fpga_fits'] else
                  f"does not fit at {row['fpga_share_allowed']:.0%} of each resource") + f"; DSP {res['dsp']['estimate']:,}, LUT {res['lut']['estimate']:,}, FF {res['ff']['estimate']:,}, "
              f"BRAM18K {res['bram18k']['estimate']:,}, LUTRAM {res['lutram']['estimate']:,} "

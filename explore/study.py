@@ -30,7 +30,7 @@ import os
 import time
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -249,17 +249,17 @@ class Worker:
             earlier = self.same_point(trial, point)
             if earlier is not None:
                 return self.copy_from(trial, earlier)
-            pre = precheck(point, self.settings)
+            settings = self.study_settings()
+            pre = precheck(point, settings, fpga=self.spec.fpga_min_fps is not None)
             trial.set_user_attr("precheck", pre)
-            if self.spec.skip_over_budget and not pre["within_budget"]:
-                reason = (f"over budget before training: {pre['onchip_bytes']:,} on-chip bytes > "
-                          f"{self.settings.budget_bytes:,}")
+            reason = self.skip_reason(pre)
+            if reason is not None:
                 trial.set_user_attr("status", "skipped")
                 trial.set_user_attr("reason", reason)
                 raise optuna.TrialPruned(reason)
             trial_dir = self.out / self.spec.name / "trials" / f"{point.key}-{self.spec.schedule.tag}"
             trial.set_user_attr("trial_dir", str(trial_dir))
-            record = evaluate(point, self.spec.schedule, self.settings, trial_dir,
+            record = evaluate(point, self.spec.schedule, settings, trial_dir,
                               on_step=lambda step: trial.set_user_attr("step", step))
         except KeyboardInterrupt:
             trial.set_user_attr("status", "interrupted")
@@ -273,6 +273,26 @@ class Worker:
         trial.set_user_attr("record", record)
         trial.set_user_attr("status", "complete")
         return tuple(record[name] for name in OBJECTIVES)
+
+    def study_settings(self) -> Settings:
+        """The run's settings, with the band in the FPGA fit when the study asks for it."""
+        return replace(self.settings, fit_with_band=self.settings.fit_with_band or self.spec.fit_with_band)
+
+    def skip_reason(self, pre: dict) -> str | None:
+        """Why a point is not trained, from its precheck (None: train it): over the byte budget (studies
+        with ``skip_over_budget``), or short of the study's FPGA constraint."""
+        if self.spec.skip_over_budget and not pre["within_budget"]:
+            return f"over budget before training: {pre['onchip_bytes']:,} on-chip bytes > {self.settings.budget_bytes:,}"
+        fpga, floor = pre.get("fpga"), self.spec.fpga_min_fps
+        if fpga is None or floor is None:
+            return None
+        band = " with the calibration band" if self.study_settings().fit_with_band else ""
+        if not fpga["fits"]:
+            return f"does not fit {self.settings.part}{band} before training: {fpga['why_not']}"[:1000]
+        if fpga["images_per_second"] < floor:
+            return (f"under {floor:,.0f} images/s before training: {fpga['images_per_second']:,.0f} estimated on "
+                    f"{self.settings.part}{band}")
+        return None
 
     def fail(self, trial: optuna.Trial, reason: str):
         trial.set_user_attr("status", "failed")

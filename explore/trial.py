@@ -44,12 +44,15 @@ class Settings:
     clock_mhz: float = 100.0
     budget_bytes: int = 524_288
     threads: int = 0  # torch CPU threads of the training steps (0: torch's default)
+    fit_with_band: bool = False  # the FPGA figures plan with the calibration band (fpga --fit-with-band)
 
 
-def precheck(point: DesignPoint, settings: Settings) -> dict:
+def precheck(point: DesignPoint, settings: Settings, fpga: bool = False) -> dict:
     """What a point costs before any training, in this process: the builder's verdict (ConfigError ->
     TrialFailed), the on-chip bytes of its quantized twin (the quantize stage's calculator) and its
-    parameters. Milliseconds to a second."""
+    parameters. Milliseconds to a second. With ``fpga``, also its FPGA design point on ``settings.part``
+    (``explore.measure.fpga_figures``, the figures measure gives the trained point: they depend on the
+    network and its bit widths only), a few seconds more."""
     from model.squeezenet import ConfigError
     from quantize.layers import QuantSettings, build_quant_model
     from quantize.qat import DEFAULT_OVERRIDES
@@ -61,8 +64,15 @@ def precheck(point: DesignPoint, settings: Settings) -> dict:
         raise TrialFailed(f"the builder rejects this point: {exc}") from None
     twin = build_quant_model(config, QuantSettings(point.weight_bits, overrides=dict(DEFAULT_OVERRIDES)))
     table = storage_table(twin, settings.budget_bytes)
-    return {"onchip_bytes": table.total_bytes, "params": sum(layer.weights + layer.biases for layer in table.layers),
-            "within_budget": table.within_budget}
+    result = {"onchip_bytes": table.total_bytes, "params": sum(layer.weights + layer.biases for layer in table.layers),
+              "within_budget": table.within_budget}
+    if fpga:
+        from .measure import fpga_figures
+
+        figures = fpga_figures(config, point.bits(), settings.part, settings.resource_share, settings.clock_mhz,
+                               with_band=settings.fit_with_band)
+        result["fpga"] = {k: figures[k] for k in ("fits", "fits_with_band", "images_per_second", "why_not")}
+    return result
 
 
 class DeferredInterrupt:
@@ -173,7 +183,7 @@ def evaluate(point: DesignPoint, schedule: Schedule, settings: Settings, trial_d
         seconds["measure"] = run_stage("measure", "explore.measure", [
             "--checkpoint", str(quant_ckpt), "--out", str(measured), *data, "--part", settings.part,
             "--resource-share", str(settings.resource_share), "--clock-mhz", str(settings.clock_mhz),
-            "--latency-images", str(schedule.latency_images), "--budget-bytes", str(settings.budget_bytes),
+            *(["--fit-with-band"] if settings.fit_with_band else []), "--latency-images", str(schedule.latency_images), "--budget-bytes", str(settings.budget_bytes),
             "--keep-tflite", str(trial_dir)], log)
     return record_fields(point, json.loads(quant_report.read_text()), json.loads(measured.read_text()),
                          float_run(float_ckpt), seconds)
@@ -199,6 +209,7 @@ def record_fields(point: DesignPoint, quant: dict, measured: dict, float_run: di
         "within_budget": measured["onchip_bytes"] <= measured["budget_bytes"],
         "onchip_bytes_quantize_report": quant["weight_storage_bytes"],
         "fpga_part": fpga["part"], "fpga_fits": fpga["fits"], "fpga_images_per_second": fpga["images_per_second"],
+        "fpga_fits_with_band": fpga.get("fits_with_band"), "fpga_fit_criterion": fpga.get("fit_criterion", "estimate"),
         "fpga_resources": fpga["resources"], "fpga_bottleneck": fpga["bottleneck"], "fpga_why_not": fpga["why_not"],
         "fpga_share_allowed": fpga["share_allowed"],
         "tflite_bytes": tflite["bytes"], "tflite_within_budget": tflite["bytes"] <= measured["budget_bytes"],

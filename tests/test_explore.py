@@ -238,7 +238,13 @@ def test_full_recipe_commands_come_from_the_committed_checkpoints():
     assert commands[0].startswith("python -m model.train --batch-size 256 ") and "--set=bypass=none" in commands[0]
     assert "base_e=96" not in commands[0] and commands[0].count("--device") == 1
     assert "--weight-bits 3" in commands[1] and "--label-smoothing 0.1 --ema 0.999" in commands[1]
-    assert f"artifacts/quantize/{point.key}/model.pt" in commands[2]
+    assert f"artifacts/quantize/{point.key}/model.pt" in commands[2] and "--fit-with-band" not in commands[2]
+    # An FPGA-study point: its stem and activation bits, and the band in the fit its study used.
+    point = DesignPoint(16, 16, 0.5, 0.5, "simple", 4, stem_channels=32, act_bits=4)
+    commands = full_recipe_commands({**point.to_dict(), "fpga_part": "xc7z020clg400-1", "fpga_fit_criterion": "band"},
+                                    ROOT)
+    assert "--set=stem_channels=32" in commands[0] and "--weight-bits 4 --act-bits 4 " in commands[1]
+    assert commands[1].count("--act-bits") == 1 and "--fit-with-band" in commands[2]
 
 
 def test_cli_errors_are_one_line(tmp_path):
@@ -318,6 +324,57 @@ def test_budget_search_skips_over_budget_points_and_stops_at_its_target(tmp_path
     again = study_rows(storage, "search")[-1]
     assert again["status"] == "failed" and again["reason"].startswith("the same point as trial 1, which failed: ")
     assert (tmp_path / "search" / "trials" / f"{SMOKE_POINTS[0].key}-{SMOKE.tag}" / "log.txt").read_text().count("$ ") == 1
+
+
+def test_stem_and_activation_bits_extend_a_point_without_renaming_the_old_ones():
+    """The FPGA study's two new fields: at their defaults a point keeps the key, flags and label it had
+    before them (so studies recorded earlier keep their trials); otherwise they reach the stages' flags and
+    the FPGA estimator's bit widths."""
+    from model.squeezenet import small_image_config
+    from quantize.layers import QuantSettings
+    from explore.measure import bit_widths
+    from explore.space import DEFAULT_ACT_BITS, DEFAULT_STEM
+
+    assert DEFAULT_ACT_BITS == QuantSettings().act_bits and DEFAULT_STEM == small_image_config().stem_channels
+    old = DesignPoint(16, 16, 0.25, 0.5, "simple", 4)
+    assert old.key == "e16+16-sr0.25-p0.5-simple-w4" and old.qat_flags() == ["--weight-bits", "4"]
+    assert not any("stem" in flag for flag in old.train_flags())
+    assert DesignPoint.from_dict({k: v for k, v in old.to_dict().items() if k not in ("stem_channels", "act_bits")}) == old
+    new = DesignPoint(16, 16, 0.25, 0.5, "simple", 4, stem_channels=32, act_bits=5)
+    assert new.key == "e16+16-sr0.25-p0.5-simple-w4-s32-a5" and "stem=32 act 5-bit" in new.label
+    assert new.train_flags()[-1] == "--set=stem_channels=32" and new.qat_flags()[-2:] == ["--act-bits", "5"]
+    assert new.config().stem_channels == 32 and DesignPoint.from_dict(new.to_dict()) == new
+    assert (new.bits().act_bits, new.bits().weight("features.3.squeeze"), new.bits().weight("features.0")) == (5, 4, 8)
+    measured = bit_widths(QuantSettings(weight_bits=3, act_bits=5))  # what explore.measure reads from a checkpoint
+    assert (measured.act_bits, measured.weight("features.3.squeeze"), measured.weight("classifier.1")) == (5, 3, 8)
+
+
+@pytest.mark.slow
+def test_fpga_search_skips_what_misses_the_part_or_the_speed_floor_before_training(tmp_path):
+    """The FPGA study's hard constraint: a point is trained only if it fits the part with the calibration
+    band included and reaches the study's images/s, both from the estimate before any training. The
+    figures are the ones `python -m fpga.design --fit-with-band` gives (RESULTS, "Toward issue 26")."""
+    from explore.space import FPGA_SEEDS
+
+    committed_a8, committed_a4 = FPGA_SEEDS[0], FPGA_SEEDS[2]
+    too_wide = DesignPoint(32, 32, 0.75, 0.75, "simple", 4, stem_channels=48, act_bits=8)
+    spec = StudySpec("fpga", "search", SMOKE, space=STUDIES["fpga"].space, seeds=(too_wide, committed_a8, committed_a4),
+                     skip_over_budget=True, fpga_min_fps=2000.0)
+    assert spec.fit_with_band and STUDIES["fpga"].fit_with_band and not STUDIES["budget"].fit_with_band
+    storage = open_storage(f"sqlite:///{tmp_path / 'explore.db'}")
+    study = load_or_create(spec, storage)
+    settings = Settings(data_dir=str(tmp_path / "no-such-data"))
+    Worker(spec, storage, settings, tmp_path, target=1, log=lambda line: None).run(study, lambda s: None)
+    rows = study_rows(storage, "fpga")
+    assert [(r["key"], r["status"]) for r in rows] == [(too_wide.key, "skipped"), (committed_a8.key, "skipped"),
+                                                       (committed_a4.key, "failed")]
+    assert rows[0]["reason"].startswith("does not fit xc7z020clg400-1 with the calibration band before training")
+    assert rows[1]["reason"] == ("under 2,000 images/s before training: 1,762 estimated on xc7z020clg400-1 "
+                                 "with the calibration band")
+    assert rows[2]["precheck"]["fpga"]["fits_with_band"] and rows[2]["precheck"]["fpga"]["images_per_second"] > 8000
+    assert "float training failed" in rows[2]["reason"]  # trained (no data here), so it passed the constraint
+    log = (tmp_path / "fpga" / "trials" / f"{committed_a4.key}-{SMOKE.tag}" / "log.txt").read_text()
+    assert "--set=base_e=16" in log and not (tmp_path / "fpga" / "trials" / f"{too_wide.key}-{SMOKE.tag}").exists()
 
 
 @pytest.mark.parametrize("module", ["explore", "explore.measure", "explore.cost"])
