@@ -213,6 +213,11 @@ def main(argv: list[str] | None = None) -> int:
                         "itself); repeatable: one row per variant")
     p.add_argument("--act-bits", default="8", help="activation widths, comma-separated: quantize's --act-bits "
                                                    "(default 8)")
+    p.add_argument("--weight-bits", default="4", help="weight widths, comma-separated: quantize's --weight-bits "
+                                                      "(default 4)")
+    p.add_argument("--override", action="append", default=[], metavar="LAYER=BITS",
+                   help="weight bits of the matching convs (fnmatch, as quantize's --override; repeatable); the "
+                        "first conv and the classifier keep 8 bits unless overridden")
     p.add_argument("--parts", default=",".join(DEVICES), help="comma-separated parts")
     p.add_argument("--resource-share", type=float, default=0.8)
     p.add_argument("--clock-mhz", type=float, default=100.0)
@@ -224,9 +229,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         widths = [int(w) for w in args.widths.split(",")]
         acts = [int(a) for a in args.act_bits.split(",")]
+        weights = [int(w) for w in args.weight_bits.split(",")]
+        overrides = tuple((k, int(v)) for k, v in (o.split("=", 1) for o in args.override))
     except ValueError:
-        raise UserError(f"--widths and --act-bits must be comma-separated whole numbers, got {args.widths!r} "
-                        f"and {args.act_bits!r}") from None
+        raise UserError(f"--widths, --act-bits and --weight-bits must be comma-separated whole numbers and "
+                        f"--override LAYER=BITS, got {args.widths!r}, {args.act_bits!r}, {args.weight_bits!r} "
+                        f"and {args.override!r}") from None
+    overrides += tuple(o for o in BitWidths().overrides if o[0] not in dict(overrides))
     base = (SqueezeNetConfig(**load_checkpoint(args.base)["config"]) if args.base
             else small_image_config())
     if args.network:
@@ -234,19 +243,19 @@ def main(argv: list[str] | None = None) -> int:
                     for n in args.network]
     else:
         networks = [(str(w), replace(base, base_e=w, incr_e=w)) for w in widths]
-    print(f"{'network':<28}{'act':>4}  {'part':<22}{'fits':>5}{'images/s':>10}{'LUT':>9}{'FF':>9}{'BRAM18K':>8}"
+    print(f"{'network':<28}{'w':>3}{'act':>4}  {'part':<22}{'fits':>5}{'images/s':>10}{'LUT':>9}{'FF':>9}{'BRAM18K':>8}"
           f"{'DSP':>6}{'band':>6}  (estimates; fit {'with' if args.fit_with_band else 'without'} the calibration "
           f"band; LUT/FF/BRAM of the plan, or of the smallest plan when nothing fits; band: its upper edge fits)")
     for name, cfg in networks:
-        for act in acts:
-            for part in args.parts.split(","):
-                d = design_point(cfg, part.strip(), share=args.resource_share, clock_mhz=args.clock_mhz,
-                                 simulate=args.simulate, bits=BitWidths(act_bits=act), with_band=args.fit_with_band)
-                r = d["resources"]
-                print(f"{name:<28}{act:>4}  {d['part']:<22}{'yes' if d['fits'] else 'no':>5}"
-                      f"{d['images_per_second']:>10,.0f}{r['lut']['estimate']:>9,}{r['ff']['estimate']:>9,}"
-                      f"{r['bram18k']['estimate']:>8,}{r['dsp']['estimate']:>6,}"
-                      f"{'yes' if d['fits_with_band'] else 'no':>6}", flush=True)
+        for wb, act, part in ((w, a, p) for w in weights for a in acts for p in args.parts.split(",")):
+            bits = BitWidths(weight_bits=wb, overrides=overrides, act_bits=act)
+            d = design_point(cfg, part.strip(), share=args.resource_share, clock_mhz=args.clock_mhz,
+                             simulate=args.simulate, bits=bits, with_band=args.fit_with_band)
+            r = d["resources"]
+            print(f"{name:<28}{wb:>3}{act:>4}  {d['part']:<22}{'yes' if d['fits'] else 'no':>5}"
+                  f"{d['images_per_second']:>10,.0f}{r['lut']['estimate']:>9,}{r['ff']['estimate']:>9,}"
+                  f"{r['bram18k']['estimate']:>8,}{r['dsp']['estimate']:>6,}"
+                  f"{'yes' if d['fits_with_band'] else 'no':>6}", flush=True)
     return 0
 
 

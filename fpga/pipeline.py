@@ -298,7 +298,9 @@ class _Builder:
                 return s.out_shape
         raise KeyError(stream.key)
 
-    def conv(self, name, src, cin, cout, k, stride, pad, bits: BitWidths, out_bits) -> str:
+    def conv(self, name, src, cin, cout, k, stride, pad, bits: BitWidths, out_bits, module: str | None = None) -> str:
+        """A conv stage ``name``; its weight bits are those ``bits`` gives the PyTorch module ``module``
+        (default: ``name``)."""
         h, w, _ = self._shape(self.pipeline.streams[src])
         if pad:
             src = self.stage(f"{name}.pad", "pad", [src], (h + 2 * pad, w + 2 * pad, cin),
@@ -306,7 +308,7 @@ class _Builder:
             h, w = h + 2 * pad, w + 2 * pad
         oh, ow = (h - k) // stride + 1, (w - k) // stride + 1
         in_bits = self.pipeline.streams[src].element_bits
-        wb = bits.weight(name)
+        wb = bits.weight(module or name)
         return self.stage(name, "conv", [src], (oh, ow, cout), out_bits, kernel=k, stride=stride,
                           n_in=cin * k * k, n_out=cout, weight_bits=wb, bias_bits=bits.bias_bits,
                           accum_bits=_accum_bits(in_bits, wb, cin * k * k), config_key=name)[0]
@@ -331,7 +333,7 @@ def pipeline_from_config(cfg: "SqueezeNetConfig", bits: BitWidths | None = None,
     a padded stem conv, max pools, Fire modules (squeeze, clone, 1x1 and padded 3x3 expand, concat,
     bypass add with its quantizer folded in), the classifier conv, the global average pool and the
     output quantizer; every ReLU folded into its conv's unsigned output quantizer."""
-    from model.squeezenet import bypass_plan, fire_specs
+    from model.squeezenet import bypass_plan, fire_module_names, fire_specs
 
     bits = bits or BitWidths()
     b = _Builder(name)
@@ -350,20 +352,26 @@ def pipeline_from_config(cfg: "SqueezeNetConfig", bits: BitWidths | None = None,
 
     if 0 in cfg.pool_after:
         src = pool(src, "features.pool0")
+    # Stages are named fire1..fireN; the weight bits are looked up by the PyTorch module name (features.N),
+    # the names quantize's --override patterns match.
+    modules = fire_module_names(cfg)
     for i, (spec, bypass) in enumerate(zip(fire_specs(cfg), bypass_plan(cfg)), start=1):
-        fire = f"fire{i}"
+        fire, module = f"fire{i}", modules[i - 1]
         main = src
         if bypass:
             main, skip = b.fork(src, fire)
-        sq = b.conv(f"{fire}.squeeze", main, spec.in_channels, spec.squeeze, 1, 1, 0, bits, act)
+        sq = b.conv(f"{fire}.squeeze", main, spec.in_channels, spec.squeeze, 1, 1, 0, bits, act,
+                    module=f"{module}.squeeze")
         to_e1, to_e3 = b.fork(sq, f"{fire}.squeeze")
-        e1 = b.conv(f"{fire}.expand1x1", to_e1, spec.squeeze, spec.expand1x1, 1, 1, 0, bits, act)
-        e3 = b.conv(f"{fire}.expand3x3", to_e3, spec.squeeze, spec.expand3x3, 3, 1, 1, bits, act)
+        e1 = b.conv(f"{fire}.expand1x1", to_e1, spec.squeeze, spec.expand1x1, 1, 1, 0, bits, act,
+                    module=f"{module}.expand1x1")
+        e3 = b.conv(f"{fire}.expand3x3", to_e3, spec.squeeze, spec.expand3x3, 3, 1, 1, bits, act,
+                    module=f"{module}.expand3x3")
         h, w, _ = b._shape(b.pipeline.streams[e1])
         (src,) = b.stage(f"{fire}.concat", "concat", [e1, e3], (h, w, spec.out_channels), act)
         if bypass == "complex":
             in_bits = b.pipeline.streams[skip].element_bits
-            wb = bits.weight(f"{fire}.bypass")
+            wb = bits.weight(f"{module}.bypass")
             n_in = spec.in_channels
             # the complex bypass adds the bypass conv's accumulator itself (see quantize/, export/)
             skip = b.stage(f"{fire}.bypass", "conv", [skip], (h, w, spec.out_channels),

@@ -225,6 +225,18 @@ def bypass_plan(cfg: SqueezeNetConfig) -> list[str | None]:
     return plan
 
 
+def fire_module_names(cfg: SqueezeNetConfig) -> list[str]:
+    """The module name (``features.N``) of each Fire module of ``SqueezeNet(cfg)``, without building it: what
+    per-layer settings such as quantize's ``--override 'features.4.*=3'`` match. The indices follow the
+    layout ``SqueezeNet.__init__`` builds (stem conv, its norm, ReLU, pools and Fires in order)."""
+    index = 1 + int(cfg.batch_norm) + 1 + int(0 in cfg.pool_after)
+    names = []
+    for i in range(1, cfg.num_fire + 1):
+        names.append(f"features.{index}")
+        index += 1 + int(i in cfg.pool_after)
+    return names
+
+
 class SqueezeNet(nn.Module):
     """features (stem, Fire modules, pools) -> classifier (dropout, 1x1 conv, ReLU, global average pool).
 

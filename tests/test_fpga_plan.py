@@ -226,18 +226,31 @@ def test_a_plan_with_the_band_keeps_the_bands_upper_edge_within_the_share():
 
 
 def test_design_points_of_a_checkpoints_network_at_other_activation_widths(capsys):
-    """python -m fpga.design --base CKPT --network ... --act-bits ...: issue 26's design-space table, one row per
-    variant and activation width, with the band verdict."""
+    """python -m fpga.design --base CKPT --network ... --act-bits ... --weight-bits ...: issue 26's design-space
+    table, one row per variant, weight width and activation width, with the band verdict."""
     from fpga.design import main
 
     assert main(["--base", "model/checkpoints/pynq_z2.pt", "--network", "", "--network", "stem_channels=32",
-                 "--act-bits", "6,4", "--parts", "xc7z020clg400-1", "--fit-with-band"]) == 0
+                 "--act-bits", "6,4", "--weight-bits", "4,3", "--parts", "xc7z020clg400-1", "--fit-with-band"]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
-    assert [(r[0], r[1]) for r in rows] == [("base", "6"), ("base", "4"), ("stem_channels=32", "6"),
-                                            ("stem_channels=32", "4")]
+    assert [(r[0], r[1], r[2]) for r in rows] == [(n, w, a) for n in ("base", "stem_channels=32") for w in "43"
+                                                  for a in "64"]
     for row in rows:
-        assert row[3] == "yes" and row[-1] == "yes"  # each fits with its band
-    fps = {(r[0], r[1]): int(r[4].replace(",", "")) for r in rows}
-    assert fps[("base", "4")] > fps[("base", "6")] > 0  # narrower activations, faster plan
+        assert row[4] == "yes" and row[-1] == "yes"  # each fits with its band
+    fps = {tuple(r[:3]): int(r[5].replace(",", "")) for r in rows}
+    assert fps[("base", "4", "4")] > fps[("base", "4", "6")] > 0  # narrower activations, faster plan
+    # 3-bit weights: narrower multipliers (LUTs) and accumulators, so at least as fast a plan
+    assert fps[("base", "3", "6")] >= fps[("base", "4", "6")]
+    # A per-layer override reaches the estimate: 8-bit expand3x3 weights cost more than 4-bit ones.
+    assert main(["--base", "model/checkpoints/pynq_z2.pt", "--network", "", "--act-bits", "6", "--parts",
+                 "xc7z020clg400-1", "--override", "features.*.expand3x3=8"]) == 0
+    wide = capsys.readouterr().out.splitlines()[1].split()
+    assert main(["--base", "model/checkpoints/pynq_z2.pt", "--network", "", "--act-bits", "6", "--parts",
+                 "xc7z020clg400-1"]) == 0
+    plain = capsys.readouterr().out.splitlines()[1].split()
+    assert (int(wide[5].replace(",", "")), int(wide[6].replace(",", ""))) != \
+        (int(plain[5].replace(",", "")), int(plain[6].replace(",", "")))
+    with pytest.raises(UserError, match="--override LAYER=BITS"):
+        main(["--override", "features.3"])
     with pytest.raises(UserError, match="unknown model setting"):
         main(["--network", "foo=1"])

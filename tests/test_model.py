@@ -141,3 +141,15 @@ def test_config_round_trips():
     assert SqueezeNetConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="unknown"):
         SqueezeNetConfig.from_dict({**cfg.to_dict(), "colour": "red"})
+
+
+@pytest.mark.parametrize("cfg", [small_image_config(), small_image_config(batch_norm=False),
+                                 small_image_config(pool_after=(2, 5)), squeezenet1_0_config()],
+                         ids=["small", "no-norm", "other-pools", "squeezenet1_0"])
+def test_fire_module_names_are_the_built_models(cfg):
+    """model.squeezenet.fire_module_names names each Fire as the builder does (the FPGA estimator looks up
+    quantize's per-layer --override patterns by these names without building the model)."""
+    from model.squeezenet import fire_module_names
+
+    built = [name[: -len(".squeeze")] for name, _ in SqueezeNet(cfg).named_modules() if name.endswith(".squeeze")]
+    assert fire_module_names(cfg) == built
