@@ -4,6 +4,7 @@ Run from the repository root:  .venv/bin/python docs/plots.py
 
 - img/paper_sweep.png   the paper study's SR and pct_3x3 sweeps (data transcribed below from RESULTS)
 - img/pareto.png        the open search's trials and their Pareto front (data transcribed below from RESULTS)
+- img/fpga_frontier.png issue 26's accuracy against images/s on the xc7z020 (data transcribed below from RESULTS)
 - img/fpga_layers.png   a copy of artifacts/fpga/layers.png, which `make fpga` writes
 - img/report_page.png   what `make report`'s page (artifacts/report/index.html) shows of the artifacts present:
                         the confusion matrix and the figures, read from the same JSON paths as report/page.py
@@ -64,6 +65,18 @@ BUDGET_STUDY = [
     (11, "20+24 SR .5 p.75 4b", 81.41, 63_680, None, ""),
     (12, "64+48 SR .5 p.75 4b", 84.55, 342_324, None, ""),
 ]
+
+# docs/RESULTS.md, "The accuracy-against-speed frontier on the xc7z020" (its table). Top-1: `python -m quantize`'s
+# report on the 10,000 test images; images/s: `python -m fpga --checkpoint <the QAT model.pt> --fit-with-band
+# --samples 1000` (the plan with the calibration band within 80% of every resource, estimate at 100 MHz; its
+# C simulation bit-exact with Brevitas on those 1,000 images). (label, weight bits, act bits, top-1 %, images/s,
+# committed?)
+FRONTIER = [
+    ("pynq_z2 (committed), 24,506 params", 4, 8, 89.96, 1_762, True),
+    ("pynq_z2 network, 3 QAT epochs", 4, 6, 89.30, 3_505, False),
+    ("pynq_z2 network, 3 QAT epochs", 4, 4, 85.03, 7_819, False),
+]
+FRONTIER_TARGET = (92.5, 2_000)  # issue 26: top-1 %, images/s
 
 
 def save(fig, name: str) -> None:
@@ -162,6 +175,34 @@ def pareto() -> None:
     save(fig, "pareto.png")
 
 
+def fpga_frontier() -> None:
+    fig, ax = plt.subplots(figsize=SIZE)
+    pts = [(p[4], p[3]) for p in FRONTIER]
+    front = [i for i, (f, t) in enumerate(pts) if not any(f2 >= f and t2 >= t and (f2, t2) != (f, t) for f2, t2 in pts)]
+    front.sort(key=lambda i: pts[i][0])
+    ax.step([pts[i][0] for i in front], [pts[i][1] for i in front], where="pre", color="tab:red", lw=1.2,
+            label="frontier (no point faster and more accurate)", zorder=2)
+    for label, wb, ab, top1, fps, committed in FRONTIER:
+        ax.scatter([fps], [top1], s=110 if committed else 45, marker="*" if committed else "o",
+                   color="tab:orange" if committed else "tab:blue", edgecolors="k", linewidths=0.5, zorder=3)
+        ax.annotate(f"{label}\nW{wb}A{ab}: {top1:.2f}%, {fps:,} img/s", (fps, top1), textcoords="offset points",
+                    xytext=(6, 4), fontsize=6.5)
+    top1_target, fps_target = FRONTIER_TARGET
+    ax.axhline(top1_target, color="tab:green", ls=":", lw=1, label=f"target top-1 {top1_target}%")
+    ax.axvline(fps_target, color="tab:green", ls="--", lw=1, label=f"target {fps_target:,} images/s")
+    ax.set_xscale("log")
+    ax.set_xlim(1_000, 20_000)
+    ax.set_ylim(min(p[3] for p in FRONTIER) - 1.5, max(top1_target, max(p[3] for p in FRONTIER)) + 1.0)
+    ax.set_xlabel("estimated images/s at 100 MHz on the xc7z020, calibration band within 80% (log scale)", fontsize=8)
+    ax.set_ylabel("quantized top-1 on 10,000 test images, %", fontsize=8)
+    ax.tick_params(labelsize=8)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="lower left", framealpha=0.95)
+    ax.set_title("Fashion-MNIST SqueezeNets on the PYNQ-Z2's xc7z020 (star: the committed pynq_z2 model)", fontsize=9)
+    fig.tight_layout()
+    save(fig, "fpga_frontier.png")
+
+
 def fpga_layers() -> None:
     src = ART / "fpga" / "layers.png"
     if not src.is_file():
@@ -244,6 +285,7 @@ def main() -> int:
     IMG.mkdir(parents=True, exist_ok=True)
     paper_sweep()
     pareto()
+    fpga_frontier()
     fpga_layers()
     report_page()
     return 0

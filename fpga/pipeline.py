@@ -123,11 +123,11 @@ class Pipeline:
         return [s for s in self.streams.values() if not s.interface]
 
     def signature(self) -> list[list]:
-        """Every stage as [kind, in_shape, out_shape, kernel, stride, n_in, n_out, weight_bits, out_bits], and
-        every FIFO as ["fifo", width], sorted: two descriptions of the same design have the same signature
-        whatever their names and stage order."""
+        """Every stage as [kind, in_shape, out_shape, kernel, stride, n_in, n_out, weight_bits, out_bits,
+        accum_bits], and every FIFO as ["fifo", width], sorted: two descriptions of the same design have the
+        same signature whatever their names and stage order."""
         rows = [[s.kind, list(s.in_shape), list(s.out_shape), s.kernel, s.stride, s.n_in, s.n_out, s.weight_bits,
-                 s.out_bits] for s in self.stages]
+                 s.out_bits, s.accum_bits] for s in self.stages]
         rows += [["fifo", f.width] for f in self.fifos()]
         return sorted(rows, key=repr)
 
@@ -264,10 +264,14 @@ class BitWidths:
         return self.weight_bits
 
 
-def _accum_bits(in_bits: int, weight_bits: int, n_in: int) -> int:
+def _accum_bits(in_bits: int, weight_bits: int, n_in: int, bias_bits: int) -> int:
     # hls4ml's precision inference for a dense/conv accumulator (model/optimizer/passes/infer_precision.py,
-    # _infer_common_precision): input + weight + ceil(log2(n_in)) bits, one more for the bias add.
-    return in_bits + weight_bits + math.ceil(math.log2(max(n_in, 2))) + 1
+    # _infer_common_precision): the products' sum takes input + weight + ceil(log2(n_in)) bits; the bias,
+    # on the same grid (quantize's bias scale is input scale x weight scale) and signed like it, widens the
+    # integer part to whichever is wider, plus one for the add. So a layer with few inputs or narrow
+    # activations still gets bias_bits + 1 (measured: 17-bit accumulators in the 6-bit-activation project
+    # where in + weight + log2 n_in + 1 gives 13).
+    return max(in_bits + weight_bits + math.ceil(math.log2(max(n_in, 2))), bias_bits) + 1
 
 
 class _Builder:
@@ -311,7 +315,7 @@ class _Builder:
         wb = bits.weight(module or name)
         return self.stage(name, "conv", [src], (oh, ow, cout), out_bits, kernel=k, stride=stride,
                           n_in=cin * k * k, n_out=cout, weight_bits=wb, bias_bits=bits.bias_bits,
-                          accum_bits=_accum_bits(in_bits, wb, cin * k * k), config_key=name)[0]
+                          accum_bits=_accum_bits(in_bits, wb, cin * k * k, bits.bias_bits), config_key=name)[0]
 
     def fork(self, src: str, name: str) -> tuple[str, str]:
         shape = self._shape(self.pipeline.streams[src])
@@ -375,9 +379,9 @@ def pipeline_from_config(cfg: "SqueezeNetConfig", bits: BitWidths | None = None,
             n_in = spec.in_channels
             # the complex bypass adds the bypass conv's accumulator itself (see quantize/, export/)
             skip = b.stage(f"{fire}.bypass", "conv", [skip], (h, w, spec.out_channels),
-                           _accum_bits(in_bits, wb, n_in), n_in=n_in, n_out=spec.out_channels,
+                           _accum_bits(in_bits, wb, n_in, bits.bias_bits), n_in=n_in, n_out=spec.out_channels,
                            weight_bits=wb, bias_bits=bits.bias_bits,
-                           accum_bits=_accum_bits(in_bits, wb, n_in), config_key=f"{fire}.bypass")[0]
+                           accum_bits=_accum_bits(in_bits, wb, n_in, bits.bias_bits), config_key=f"{fire}.bypass")[0]
         if bypass:
             (src,) = b.stage(f"{fire}.add", "add", [src, skip], (h, w, spec.out_channels), act)
         if i in cfg.pool_after:

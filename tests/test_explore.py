@@ -371,7 +371,7 @@ def test_fpga_search_skips_what_misses_the_part_or_the_speed_floor_before_traini
     assert rows[0]["reason"].startswith("does not fit xc7z020clg400-1 with the calibration band before training")
     assert rows[1]["reason"] == ("under 2,000 images/s before training: 1,762 estimated on xc7z020clg400-1 "
                                  "with the calibration band")
-    assert rows[2]["precheck"]["fpga"]["fits_with_band"] and rows[2]["precheck"]["fpga"]["images_per_second"] > 8000
+    assert rows[2]["precheck"]["fpga"]["fits_with_band"] and rows[2]["precheck"]["fpga"]["images_per_second"] > 7000
     assert "float training failed" in rows[2]["reason"]  # trained (no data here), so it passed the constraint
     log = (tmp_path / "fpga" / "trials" / f"{committed_a4.key}-{SMOKE.tag}" / "log.txt").read_text()
     assert "--set=base_e=16" in log and not (tmp_path / "fpga" / "trials" / f"{too_wide.key}-{SMOKE.tag}").exists()
