@@ -111,7 +111,8 @@ def full_recipe_commands(row: dict, root: Path = Path(".")) -> list[str]:
     point = DesignPoint.from_dict(row)
     name = point.key
     float_flags = recorded_flags(str(root / FLOAT_DEFAULT), NOT_RECIPE)
-    qat_flags = recorded_flags(str(root / QUANT_DEFAULT), (*NOT_RECIPE, "--checkpoint", "--weight-bits", "--act-bits"))
+    qat_flags = recorded_flags(str(root / QUANT_DEFAULT), (*NOT_RECIPE, "--checkpoint", "--weight-bits", "--act-bits",
+                                                                    "--classifier-act-bits"))
     band = " --fit-with-band" if row.get("fpga_fit_criterion") == "band" else ""
     q = shlex.quote
     return [

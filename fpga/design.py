@@ -213,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
                         "itself); repeatable: one row per variant")
     p.add_argument("--act-bits", default="8", help="activation widths, comma-separated: quantize's --act-bits "
                                                    "(default 8)")
+    p.add_argument("--classifier-act-bits", type=int, default=None, metavar="BITS",
+                   help="the logits' bits (quantize's --classifier-act-bits; default: each --act-bits)")
     p.add_argument("--weight-bits", default="4", help="weight widths, comma-separated: quantize's --weight-bits "
                                                       "(default 4)")
     p.add_argument("--override", action="append", default=[], metavar="LAYER=BITS",
@@ -248,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
           f"band; LUT/FF/BRAM of the plan, or of the smallest plan when nothing fits; band: its upper edge fits)")
     for name, cfg in networks:
         for wb, act, part in ((w, a, p) for w in weights for a in acts for p in args.parts.split(",")):
-            bits = BitWidths(weight_bits=wb, overrides=overrides, act_bits=act)
+            bits = BitWidths(weight_bits=wb, overrides=overrides, act_bits=act,
+                             classifier_act_bits=args.classifier_act_bits)
             d = design_point(cfg, part.strip(), share=args.resource_share, clock_mhz=args.clock_mhz,
                              simulate=args.simulate, bits=bits, with_band=args.fit_with_band)
             r = d["resources"]

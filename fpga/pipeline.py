@@ -256,6 +256,11 @@ class BitWidths:
     act_bits: int = 8
     input_bits: int = 8
     bias_bits: int = 16
+    classifier_act_bits: int | None = None  # the logits' grid (quantize's --classifier-act-bits); None: act_bits
+
+    @property
+    def logit_bits(self) -> int:
+        return self.act_bits if self.classifier_act_bits is None else self.classifier_act_bits
 
     def weight(self, module: str) -> int:
         for pattern, bits in self.overrides:
@@ -387,11 +392,12 @@ def pipeline_from_config(cfg: "SqueezeNetConfig", bits: BitWidths | None = None,
         if i in cfg.pool_after:
             src = pool(src, f"{fire}.pool")
     last = fire_specs(cfg)[-1].out_channels
-    logits = b.conv("classifier.1", src, last, cfg.num_classes, 1, 1, 0, bits, act)
+    logit = bits.logit_bits
+    logits = b.conv("classifier.1", src, last, cfg.num_classes, 1, 1, 0, bits, logit)
     n = cfg.feature_map_size() ** 2
-    gap_bits = act + 2 * math.ceil(math.log2(max(n, 2))) + 4  # the widened average of fpga.hls_config.hls_config
+    gap_bits = logit + 2 * math.ceil(math.log2(max(n, 2))) + 4  # the widened average of fpga.hls_config.hls_config
     (avg,) = b.stage("classifier.3", "global_avgpool", [logits], (1, 1, cfg.num_classes), gap_bits,
                      accum_bits=gap_bits)
-    b.stage("output_quant", "cast", [avg], (1, 1, cfg.num_classes), act, interface=True)
+    b.stage("output_quant", "cast", [avg], (1, 1, cfg.num_classes), logit, interface=True)
     b.pipeline.check()
     return b.pipeline

@@ -17,6 +17,7 @@ from model import Layers, SqueezeNet, SqueezeNetConfig, without_norm_layers
 from model.squeezenet import plain
 
 DEFAULT_OVERRIDES = {"features.0": 8, "classifier.1": 8}
+CLASSIFIER_RELU = "classifier.2"  # the builder's name for the classifier's ReLU (model.squeezenet.SqueezeNet)
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,18 @@ class QuantSettings:
     input_bits: int = 8
     bias_bits: int = 16
     overrides: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_OVERRIDES))
+    # The classifier's ReLU, whose grid the averaged logits keep (the output quantizer is the same module):
+    # None = act_bits. Narrow activations inside the network with wide logits: 16 levels of logits at 4 bits
+    # would tie the top-1 of many images.
+    classifier_act_bits: int | None = None
+
+    @property
+    def logit_bits(self) -> int:
+        return self.act_bits if self.classifier_act_bits is None else self.classifier_act_bits
+
+    def act_bits_for(self, relu_name: str) -> int:
+        """The bits of one activation quantizer (by the module name the builder gives it)."""
+        return self.logit_bits if relu_name == CLASSIFIER_RELU else self.act_bits
 
     def bits_for(self, conv_name: str) -> int:
         for pattern, bits in self.overrides.items():
@@ -39,6 +52,7 @@ class QuantSettings:
 
     def validate(self, conv_names: list[str] | None = None) -> None:
         for what, bits in [("weight_bits", self.weight_bits), ("act_bits", self.act_bits),
+                           ("classifier_act_bits", self.logit_bits),
                            ("input_bits", self.input_bits), ("bias_bits", self.bias_bits),
                            *[(f"override {k}", v) for k, v in self.overrides.items()]]:
             if not isinstance(bits, int) or not 2 <= bits <= 16:
@@ -64,12 +78,14 @@ class QuantSettings:
 
     def to_dict(self) -> dict:
         return {"weight_bits": self.weight_bits, "act_bits": self.act_bits, "input_bits": self.input_bits,
-                "bias_bits": self.bias_bits, "overrides": dict(self.overrides)}
+                "bias_bits": self.bias_bits, "overrides": dict(self.overrides),
+                "classifier_act_bits": self.classifier_act_bits}
 
     @classmethod
     def from_dict(cls, data: dict) -> "QuantSettings":
         return cls(int(data["weight_bits"]), int(data["act_bits"]), int(data["input_bits"]),
-                   int(data["bias_bits"]), {str(k): int(v) for k, v in data.get("overrides", {}).items()})
+                   int(data["bias_bits"]), {str(k): int(v) for k, v in data.get("overrides", {}).items()},
+                   None if data.get("classifier_act_bits") is None else int(data["classifier_act_bits"]))
 
 
 def brevitas_layers(qs: QuantSettings, signed_add: bool = False) -> Layers:
@@ -92,7 +108,7 @@ def brevitas_layers(qs: QuantSettings, signed_add: bool = False) -> Layers:
 
     # Activations hand QuantTensors on, so the next conv knows its input scale (for its bias grid).
     def relu(name):
-        return qnn.QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, bit_width=qs.act_bits,
+        return qnn.QuantReLU(act_quant=Uint8ActPerTensorFixedPoint, bit_width=qs.act_bits_for(name),
                              return_quant_tensor=True)
 
     # The bypass sum of two grids lands on a tie whenever it is rescaled to a coarser power-of-two grid.

@@ -193,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     q = QuantSettings()  # the defaults, defined once there
     p.add_argument("--weight-bits", type=int, default=q.weight_bits)
     p.add_argument("--act-bits", type=int, default=q.act_bits)
+    p.add_argument("--classifier-act-bits", type=int, default=None, metavar="BITS",
+                   help="bits of the classifier's activation, the grid of the output logits (default: --act-bits); "
+                        "e.g. 8 with --act-bits 4 keeps 256 levels of logits")
     p.add_argument("--input-bits", type=int, default=q.input_bits)
     p.add_argument("--bias-bits", type=int, default=q.bias_bits,
                    help="bits of each bias on the accumulator grid (input scale x weight scale)")
@@ -216,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
 def quant_settings_from_args(args: argparse.Namespace) -> QuantSettings:
     overrides = QuantSettings().overrides if args.override is None else (
         {} if args.override == ["none"] else parse_overrides(args.override))
-    return QuantSettings(args.weight_bits, args.act_bits, args.input_bits, args.bias_bits, overrides)
+    return QuantSettings(args.weight_bits, args.act_bits, args.input_bits, args.bias_bits, overrides,
+                         args.classifier_act_bits)
 
 
 def main(argv: list[str] | None = None) -> int:

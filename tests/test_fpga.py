@@ -9,7 +9,7 @@ import torch
 
 from contract import UserError
 from fpga.devices import resolve_device
-from fpga.pipeline import pipeline_from_config
+from fpga.pipeline import BitWidths, pipeline_from_config
 from fpga.project import read_dense_configs, stream_depths
 from model import small_image_config
 from model.checkpoint import load_checkpoint
@@ -29,13 +29,18 @@ SMALL = dict(base_e=16, incr_e=16, freq=2, num_fire=3, pool_after=(0, 2), stem_c
 # The fastest plan that fits (small reuse factors), and a slow one (reuse factors above n_in: hls4ml's
 # other Resource kernel, DenseResource_rf_gt_nin_rem0).
 @pytest.mark.slow
-@pytest.mark.parametrize("bypass,target_fps,with_band", [("simple", None, True), ("complex", "3000", False)])
-def test_fire_network_is_bit_exact_in_csim(bypass, target_fps, with_band, tiny_idx_dir, tmp_path):
+# The first also narrows the activations inside the network to 5 bits with 8-bit logits (issue 26's lever 2).
+@pytest.mark.parametrize("bypass,target_fps,with_band,acts", [("simple", None, True, (5, 8)),
+                                                              ("complex", "3000", False, (8, None))])
+def test_fire_network_is_bit_exact_in_csim(bypass, target_fps, with_band, acts, tiny_idx_dir, tmp_path):
     """The whole route on a small Fire network: QONNX, layout pass, folding plan (Strategy Resource, reuse
     factors > 1; the fastest plan that fits with its calibration band, or the plan for a target rate), FIFO
     sizing, hls4ml write + g++ compile, C-sim."""
+    from quantize import QuantSettings
+
     ckpt = tmp_path / "q.pt"
-    tiny_quant_checkpoint(ckpt, tiny_idx_dir, small_image_config(bypass=bypass, **SMALL))
+    qs = QuantSettings(act_bits=acts[0], classifier_act_bits=acts[1])
+    tiny_quant_checkpoint(ckpt, tiny_idx_dir, small_image_config(bypass=bypass, **SMALL), qs)
     out = tmp_path / "fpga"
     fps = ["--target-fps", target_fps] if target_fps else []
     r = run_module("fpga", "--checkpoint", str(ckpt), "--data-dir", str(tiny_idx_dir), "--samples", "200",
@@ -53,7 +58,8 @@ def test_fire_network_is_bit_exact_in_csim(bypass, target_fps, with_band, tiny_i
         assert "with the calibration band's upper edge: fits within 80%" in (out / "estimate.txt").read_text()
     assert report["dataflow_sim"]["deadlock"] is False and report["dataflow_sim"]["cycles_per_image"] > 0
     config = small_image_config(bypass=bypass, **SMALL)
-    assert pipeline_from_config(config).signature() == report["pipeline"]["signature"]
+    bits = BitWidths(act_bits=acts[0], classifier_act_bits=acts[1])
+    assert pipeline_from_config(config, bits).signature() == report["pipeline"]["signature"]
 
     # The estimator used the reuse and block factors hls4ml wrote into parameters.h, for every conv.
     written = read_dense_configs(out / "hls_project")

@@ -83,6 +83,30 @@ def test_mixed_precision_patterns():
     assert all(b == 3 for n, b in bits.items() if n.endswith(".squeeze"))
 
 
+def test_narrow_activations_with_wide_logits():
+    """--act-bits 4 --classifier-act-bits 8: every ReLU and bypass sum at 4 bits but the classifier's, whose
+    8-bit grid the averaged logits keep (the output quantizer is that module); the settings survive a
+    checkpoint round trip, and a checkpoint written before the field reads as 'same as act_bits'."""
+    from brevitas.nn import QuantIdentity, QuantReLU
+
+    qs = QuantSettings(act_bits=4, classifier_act_bits=8)
+    twin = build_quant_model(small_image_config(**TINY), qs)
+    widths = {name: int(m.act_quant.bit_width()) for name, m in twin.named_modules()
+              if isinstance(m, (QuantReLU, QuantIdentity)) and name != "input_quant"}
+    assert widths.pop("classifier.2") == 8 and set(widths.values()) == {4}, widths
+    assert twin.output_quant is twin.classifier[2]
+    assert QuantSettings.from_dict(qs.to_dict()) == qs and qs.logit_bits == 8
+    old = {k: v for k, v in QuantSettings(act_bits=6).to_dict().items() if k != "classifier_act_bits"}
+    assert QuantSettings.from_dict(old).logit_bits == 6
+    with pytest.raises(UserError, match="classifier_act_bits must be an integer from 2 to 16"):
+        build_quant_model(small_image_config(**TINY), QuantSettings(classifier_act_bits=1))
+    from fpga.pipeline import BitWidths, pipeline_from_config
+
+    pipeline = pipeline_from_config(small_image_config(**TINY), BitWidths(act_bits=4, classifier_act_bits=8))
+    assert pipeline.stage("classifier.1").out_bits == 8 and pipeline.stage("fire1.squeeze").out_bits == 4
+    assert pipeline.stage("output_quant").out_bits == 8
+
+
 @pytest.mark.slow
 def test_qat_cli_on_a_tiny_set(tiny_idx_dir, tmp_path):
     float_dir = tmp_path / "float"
