@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     report = evaluate_quant(args.checkpoint, args.dataset, args.data_dir, args.out,
                             contract.budget_bytes(args.budget_bytes))
     print(f"{args.checkpoint}: top-1 {report['top1']:.4f} (float {report['float_top1']}), "
-          f"{report['weight_bits']}-bit weights, {report['weight_storage_bytes']:,} bytes on chip -> {report_path}")
+          f"{report['weight_bits']}-bit weights, {report['weight_storage_bytes']:,} bytes on chip, "
+          f"{report['tied_top1']:.2%} tied top-1 -> {report_path}")
     return 0
 
 

@@ -297,7 +297,8 @@ def quantization_aware_training(args, qs: QuantSettings, settings: TrainSettings
     report = evaluate_quant(checkpoint, dataset, data_dir, out, args.budget_bytes)
     print(storage_table(load_quant_model(checkpoint).model, args.budget_bytes).format())
     print(f"wrote {checkpoint}: test top-1 {report['top1']:.4f} (float {float_top1:.4f}), "
-          f"{report['weight_storage_bytes']:,} bytes of weights and biases")
+          f"{report['weight_storage_bytes']:,} bytes of weights and biases; {report['tied_top1']:.2%} of the test "
+          f"images tie on their top logit")
     return 0
 
 

@@ -152,6 +152,7 @@ def test_committed_quantized_checkpoint_reaches_its_accuracy(checkpoint, floor, 
     assert report["top1"] >= floor, report["top1"]
     assert report["top1"] >= report["float_top1"] - max_drop
     assert report["weight_storage_bytes"] <= BUDGET_BYTES
+    assert 0.0 < report["tied_top1"] < 0.02  # 8-bit logits: a few images tie on their top logit (1.67% for pynq_z2)
 
 
 def test_quant_settings_defaults_are_the_cli_defaults():
