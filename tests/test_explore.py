@@ -331,10 +331,10 @@ def test_stem_and_activation_bits_extend_a_point_without_renaming_the_old_ones()
     """The FPGA study's two new fields: at their defaults a point keeps the key, flags and label it had
     before them (so studies recorded earlier keep their trials); otherwise they reach the stages' flags and
     the FPGA estimator's bit widths."""
-    from model.squeezenet import small_image_config
-    from quantize.layers import QuantSettings
     from explore.measure import bit_widths
     from explore.space import DEFAULT_ACT_BITS, DEFAULT_STEM
+    from model.squeezenet import small_image_config
+    from quantize.layers import QuantSettings
 
     assert DEFAULT_ACT_BITS == QuantSettings().act_bits and DEFAULT_STEM == small_image_config().stem_channels
     old = DesignPoint(16, 16, 0.25, 0.5, "simple", 4)
