@@ -183,7 +183,8 @@ def evaluate(point: DesignPoint, schedule: Schedule, settings: Settings, trial_d
         seconds["measure"] = run_stage("measure", "explore.measure", [
             "--checkpoint", str(quant_ckpt), "--out", str(measured), *data, "--part", settings.part,
             "--resource-share", str(settings.resource_share), "--clock-mhz", str(settings.clock_mhz),
-            *(["--fit-with-band"] if settings.fit_with_band else []), "--latency-images", str(schedule.latency_images), "--budget-bytes", str(settings.budget_bytes),
+            *(["--fit-with-band"] if settings.fit_with_band else []),
+            "--latency-images", str(schedule.latency_images), "--budget-bytes", str(settings.budget_bytes),
             "--keep-tflite", str(trial_dir)], log)
     return record_fields(point, json.loads(quant_report.read_text()), json.loads(measured.read_text()),
                          float_run(float_ckpt), seconds)

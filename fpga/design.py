@@ -198,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     from model.checkpoint import load_checkpoint
     from model.squeezenet import small_image_config
     from model.train import parse_overrides
+    from quantize.qat import parse_overrides as parse_weight_overrides
 
     from .devices import DEVICES
 
@@ -232,11 +233,10 @@ def main(argv: list[str] | None = None) -> int:
         widths = [int(w) for w in args.widths.split(",")]
         acts = [int(a) for a in args.act_bits.split(",")]
         weights = [int(w) for w in args.weight_bits.split(",")]
-        overrides = tuple((k, int(v)) for k, v in (o.split("=", 1) for o in args.override))
     except ValueError:
-        raise UserError(f"--widths, --act-bits and --weight-bits must be comma-separated whole numbers and "
-                        f"--override LAYER=BITS, got {args.widths!r}, {args.act_bits!r}, {args.weight_bits!r} "
-                        f"and {args.override!r}") from None
+        raise UserError(f"--widths, --act-bits and --weight-bits must be comma-separated whole numbers, got "
+                        f"{args.widths!r}, {args.act_bits!r} and {args.weight_bits!r}") from None
+    overrides = tuple(parse_weight_overrides(args.override).items())
     overrides += tuple(o for o in BitWidths().overrides if o[0] not in dict(overrides))
     base = (SqueezeNetConfig(**load_checkpoint(args.base)["config"]) if args.base
             else small_image_config())

@@ -250,7 +250,7 @@ def test_design_points_of_a_checkpoints_network_at_other_activation_widths(capsy
     plain = capsys.readouterr().out.splitlines()[1].split()
     assert (int(wide[5].replace(",", "")), int(wide[6].replace(",", ""))) != \
         (int(plain[5].replace(",", "")), int(plain[6].replace(",", "")))
-    with pytest.raises(UserError, match="--override LAYER=BITS"):
+    with pytest.raises(UserError, match="--override expects LAYER=BITS"):
         main(["--override", "features.3"])
     with pytest.raises(UserError, match="unknown model setting"):
         main(["--network", "foo=1"])
