@@ -54,8 +54,9 @@ def board_inputs(n):
     test = load_dataset("fashion-mnist", "test")
     with torch.no_grad():
         x = to_input(torch.from_numpy(test.images[:n]), qm.normalization)
-        codes = plain(qm.model.input_quant(x)).permute(0, 2, 3, 1).reshape(n, -1).numpy()
+        quantized = qm.model.input_quant(x)  # its scale is the quantizer's own (QAT may move it), a power of two
+        codes = (plain(quantized) / quantized.scale).permute(0, 2, 3, 1).reshape(n, -1).numpy()
         logits = plain(qm.model.eval()(x)).numpy().astype(np.float64)
-    return np.round(codes * 64).astype(np.int8), logits
+    return np.round(codes).astype(np.int8), logits
 
 
