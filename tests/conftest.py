@@ -69,11 +69,12 @@ def tiny_export(tmp_path_factory):
 @pytest.fixture(scope="session")
 def committed_fpga(tmp_path_factory):
     """What `make fpga` builds, once per session: the committed FPGA default (the narrow PYNQ-Z2 model),
-    planned for the xc7z020, C-simulated on 1,000 test images. Returns its output directory."""
+    planned for the xc7z020 with the calibration band (FIT_WITH_BAND_pynq_z2), C-simulated on 1,000 test
+    images. Returns its output directory."""
     from quantize.qat import FPGA_QUANT
 
     out = tmp_path_factory.mktemp("committed_fpga") / "fpga"
-    r = run_module("fpga", "--checkpoint", str(ROOT / FPGA_QUANT), "--samples", "1000", "--out", str(out),
+    r = run_module("fpga", "--checkpoint", str(ROOT / FPGA_QUANT), "--samples", "1000", "--fit-with-band", "--out", str(out),
                    timeout=3000)
     assert r.returncode == 0, r.stderr[-3000:]
     return out

@@ -230,22 +230,25 @@ def test_design_points_of_a_checkpoints_network_at_other_activation_widths(capsy
     table, one row per variant, weight width and activation width, with the band verdict."""
     from fpga.design import main
 
-    assert main(["--base", "model/checkpoints/pynq_z2.pt", "--network", "", "--network", "stem_channels=32",
+    # The first pynq_z2 network (SR 0.25, a 16-channel stem) and its 32-channel-stem variant: both fit with the
+    # band at 6- and 4-bit activations, so the rows can be compared.
+    narrow, wide_stem = "sr=0.25,stem_channels=16", "sr=0.25,stem_channels=32"
+    assert main(["--base", "model/checkpoints/pynq_z2.pt", "--network", narrow, "--network", wide_stem,
                  "--act-bits", "6,4", "--weight-bits", "4,3", "--parts", "xc7z020clg400-1", "--fit-with-band"]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
-    assert [(r[0], r[1], r[2]) for r in rows] == [(n, w, a) for n in ("base", "stem_channels=32") for w in "43"
+    assert [(r[0], r[1], r[2]) for r in rows] == [(n, w, a) for n in (narrow, wide_stem) for w in "43"
                                                   for a in "64"]
     for row in rows:
         assert row[4] == "yes" and row[-1] == "yes"  # each fits with its band
     fps = {tuple(r[:3]): int(r[5].replace(",", "")) for r in rows}
-    assert fps[("base", "4", "4")] > fps[("base", "4", "6")] > 0  # narrower activations, faster plan
+    assert fps[(narrow, "4", "4")] > fps[(narrow, "4", "6")] > 0  # narrower activations, faster plan
     # 3-bit weights: narrower multipliers (LUTs) and accumulators, so at least as fast a plan
-    assert fps[("base", "3", "6")] >= fps[("base", "4", "6")]
+    assert fps[(narrow, "3", "6")] >= fps[(narrow, "4", "6")]
     # A per-layer override reaches the estimate: 8-bit expand3x3 weights cost more than 4-bit ones.
-    assert main(["--base", "model/checkpoints/pynq_z2.pt", "--network", "", "--act-bits", "6", "--parts",
+    assert main(["--base", "model/checkpoints/pynq_z2.pt", "--network", narrow, "--act-bits", "6", "--parts",
                  "xc7z020clg400-1", "--override", "features.*.expand3x3=8"]) == 0
     wide = capsys.readouterr().out.splitlines()[1].split()
-    assert main(["--base", "model/checkpoints/pynq_z2.pt", "--network", "", "--act-bits", "6", "--parts",
+    assert main(["--base", "model/checkpoints/pynq_z2.pt", "--network", narrow, "--act-bits", "6", "--parts",
                  "xc7z020clg400-1"]) == 0
     plain = capsys.readouterr().out.splitlines()[1].split()
     assert (int(wide[5].replace(",", "")), int(wide[6].replace(",", ""))) != \

@@ -20,7 +20,7 @@ from model.train import parse_overrides
 from model.train_settings import TrainSettings, epoch_seed, settings_from_args
 from model.training import ModelEma, Teacher, distillation_loss, fit, shard, training_loss
 from quantize.layers import QuantSettings, build_quant_model
-from quantize.qat import DEFAULT_OVERRIDES, calibrate, load_quant_model
+from quantize.qat import DEFAULT_OVERRIDES, calibrate, load_quant_model, quant_settings_from_args
 from quantize.qat import build_parser as qat_parser
 
 from .conftest import ROOT, run_module
@@ -136,7 +136,8 @@ def _recipe_of_command(parser, command: str, **kw) -> dict:
 def test_makefile_arguments_reproduce_the_committed_checkpoints(model):
     float_ckpt = load_checkpoint(ROOT / f"model/checkpoints/{model}.pt")
     float_meta = float_ckpt["meta"]
-    quant_meta = load_checkpoint(ROOT / f"quantize/checkpoints/{model}.pt")["meta"]
+    quant_ckpt = load_checkpoint(ROOT / f"quantize/checkpoints/{model}.pt")
+    quant_meta = quant_ckpt["meta"]
     train_args = float_parser().parse_args(shlex.split(_make_variable("TRAIN_ARGS", f"MODEL={model}")))
     # What the run computed, as its checkpoint stored it; fields newer than the checkpoint were off then.
     ran = {**TrainSettings().recipe(), **{k: v for k, v in float_meta["settings"].items()
@@ -150,6 +151,10 @@ def test_makefile_arguments_reproduce_the_committed_checkpoints(model):
     qat_args = qat_parser().parse_args(shlex.split(_make_variable("QAT_ARGS", f"MODEL={model}")))
     assert settings_from_args(qat_args, amp=False).recipe() == _recipe_of_command(qat_parser, quant_meta["command"],
                                                                                    amp=False)
+    # ... and the quantizers (weight, activation and logit widths) and the teachers the checkpoints record
+    assert quant_settings_from_args(qat_args) == QuantSettings.from_dict(quant_ckpt["quant"])
+    assert (train_args.teacher, qat_args.teacher) == ((float_meta.get("teacher") or {}).get("checkpoint"),
+                                                      (quant_meta.get("teacher") or {}).get("checkpoint"))
 
 
 def test_make_launches_torchrun_for_several_processes():
