@@ -1,5 +1,6 @@
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,14 @@ FASHION_DIR = Path(os.environ.get("DATA_DIR", DEFAULT_DATA_DIR))
 HAVE_FASHION = (FASHION_DIR / "t10k-images-idx3-ubyte.gz").is_file() or (FASHION_DIR / "t10k-images-idx3-ubyte").is_file()
 needs_fashion = pytest.mark.skipif(not HAVE_FASHION, reason=f"Fashion-MNIST not installed in {FASHION_DIR} "
                                    "(make setup installs Debian's dataset-fashion-mnist)")
+
+
+def make_variable(name: str, *assignments: str) -> str:
+    """A Makefile variable as make expands it (``assignments`` such as ``MODEL=pynq_z2``)."""
+    r = subprocess.run(["make", "-s", "--no-print-directory", "--eval", "print-%: ; @echo $($*)", f"print-{name}",
+                        *assignments], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
 
 
 def run_module(*args, cwd=ROOT, env=None, timeout=900):
@@ -69,12 +78,10 @@ def tiny_export(tmp_path_factory):
 @pytest.fixture(scope="session")
 def committed_fpga(tmp_path_factory):
     """What `make fpga` builds, once per session: the committed FPGA default (the narrow PYNQ-Z2 model),
-    planned for the xc7z020 with the calibration band (FIT_WITH_BAND_pynq_z2), C-simulated on 1,000 test
-    images. Returns its output directory."""
-    from quantize.qat import FPGA_QUANT
-
+    with the Makefile's own arguments (the planning with the calibration band among them), C-simulated on
+    1,000 test images. Returns its output directory."""
     out = tmp_path_factory.mktemp("committed_fpga") / "fpga"
-    r = run_module("fpga", "--checkpoint", str(ROOT / FPGA_QUANT), "--samples", "1000", "--fit-with-band", "--out", str(out),
+    r = run_module("fpga", *shlex.split(make_variable("FPGA_ARGS")), "--samples", "1000", "--out", str(out),
                    timeout=3000)
     assert r.returncode == 0, r.stderr[-3000:]
     return out

@@ -23,7 +23,7 @@ from quantize.layers import QuantSettings, build_quant_model
 from quantize.qat import DEFAULT_OVERRIDES, calibrate, load_quant_model, quant_settings_from_args
 from quantize.qat import build_parser as qat_parser
 
-from .conftest import ROOT, run_module
+from .conftest import ROOT, make_variable, run_module
 
 TINY = dict(base_e=16, incr_e=16, num_fire=4, pool_after=(0, 2), stem_channels=16)
 TINY_ARGS = sum((["--set", f"{k}={json.dumps(v)}"] for k, v in TINY.items()), [])
@@ -93,14 +93,6 @@ def test_float_training_and_qat_on_cuda_give_checkpoints_the_cpu_loads(tiny_idx_
 
 # --- the recipe's defaults --------------------------------------------------------------------------------
 
-def _make_variable(name: str, *assignments: str) -> str:
-    """A Makefile variable as make expands it (``assignments`` such as ``MODEL=pynq_z2``)."""
-    r = subprocess.run(["make", "-s", "--no-print-directory", "--eval", "print-%: ; @echo $($*)", f"print-{name}",
-                        *assignments], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    return r.stdout.strip()
-
-
 OFF = {"random_erasing": 0.0, "mixup_alpha": 0.0, "cutmix_alpha": 0.0, "ema_decay": 0.0, "kd_alpha": 0.0,
        "kd_temperature": 2.0, "head_leak": 0.0}
 
@@ -138,7 +130,7 @@ def test_makefile_arguments_reproduce_the_committed_checkpoints(model):
     float_meta = float_ckpt["meta"]
     quant_ckpt = load_checkpoint(ROOT / f"quantize/checkpoints/{model}.pt")
     quant_meta = quant_ckpt["meta"]
-    train_args = float_parser().parse_args(shlex.split(_make_variable("TRAIN_ARGS", f"MODEL={model}")))
+    train_args = float_parser().parse_args(shlex.split(make_variable("TRAIN_ARGS", f"MODEL={model}")))
     # What the run computed, as its checkpoint stored it; fields newer than the checkpoint were off then.
     ran = {**TrainSettings().recipe(), **{k: v for k, v in float_meta["settings"].items()
                                           if k not in ("threads", "amp", "time_limit")}}
@@ -148,7 +140,7 @@ def test_makefile_arguments_reproduce_the_committed_checkpoints(model):
     assert {k: v for k, v in config.items() if k in float_ckpt["config"]} == float_ckpt["config"]
     stored = {k: v for k, v in float_meta["settings"].items() if k not in ("threads", "amp", "time_limit")}
     assert stored.items() <= settings_from_args(train_args).recipe().items()
-    qat_args = qat_parser().parse_args(shlex.split(_make_variable("QAT_ARGS", f"MODEL={model}")))
+    qat_args = qat_parser().parse_args(shlex.split(make_variable("QAT_ARGS", f"MODEL={model}")))
     assert settings_from_args(qat_args, amp=False).recipe() == _recipe_of_command(qat_parser, quant_meta["command"],
                                                                                    amp=False)
     # ... and the quantizers (weight, activation and logit widths) and the teachers the checkpoints record
