@@ -78,7 +78,8 @@ def bit_widths(qs):
     from fpga.pipeline import BitWidths
 
     return BitWidths(weight_bits=qs.weight_bits, overrides=tuple(qs.overrides.items()), act_bits=qs.act_bits,
-                     input_bits=qs.input_bits, bias_bits=qs.bias_bits, classifier_act_bits=qs.classifier_act_bits)
+                     input_bits=qs.input_bits, bias_bits=qs.bias_bits, classifier_act_bits=qs.classifier_act_bits,
+                     act_overrides=tuple(qs.act_overrides.items()))
 
 
 def measure(checkpoint: str, data_dir: str | None, dataset: str, part: str, share: float, clock_mhz: float,

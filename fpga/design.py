@@ -221,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--override", action="append", default=[], metavar="LAYER=BITS",
                    help="weight bits of the matching convs (fnmatch, as quantize's --override; repeatable); the "
                         "first conv and the classifier keep 8 bits unless overridden")
+    p.add_argument("--act-override", action="append", default=[], metavar="NAME=BITS",
+                   help="bits of the matching activations (fnmatch on module names, as quantize's --act-override; "
+                        "repeatable); the others take each --act-bits")
     p.add_argument("--parts", default=",".join(DEVICES), help="comma-separated parts")
     p.add_argument("--resource-share", type=float, default=0.8)
     p.add_argument("--clock-mhz", type=float, default=100.0)
@@ -238,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{args.widths!r}, {args.act_bits!r} and {args.weight_bits!r}") from None
     overrides = tuple(parse_weight_overrides(args.override).items())
     overrides += tuple(o for o in BitWidths().overrides if o[0] not in dict(overrides))
+    act_overrides = tuple(parse_weight_overrides(args.act_override, "--act-override").items())
     base = (SqueezeNetConfig(**load_checkpoint(args.base)["config"]) if args.base
             else small_image_config())
     if args.network:
@@ -251,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, cfg in networks:
         for wb, act, part in ((w, a, p) for w in weights for a in acts for p in args.parts.split(",")):
             bits = BitWidths(weight_bits=wb, overrides=overrides, act_bits=act,
-                             classifier_act_bits=args.classifier_act_bits)
+                             classifier_act_bits=args.classifier_act_bits, act_overrides=act_overrides)
             d = design_point(cfg, part.strip(), share=args.resource_share, clock_mhz=args.clock_mhz,
                              simulate=args.simulate, bits=bits, with_band=args.fit_with_band)
             r = d["resources"]

@@ -257,10 +257,18 @@ class BitWidths:
     input_bits: int = 8
     bias_bits: int = 16
     classifier_act_bits: int | None = None  # the logits' grid (quantize's --classifier-act-bits); None: act_bits
+    act_overrides: tuple[tuple[str, int], ...] = ()  # quantize's --act-override, on the activations' module names
 
     @property
     def logit_bits(self) -> int:
         return self.act_bits if self.classifier_act_bits is None else self.classifier_act_bits
+
+    def act(self, module: str) -> int:
+        """The bits of the activation quantizer that quantize names ``module`` (a ReLU or a bypass sum)."""
+        for pattern, bits in self.act_overrides:
+            if fnmatch.fnmatchcase(module, pattern):
+                return bits
+        return self.act_bits
 
     def weight(self, module: str) -> int:
         for pattern, bits in self.overrides:
@@ -346,18 +354,18 @@ def pipeline_from_config(cfg: "SqueezeNetConfig", bits: BitWidths | None = None,
 
     bits = bits or BitWidths()
     b = _Builder(name)
-    act = bits.act_bits
     size, ch = cfg.input_size, cfg.in_channels
     (src,) = b.stage("input", "input", [], (size, size, ch), bits.input_bits, interface=True)
     (src,) = b.stage("input_quant", "cast", [src], (size, size, ch), bits.input_bits)
     src = b.conv("features.0", src, ch, cfg.stem_channels, cfg.stem_kernel, cfg.stem_stride, cfg.stem_padding,
-                 bits, act)
+                 bits, bits.act("features.2"))
 
     def pool(src: str, name: str) -> str:
         h, w, c = b._shape(b.pipeline.streams[src])
         k, s = cfg.pool_kernel, cfg.pool_stride
         return b.stage(name, "maxpool", [src], (_pooled(h, k, s, cfg.pool_ceil_mode),
-                                                _pooled(w, k, s, cfg.pool_ceil_mode), c), act, kernel=k, stride=s)[0]
+                                                _pooled(w, k, s, cfg.pool_ceil_mode), c),
+                       b.pipeline.streams[src].element_bits, kernel=k, stride=s)[0]
 
     if 0 in cfg.pool_after:
         src = pool(src, "features.pool0")
@@ -369,8 +377,9 @@ def pipeline_from_config(cfg: "SqueezeNetConfig", bits: BitWidths | None = None,
         main = src
         if bypass:
             main, skip = b.fork(src, fire)
-        sq = b.conv(f"{fire}.squeeze", main, spec.in_channels, spec.squeeze, 1, 1, 0, bits, act,
-                    module=f"{module}.squeeze")
+        sq = b.conv(f"{fire}.squeeze", main, spec.in_channels, spec.squeeze, 1, 1, 0, bits,
+                    bits.act(f"{module}.squeeze_activation"), module=f"{module}.squeeze")
+        act = bits.act(f"{module}.expand_activation")
         to_e1, to_e3 = b.fork(sq, f"{fire}.squeeze")
         e1 = b.conv(f"{fire}.expand1x1", to_e1, spec.squeeze, spec.expand1x1, 1, 1, 0, bits, act,
                     module=f"{module}.expand1x1")
@@ -388,7 +397,8 @@ def pipeline_from_config(cfg: "SqueezeNetConfig", bits: BitWidths | None = None,
                            weight_bits=wb, bias_bits=bits.bias_bits,
                            accum_bits=_accum_bits(in_bits, wb, n_in, bits.bias_bits), config_key=f"{fire}.bypass")[0]
         if bypass:
-            (src,) = b.stage(f"{fire}.add", "add", [src, skip], (h, w, spec.out_channels), act)
+            (src,) = b.stage(f"{fire}.add", "add", [src, skip], (h, w, spec.out_channels),
+                             bits.act(f"{module}.bypass_quant"))
         if i in cfg.pool_after:
             src = pool(src, f"{fire}.pool")
     last = fire_specs(cfg)[-1].out_channels

@@ -35,6 +35,11 @@ class QuantSettings:
     # None = act_bits. Narrow activations inside the network with wide logits: 16 levels of logits at 4 bits
     # would tie the top-1 of many images.
     classifier_act_bits: int | None = None
+    # Activation bits of single quantizers, by module name or fnmatch pattern (the ReLUs
+    # ``features.N.squeeze_activation`` / ``expand_activation`` / ``features.2``, the bypass sums
+    # ``features.N.bypass_quant``), first match wins; every other one keeps ``act_bits``. The logits keep
+    # ``classifier_act_bits``. hls4ml reads each quantizer's own width, so the FPGA stage needs nothing more.
+    act_overrides: dict[str, int] = field(default_factory=dict)
 
     @property
     def logit_bits(self) -> int:
@@ -42,7 +47,12 @@ class QuantSettings:
 
     def act_bits_for(self, relu_name: str) -> int:
         """The bits of one activation quantizer (by the module name the builder gives it)."""
-        return self.logit_bits if relu_name == CLASSIFIER_RELU else self.act_bits
+        if relu_name == CLASSIFIER_RELU:
+            return self.logit_bits
+        for pattern, bits in self.act_overrides.items():
+            if fnmatch.fnmatchcase(relu_name, pattern):
+                return bits
+        return self.act_bits
 
     def bits_for(self, conv_name: str) -> int:
         for pattern, bits in self.overrides.items():
@@ -50,11 +60,12 @@ class QuantSettings:
                 return bits
         return self.weight_bits
 
-    def validate(self, conv_names: list[str] | None = None) -> None:
+    def validate(self, conv_names: list[str] | None = None, act_names: list[str] | None = None) -> None:
         for what, bits in [("weight_bits", self.weight_bits), ("act_bits", self.act_bits),
                            ("classifier_act_bits", self.logit_bits),
                            ("input_bits", self.input_bits), ("bias_bits", self.bias_bits),
-                           *[(f"override {k}", v) for k, v in self.overrides.items()]]:
+                           *[(f"override {k}", v) for k, v in self.overrides.items()],
+                           *[(f"activation override {k}", v) for k, v in self.act_overrides.items()]]:
             if not isinstance(bits, int) or not 2 <= bits <= 16:
                 raise UserError(f"{what} must be an integer from 2 to 16, got {bits!r}")
         if conv_names is not None:
@@ -62,6 +73,12 @@ class QuantSettings:
                 if not any(fnmatch.fnmatchcase(n, pattern) for n in conv_names):
                     raise UserError(f"bit-width override {pattern!r} names no layer of this model; "
                                     f"conv layers are: {', '.join(conv_names)}")
+        if act_names is not None:
+            for pattern in self.act_overrides:
+                if not any(fnmatch.fnmatchcase(n, pattern) for n in act_names if n != CLASSIFIER_RELU):
+                    raise UserError(f"activation override {pattern!r} names no activation of this model; they are: "
+                                    f"{', '.join(n for n in act_names if n != CLASSIFIER_RELU)} "
+                                    f"(the logits take --classifier-act-bits)")
 
     def short_biases(self, conv_names: list[str]) -> list[str]:
         """The convs whose bias cannot reach one full product of their input and weight. A bias lives on
@@ -71,7 +88,8 @@ class QuantSettings:
         keeps exact: Brevitas accumulates in float32)."""
         short = []
         for i, name in enumerate(conv_names):
-            input_bits = self.input_bits if i == 0 else self.act_bits
+            # (the widest activation stands in for a conv's own input: a warning errs on the safe side)
+            input_bits = self.input_bits if i == 0 else max([self.act_bits, *self.act_overrides.values()])
             if input_bits + self.bits_for(name) > self.bias_bits:
                 short.append(f"{name} ({input_bits}+{self.bits_for(name)} bits)")
         return short
@@ -79,13 +97,14 @@ class QuantSettings:
     def to_dict(self) -> dict:
         return {"weight_bits": self.weight_bits, "act_bits": self.act_bits, "input_bits": self.input_bits,
                 "bias_bits": self.bias_bits, "overrides": dict(self.overrides),
-                "classifier_act_bits": self.classifier_act_bits}
+                "classifier_act_bits": self.classifier_act_bits, "act_overrides": dict(self.act_overrides)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "QuantSettings":
         return cls(int(data["weight_bits"]), int(data["act_bits"]), int(data["input_bits"]),
                    int(data["bias_bits"]), {str(k): int(v) for k, v in data.get("overrides", {}).items()},
-                   None if data.get("classifier_act_bits") is None else int(data["classifier_act_bits"]))
+                   None if data.get("classifier_act_bits") is None else int(data["classifier_act_bits"]),
+                   {str(k): int(v) for k, v in data.get("act_overrides", {}).items()})
 
 
 def brevitas_layers(qs: QuantSettings, signed_add: bool = False) -> Layers:
@@ -116,7 +135,7 @@ def brevitas_layers(qs: QuantSettings, signed_add: bool = False) -> Layers:
     # ties toward +inf, none rounds them half-to-even: the sum's quantizer rounds the way they all do.
     def add_quant(name):
         quant = Int8ActPerTensorFixedPoint if signed_add else Uint8ActPerTensorFixedPoint
-        return qnn.QuantIdentity(act_quant=quant, bit_width=qs.act_bits, float_to_int_impl=RoundHalfUpSte,
+        return qnn.QuantIdentity(act_quant=quant, bit_width=qs.act_bits_for(name), float_to_int_impl=RoundHalfUpSte,
                                  return_quant_tensor=True)
 
     def input_quant(name):
@@ -160,8 +179,16 @@ def conv_layer_names(cfg: SqueezeNetConfig) -> list[str]:
     return [n for n, m in float_model.named_modules() if isinstance(m, nn.Conv2d)]
 
 
+def activation_names(cfg: SqueezeNetConfig) -> list[str]:
+    """The names the builder gives its activation quantizers (ReLUs and bypass sums), in order."""
+    names: list[str] = []
+    record = lambda name, *_: names.append(name) or nn.Identity()  # noqa: E731
+    SqueezeNet(cfg, Layers(relu=record, add_quant=record))
+    return names
+
+
 def build_quant_model(cfg: SqueezeNetConfig, qs: QuantSettings) -> SqueezeNet:
     """The Brevitas twin: the same builder, Brevitas layers passed in."""
-    qs.validate(conv_layer_names(cfg))
+    qs.validate(conv_layer_names(cfg), activation_names(cfg) if qs.act_overrides else None)
     # BatchNorm is folded into the convs before quantization, so the twin's norms are identities.
     return SqueezeNet(cfg, without_norm_layers(brevitas_layers(qs, signed_add=cfg.bypass == "complex")))

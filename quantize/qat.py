@@ -164,16 +164,16 @@ def parent_top1(meta: dict, test: ImageSet) -> float | None:
                     test.labels)
 
 
-def parse_overrides(pairs: list[str]) -> dict[str, int]:
+def parse_overrides(pairs: list[str], flag: str = "--override") -> dict[str, int]:
     out = {}
     for pair in pairs:
         name, sep, bits = pair.partition("=")
         if not sep:
-            raise UserError(f"--override expects LAYER=BITS, got {pair!r}")
+            raise UserError(f"{flag} expects NAME=BITS, got {pair!r}")
         try:
             out[name] = int(bits)
         except ValueError:
-            raise UserError(f"--override {pair!r}: bits must be an integer") from None
+            raise UserError(f"{flag} {pair!r}: bits must be an integer") from None
     return out
 
 
@@ -203,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight bits for one conv (fnmatch patterns allowed, e.g. 'features.*.squeeze=3'); "
                         f"default: {' '.join(f'{k}={v}' for k, v in q.overrides.items())}; "
                         "'--override none' for none")
+    p.add_argument("--act-override", action="append", default=[], metavar="NAME=BITS",
+                   help="bits of the matching activation quantizers (fnmatch on module names, e.g. "
+                        "'features.4.squeeze_activation=8', 'features.*.bypass_quant=6'; repeatable); the others "
+                        "keep --act-bits")
     p.add_argument("--limit", type=int, default=0, help="use only the first N training images (smoke runs)")
     p.add_argument("--budget-bytes", type=int, default=None,
                    help=f"the byte budget (default: ${contract.BUDGET_ENV} or {contract.BUDGET_BYTES:,} = 0.5 MiB)")
@@ -220,7 +224,7 @@ def quant_settings_from_args(args: argparse.Namespace) -> QuantSettings:
     overrides = QuantSettings().overrides if args.override is None else (
         {} if args.override == ["none"] else parse_overrides(args.override))
     return QuantSettings(args.weight_bits, args.act_bits, args.input_bits, args.bias_bits, overrides,
-                         args.classifier_act_bits)
+                         args.classifier_act_bits, parse_overrides(args.act_override, "--act-override"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,10 +28,14 @@ SMALL = dict(base_e=16, incr_e=16, freq=2, num_fire=3, pool_after=(0, 2), stem_c
 
 # The fastest plan that fits (small reuse factors), and a slow one (reuse factors above n_in: hls4ml's
 # other Resource kernel, DenseResource_rf_gt_nin_rem0).
+# The first also narrows the activations inside the network to 5 bits with 8-bit logits (issue 26's lever 2),
+# and mixes widths: fire1's squeeze output at 8 bits, the bypass sums at 6 (quantize's --act-override).
+MIXED = {"features.4.squeeze_activation": 8, "features.*.bypass_quant": 6}
+
+
 @pytest.mark.slow
-# The first also narrows the activations inside the network to 5 bits with 8-bit logits (issue 26's lever 2).
-@pytest.mark.parametrize("bypass,target_fps,with_band,acts", [("simple", None, True, (5, 8)),
-                                                              ("complex", "3000", False, (8, None))])
+@pytest.mark.parametrize("bypass,target_fps,with_band,acts", [("simple", None, True, (5, 8, MIXED)),
+                                                              ("complex", "3000", False, (8, None, {}))])
 def test_fire_network_is_bit_exact_in_csim(bypass, target_fps, with_band, acts, tiny_idx_dir, tmp_path):
     """The whole route on a small Fire network: QONNX, layout pass, folding plan (Strategy Resource, reuse
     factors > 1; the fastest plan that fits with its calibration band, or the plan for a target rate), FIFO
@@ -39,7 +43,7 @@ def test_fire_network_is_bit_exact_in_csim(bypass, target_fps, with_band, acts, 
     from quantize import QuantSettings
 
     ckpt = tmp_path / "q.pt"
-    qs = QuantSettings(act_bits=acts[0], classifier_act_bits=acts[1])
+    qs = QuantSettings(act_bits=acts[0], classifier_act_bits=acts[1], act_overrides=acts[2])
     tiny_quant_checkpoint(ckpt, tiny_idx_dir, small_image_config(bypass=bypass, **SMALL), qs)
     out = tmp_path / "fpga"
     fps = ["--target-fps", target_fps] if target_fps else []
@@ -58,7 +62,7 @@ def test_fire_network_is_bit_exact_in_csim(bypass, target_fps, with_band, acts, 
         assert "with the calibration band's upper edge: fits within 80%" in (out / "estimate.txt").read_text()
     assert report["dataflow_sim"]["deadlock"] is False and report["dataflow_sim"]["cycles_per_image"] > 0
     config = small_image_config(bypass=bypass, **SMALL)
-    bits = BitWidths(act_bits=acts[0], classifier_act_bits=acts[1])
+    bits = BitWidths(act_bits=acts[0], classifier_act_bits=acts[1], act_overrides=tuple(acts[2].items()))
     assert pipeline_from_config(config, bits).signature() == report["pipeline"]["signature"]
 
     # The estimator used the reuse and block factors hls4ml wrote into parameters.h, for every conv.

@@ -69,6 +69,9 @@ def test_wide_8bit_model_is_over_budget():
     (QuantSettings(act_bits=17), "from 2 to 16"),
     (QuantSettings(overrides={"features.99": 4}), "names no layer"),
     (QuantSettings(overrides={"features.0": 0}), "from 2 to 16"),
+    (QuantSettings(act_overrides={"features.99.squeeze_activation": 8}), "names no activation"),
+    (QuantSettings(act_overrides={"classifier.2": 8}), "names no activation"),  # the logits: --classifier-act-bits
+    (QuantSettings(act_overrides={"features.2": 1}), "from 2 to 16"),
 ])
 def test_bad_quant_settings(qs, message):
     with pytest.raises(UserError, match=message):
@@ -105,6 +108,40 @@ def test_narrow_activations_with_wide_logits():
     pipeline = pipeline_from_config(small_image_config(**TINY), BitWidths(act_bits=4, classifier_act_bits=8))
     assert pipeline.stage("classifier.1").out_bits == 8 and pipeline.stage("fire1.squeeze").out_bits == 4
     assert pipeline.stage("output_quant").out_bits == 8
+
+
+def test_activation_overrides_set_single_quantizers():
+    """--act-override NAME=BITS: the matching ReLUs and bypass sums take their own width (first match wins),
+    the others --act-bits, the logits --classifier-act-bits; the CLI, a checkpoint round trip (and one written
+    before the field) and the FPGA estimator's pipeline all read the same widths."""
+    from brevitas.nn import QuantIdentity, QuantReLU
+
+    from fpga.pipeline import BitWidths, pipeline_from_config
+    from quantize.qat import build_parser, quant_settings_from_args
+
+    cfg = small_image_config(**TINY, bypass="simple")
+    args = build_parser().parse_args(["--act-bits", "4", "--classifier-act-bits", "8", "--act-override",
+                                      "features.4.squeeze_activation=8", "--act-override", "features.*.bypass_quant=6"])
+    qs = quant_settings_from_args(args)
+    assert qs.act_overrides == {"features.4.squeeze_activation": 8, "features.*.bypass_quant": 6}
+    twin = build_quant_model(cfg, qs)
+    widths = {name: int(m.act_quant.bit_width()) for name, m in twin.named_modules()
+              if isinstance(m, (QuantReLU, QuantIdentity)) and name != "input_quant"}
+    assert widths.pop("classifier.2") == 8 and widths.pop("features.4.squeeze_activation") == 8
+    bypasses = {n: widths.pop(n) for n in list(widths) if n.endswith("bypass_quant")}
+    assert bypasses and set(bypasses.values()) == {6} and set(widths.values()) == {4}, (bypasses, widths)
+    assert QuantSettings.from_dict(qs.to_dict()) == qs
+    old = {k: v for k, v in qs.to_dict().items() if k != "act_overrides"}
+    assert QuantSettings.from_dict(old).act_overrides == {}
+
+    pipeline = pipeline_from_config(cfg, BitWidths(act_bits=4, classifier_act_bits=8,
+                                                   act_overrides=tuple(qs.act_overrides.items())))
+    assert pipeline.stage("fire1.squeeze").out_bits == 8 and pipeline.stage("fire1.expand1x1").out_bits == 4
+    assert pipeline.stage("fire2.squeeze").out_bits == 4
+    assert {s.out_bits for s in pipeline.stages if s.kind == "add"} == {6}
+    assert pipeline.stage("features.0").out_bits == 4 and pipeline.stage("output_quant").out_bits == 8
+    with pytest.raises(UserError, match="--act-override expects NAME=BITS"):
+        quant_settings_from_args(build_parser().parse_args(["--act-override", "features.2"]))
 
 
 @pytest.mark.slow
