@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{args.widths!r}, {args.act_bits!r} and {args.weight_bits!r}") from None
     overrides = tuple(parse_weight_overrides(args.override).items())
     overrides += tuple(o for o in BitWidths().overrides if o[0] not in dict(overrides))
-    act_overrides = tuple(parse_weight_overrides(args.act_override, "--act-override").items())
+    act_overrides = tuple(parse_weight_overrides(args.act_override, "--act-override", "NAME=BITS").items())
     base = (SqueezeNetConfig(**load_checkpoint(args.base)["config"]) if args.base
             else small_image_config())
     if args.network:

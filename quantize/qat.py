@@ -164,12 +164,12 @@ def parent_top1(meta: dict, test: ImageSet) -> float | None:
                     test.labels)
 
 
-def parse_overrides(pairs: list[str], flag: str = "--override") -> dict[str, int]:
+def parse_overrides(pairs: list[str], flag: str = "--override", metavar: str = "LAYER=BITS") -> dict[str, int]:
     out = {}
     for pair in pairs:
         name, sep, bits = pair.partition("=")
         if not sep:
-            raise UserError(f"{flag} expects NAME=BITS, got {pair!r}")
+            raise UserError(f"{flag} expects {metavar}, got {pair!r}")
         try:
             out[name] = int(bits)
         except ValueError:
@@ -224,7 +224,7 @@ def quant_settings_from_args(args: argparse.Namespace) -> QuantSettings:
     overrides = QuantSettings().overrides if args.override is None else (
         {} if args.override == ["none"] else parse_overrides(args.override))
     return QuantSettings(args.weight_bits, args.act_bits, args.input_bits, args.bias_bits, overrides,
-                         args.classifier_act_bits, parse_overrides(args.act_override, "--act-override"))
+                         args.classifier_act_bits, parse_overrides(args.act_override, "--act-override", "NAME=BITS"))
 
 
 def main(argv: list[str] | None = None) -> int:
