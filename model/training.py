@@ -159,7 +159,7 @@ class EpochLog:
 @dataclass
 class FitResult:
     history: list[EpochLog] = field(default_factory=list)
-    seconds: float = 0.0
+    seconds: float = 0.0  # every epoch's time, with validation, across --resume sittings
     finished: bool = True  # False: stopped by the time limit; resume to finish
     device: str = "cpu"
     world_size: int = 1
@@ -312,7 +312,9 @@ def _fit(model: nn.Module, train: ImageSet, val: ImageSet, norm: Normalization, 
             _save_state(state_path, model, optimizer, scheduler, ema, epoch + 1, result.history, key)
     if ema is not None and result.finished:
         ema.copy_to(model)
-    result.seconds = time.time() - t_start
+    # The epochs' own times, those of earlier sittings included (a resumed run restores its history): the
+    # run's training time, whatever the pauses between --resume calls.
+    result.seconds = sum(h.seconds for h in result.history)
     return result
 
 

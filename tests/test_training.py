@@ -32,6 +32,8 @@ def test_training_smoke_loss_falls_and_resumes(tiny_idx_dir, tmp_path):
     again = SqueezeNet(small_image_config(**TINY))
     resumed = fit(again, data, data.subset(np.arange(100)), norm, s, tmp_path / "last.pt", resume=True)
     assert [h.epoch for h in resumed.history] == list(range(1, 9))
+    # Its training time is the whole run's (the epochs of the first sitting), not this call's few milliseconds.
+    assert resumed.seconds == result.seconds == sum(h.seconds for h in result.history) > 0
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
 
 
