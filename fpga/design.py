@@ -7,6 +7,7 @@ with the dataflow simulation instead of assuming depth 1).
 """
 from __future__ import annotations
 
+import fnmatch
 from pathlib import Path
 
 from model.squeezenet import SqueezeNetConfig
@@ -249,6 +250,15 @@ def main(argv: list[str] | None = None) -> int:
                     for n in args.network]
     else:
         networks = [(str(w), replace(base, base_e=w, incr_e=w)) for w in widths]
+    if act_overrides:  # a pattern that names no activation would plan uniform widths without a word
+        from quantize.layers import CLASSIFIER_RELU, activation_names
+
+        for name, cfg in networks:
+            known = [n for n in activation_names(cfg) if n != CLASSIFIER_RELU]  # the logits: --classifier-act-bits
+            for pattern, _ in act_overrides:
+                if not any(fnmatch.fnmatchcase(n, pattern) for n in known):
+                    raise UserError(f"--act-override {pattern!r} names no activation of network {name}; they are: "
+                                    f"{', '.join(known)}")
     print(f"{'network':<28}{'w':>3}{'act':>4}  {'part':<22}{'fits':>5}{'images/s':>10}{'LUT':>9}{'FF':>9}{'BRAM18K':>8}"
           f"{'DSP':>6}{'band':>6}  (estimates; fit {'with' if args.fit_with_band else 'without'} the calibration "
           f"band; LUT/FF/BRAM of the plan, or of the smallest plan when nothing fits; band: its upper edge fits)")

@@ -257,3 +257,15 @@ def test_design_points_of_a_checkpoints_network_at_other_activation_widths(capsy
         main(["--override", "features.3"])
     with pytest.raises(UserError, match="unknown model setting"):
         main(["--network", "foo=1"])
+
+
+def test_design_refuses_an_activation_override_that_names_nothing():
+    """fpga.design --act-override: a pattern that matches no activation of the network is one error line, not a
+    silently uniform plan (the logits are not among them: --classifier-act-bits sets those)."""
+    from contract import UserError
+    from fpga.design import main
+
+    for pattern in ("features.44.squeeze_activation=8", "classifier.2=8"):
+        with pytest.raises(UserError, match="names no activation of network base"):
+            main(["--base", "model/checkpoints/pynq_z2.pt", "--network", "", "--act-override", pattern,
+                  "--parts", "xc7z020clg400-1"])
