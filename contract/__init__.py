@@ -7,6 +7,7 @@ stage, from ``model`` to the Pi, imports the same names from one place: ``import
 """
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -14,7 +15,7 @@ import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 # --- errors and the command-line boundary ----------------------------------------------------------------
 
@@ -149,6 +150,24 @@ def budget_bytes(explicit: int | None = None) -> int:
     if value <= 0:
         raise UserError(f"the budget must be positive, got {value}")
     return value
+
+
+# --- bit-width overrides by module name (quantize writes them, fpga's estimator reads them) ---------------
+
+
+def bits_by_pattern(name: str, overrides: Iterable[tuple[str, int]], default: int) -> int:
+    """The bits of module ``name`` under ``overrides``, (fnmatch pattern, bits) pairs: the first pattern
+    that matches wins, else ``default``. Case-sensitive, as module names are: quantize's --override and
+    --act-override, the checkpoint that records them and fpga's config-only estimate all look up here."""
+    for pattern, bits in overrides:
+        if fnmatch.fnmatchcase(name, pattern):
+            return bits
+    return default
+
+
+def pattern_matches_any(pattern: str, names: Iterable[str]) -> bool:
+    """Whether an override pattern names at least one of ``names`` (an override that names nothing is a typo)."""
+    return any(fnmatch.fnmatchcase(n, pattern) for n in names)
 
 
 # --- artifact names and checkpoint paths (relative to the repository root) ------------------------------

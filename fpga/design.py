@@ -7,7 +7,6 @@ with the dataflow simulation instead of assuming depth 1).
 """
 from __future__ import annotations
 
-import fnmatch
 from pathlib import Path
 
 from model.squeezenet import SqueezeNetConfig
@@ -195,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     from dataclasses import replace
 
-    from contract import UserError
+    from contract import UserError, pattern_matches_any
     from model.checkpoint import load_checkpoint
     from model.squeezenet import small_image_config
     from model.train import parse_overrides
@@ -256,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, cfg in networks:
             known = [n for n in activation_names(cfg) if n != CLASSIFIER_RELU]  # the logits: --classifier-act-bits
             for pattern, _ in act_overrides:
-                if not any(fnmatch.fnmatchcase(n, pattern) for n in known):
+                if not pattern_matches_any(pattern, known):
                     raise UserError(f"--act-override {pattern!r} names no activation of network {name}; they are: "
                                     f"{', '.join(known)}")
     print(f"{'network':<28}{'w':>3}{'act':>4}  {'part':<22}{'fits':>5}{'images/s':>10}{'LUT':>9}{'FF':>9}{'BRAM18K':>8}"

@@ -13,12 +13,11 @@ resource estimator and the dataflow simulation all work on this description, whi
 """
 from __future__ import annotations
 
-import fnmatch
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from contract import UserError
+from contract import UserError, bits_by_pattern
 
 if TYPE_CHECKING:  # the config builder needs model/ (torch); reading a written project does not
     from model.squeezenet import SqueezeNetConfig
@@ -265,16 +264,10 @@ class BitWidths:
 
     def act(self, module: str) -> int:
         """The bits of the activation quantizer that quantize names ``module`` (a ReLU or a bypass sum)."""
-        for pattern, bits in self.act_overrides:
-            if fnmatch.fnmatchcase(module, pattern):
-                return bits
-        return self.act_bits
+        return bits_by_pattern(module, self.act_overrides, self.act_bits)
 
     def weight(self, module: str) -> int:
-        for pattern, bits in self.overrides:
-            if fnmatch.fnmatch(module, pattern):
-                return bits
-        return self.weight_bits
+        return bits_by_pattern(module, self.overrides, self.weight_bits)
 
 
 def _accum_bits(in_bits: int, weight_bits: int, n_in: int, bias_bits: int) -> int:

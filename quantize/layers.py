@@ -6,13 +6,12 @@ make its C simulation output zeros) and that a TFLite int8 model can hold withou
 """
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from contract import UserError
+from contract import UserError, bits_by_pattern, pattern_matches_any
 from model import Layers, SqueezeNet, SqueezeNetConfig, without_norm_layers
 from model.squeezenet import plain
 
@@ -49,16 +48,10 @@ class QuantSettings:
         """The bits of one activation quantizer (by the module name the builder gives it)."""
         if relu_name == CLASSIFIER_RELU:
             return self.logit_bits
-        for pattern, bits in self.act_overrides.items():
-            if fnmatch.fnmatchcase(relu_name, pattern):
-                return bits
-        return self.act_bits
+        return bits_by_pattern(relu_name, self.act_overrides.items(), self.act_bits)
 
     def bits_for(self, conv_name: str) -> int:
-        for pattern, bits in self.overrides.items():
-            if fnmatch.fnmatchcase(conv_name, pattern):
-                return bits
-        return self.weight_bits
+        return bits_by_pattern(conv_name, self.overrides.items(), self.weight_bits)
 
     def validate(self, conv_names: list[str] | None = None, act_names: list[str] | None = None) -> None:
         for what, bits in [("weight_bits", self.weight_bits), ("act_bits", self.act_bits),
@@ -70,12 +63,12 @@ class QuantSettings:
                 raise UserError(f"{what} must be an integer from 2 to 16, got {bits!r}")
         if conv_names is not None:
             for pattern in self.overrides:
-                if not any(fnmatch.fnmatchcase(n, pattern) for n in conv_names):
+                if not pattern_matches_any(pattern, conv_names):
                     raise UserError(f"bit-width override {pattern!r} names no layer of this model; "
                                     f"conv layers are: {', '.join(conv_names)}")
         if act_names is not None:
             for pattern in self.act_overrides:
-                if not any(fnmatch.fnmatchcase(n, pattern) for n in act_names if n != CLASSIFIER_RELU):
+                if not pattern_matches_any(pattern, (n for n in act_names if n != CLASSIFIER_RELU)):
                     raise UserError(f"activation override {pattern!r} names no activation of this model; they are: "
                                     f"{', '.join(n for n in act_names if n != CLASSIFIER_RELU)} "
                                     f"(the logits take --classifier-act-bits)")

@@ -133,6 +133,13 @@ def test_activation_overrides_set_single_quantizers():
     assert QuantSettings.from_dict(qs.to_dict()) == qs
     old = {k: v for k, v in qs.to_dict().items() if k != "act_overrides"}
     assert QuantSettings.from_dict(old).act_overrides == {}
+    # overlapping patterns: the first one wins, in quantize and in the FPGA estimator alike
+    overlap = {"features.4.*": 7, "features.*": 5, "Features.5.*": 3}
+    for lookup in (QuantSettings(act_bits=4, act_overrides=overlap).act_bits_for,
+                   BitWidths(act_bits=4, act_overrides=tuple(overlap.items())).act):
+        assert [lookup(n) for n in ("features.4.squeeze_activation", "features.5.squeeze_activation",
+                                    "features.2")] == [7, 5, 5]
+    assert BitWidths(overrides=(("Features.3.squeeze", 3),)).weight("features.3.squeeze") == 4  # case-sensitive
 
     pipeline = pipeline_from_config(cfg, BitWidths(act_bits=4, classifier_act_bits=8,
                                                    act_overrides=tuple(qs.act_overrides.items())))
