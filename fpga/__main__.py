@@ -1,5 +1,5 @@
 from contract import run_cli
 
-from .build import main
+from .cli import main
 
 run_cli(main)

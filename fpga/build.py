@@ -28,12 +28,9 @@ Estimates are analytic (fpga/estimate.py names the source of every formula), not
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
-import os
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,21 +38,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import contract
-from contract import UserError, run_cli, sha256_of, write_json
+from contract import UserError, sha256_of, write_json
 from export.qonnx_export import export_qonnx
 from export.steps import Step, run_steps
-from model.data import DATASETS, load_checkpoint_data
+from model.data import load_checkpoint_data
 from model.inference import to_input
 from model.squeezenet import plain
-from quantize.agreement import compare, mismatch_line
+from quantize.agreement import compare
 from quantize.qat import load_quant_model
 from quantize.storage import storage_table
 
-from .config import FpgaConfig, parse_layer_precision
+from .config import FpgaConfig
 from .csim import run_csim
 from .design import fold_and_size
-from .devices import DEVICES, resolve_device
+from .devices import resolve_device
 from .estimate import estimate
 from .graph import (
     PREPARE_VERSION,
@@ -66,7 +62,7 @@ from .graph import (
 )
 from .hls_config import hls_config, quiet
 from .pipeline import pipeline_from_config, pipeline_from_hls_model
-from .project import bind_fifo_storage, read_dense_configs
+from .project import DSP_PRODUCT, bind_fifo_storage, bind_multipliers_to_dsp, read_dense_configs
 from .report import format_estimate, plot_estimate
 from .storage import hls_storage_table
 
@@ -88,6 +84,7 @@ class BuildState:
     pipeline = None  # from the probe conversion
     test = None  # the C simulation's test images, read before the first step
     reuse_factors: dict | None = None  # conv stage name -> RF
+    dsp_layers: frozenset = frozenset()  # convs whose multipliers the plan binds to DSP48s (--multipliers dsp)
     depths: dict | None = None  # stream key -> FIFO depth
     sizing = None
     estimate = None
@@ -147,14 +144,20 @@ def step_probe(st: BuildState) -> None:
                              "signature": st.pipeline.signature()}
 
 
+def _as_planned(st: BuildState, pipeline):
+    """The pipeline as the project is written: the convs the plan chose (--multipliers dsp) multiply on DSP48s."""
+    return pipeline.with_multipliers_on_dsp(st.dsp_layers) if st.dsp_layers else pipeline
+
+
 def step_plan(st: BuildState) -> None:
     """The folding for the part with FIFOs one deep (their sizing comes next). When no plan fits, the
     cheapest plan for TARGET_FPS (or 2,000 images/s) is built instead, so that the project and the C
     simulation still exist; the reason goes into the report and the budget gate fails."""
     cfg = st.cfg
-    st.reuse_factors, st.depths, _, error = fold_and_size(
+    st.reuse_factors, st.depths, _, error, st.dsp_layers = fold_and_size(
         st.pipeline, cfg.planning_device(st.device), share=cfg.resource_share, target_fps=cfg.target_fps,
-        clock_mhz=cfg.clock_mhz, simulate=False, fallback_fps=cfg.target_fps or FALLBACK_FPS)
+        clock_mhz=cfg.clock_mhz, simulate=False, fallback_fps=cfg.target_fps or FALLBACK_FPS,
+        bind_dsp=cfg.multipliers == "dsp")
     if error:
         print(f"[fpga] no plan fits: {error}\n[fpga] building the cheapest plan for "
               f"{cfg.target_fps or FALLBACK_FPS:,.0f} images/s instead (the budget check will fail)", flush=True)
@@ -163,9 +166,10 @@ def step_plan(st: BuildState) -> None:
 def step_fifo_sizing(st: BuildState) -> None:
     """Size the FIFOs for the plan by simulation; plan again with the sized FIFOs until the plan holds."""
     cfg = st.cfg
-    st.reuse_factors, st.depths, st.sizing, error = fold_and_size(
+    st.reuse_factors, st.depths, st.sizing, error, st.dsp_layers = fold_and_size(
         st.pipeline, cfg.planning_device(st.device), share=cfg.resource_share, target_fps=cfg.target_fps,
-        clock_mhz=cfg.clock_mhz, simulate=True, fallback_fps=cfg.target_fps or FALLBACK_FPS)
+        clock_mhz=cfg.clock_mhz, simulate=True, fallback_fps=cfg.target_fps or FALLBACK_FPS,
+        bind_dsp=cfg.multipliers == "dsp")
     st.report["plan_error"] = error
     check = st.sizing.check
     st.report["dataflow_sim"] = {
@@ -199,7 +203,7 @@ def step_convert(st: BuildState) -> None:
 
 
 def _fifo_bindings(st: BuildState) -> dict[str, str]:
-    est = estimate(st.pipeline, st.reuse_factors, st.device, depths=st.depths)
+    est = estimate(_as_planned(st, st.pipeline), st.reuse_factors, st.device, depths=st.depths)
     return {f.name: f.impl for f in est.fifos if f.impl in ("srl", "bram")}
 
 
@@ -208,6 +212,8 @@ def _project_key(st: BuildState) -> str:
            "plan": st.reuse_factors, "depths": st.depths, "io": st.cfg.io_type, "prepare": PREPARE_VERSION}
     if st.cfg.layer_precision:  # only when set: the default build keeps the key of the projects it cached
         key["layer_precision"] = st.cfg.layer_precision
+    if st.dsp_layers:  # only when some are bound, as above
+        key["dsp_layers"] = sorted(st.dsp_layers)
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -227,6 +233,7 @@ def step_compile(st: BuildState) -> None:
     with quiet():
         st.hls_model.write()
         bound = bind_fifo_storage(project, _fifo_bindings(st))
+        st.report["kernels_bound_to_dsp"] = bind_multipliers_to_dsp(project, st.dsp_layers) if st.dsp_layers else 0
         st.hls_model._compile()  # hls4ml's compile() is write() + _compile(): g++ builds the C simulation
     if _library(project) is None:
         raise UserError(f"hls4ml did not produce a C simulation library in {project}/firmware")
@@ -237,7 +244,7 @@ def step_compile(st: BuildState) -> None:
 
 def step_estimate(st: BuildState) -> None:
     cfg, out = st.cfg, st.out
-    final = pipeline_from_hls_model(st.hls_model, name="squeezenet")
+    final = _as_planned(st, pipeline_from_hls_model(st.hls_model, name="squeezenet"))
     est = estimate(final, {s.name: s.reuse_factor for s in final.convs}, st.device, depths=st.depths,
                    share=cfg.resource_share, clock_mhz=cfg.clock_mhz)
     project = out / "hls_project"
@@ -247,9 +254,11 @@ def step_estimate(st: BuildState) -> None:
             if layer.kind != "conv":
                 continue
             w = written.get(layer.name)
-            if w is None or (w["reuse_factor"], w["block_factor"]) != (layer.reuse_factor, layer.block_factor):
+            on_dsp = final.stage(layer.name).multipliers_bound_to_dsp
+            if w is None or (w["reuse_factor"], w["block_factor"]) != (layer.reuse_factor, layer.block_factor) \
+                    or (w["product"] == DSP_PRODUCT) != on_dsp:
                 raise UserError(f"{layer.name}: parameters.h says {w}, the estimate used RF {layer.reuse_factor}, "
-                                f"block factor {layer.block_factor}")
+                                f"block factor {layer.block_factor}, multipliers {'bound to DSPs' if on_dsp else 'unbound'}")
         st.report["estimate_matches_parameters_h"] = True
     st.estimate = est
     labels = module_labels(final, st.quant.config if st.quant else None)
@@ -257,6 +266,8 @@ def step_estimate(st: BuildState) -> None:
     ii = max(est.ii_cycles, sim.get("cycles_per_image") or 0)  # the simulation includes FIFO effects
     st.report.update({
         "strategy": "Resource",
+        "multiplier_binding": cfg.multipliers,  # auto: the tools' choice; dsp: the plan's convs bound to DSP48s
+        "dsp_layers": sorted(st.dsp_layers),
         "device": est.device.to_dict(),
         "resource_share": est.share,
         "target_fps": cfg.target_fps,
@@ -361,86 +372,3 @@ def build(cfg: FpgaConfig, skip: tuple[str, ...] = ()) -> dict:
     write_json(out / "fpga_config.json", asdict(cfg))
     write_json(out / "report.json", st.report)
     return st.report
-
-
-def build_parser() -> argparse.ArgumentParser:
-    d = FpgaConfig()
-    p = argparse.ArgumentParser(prog="python -m fpga", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", default=d.checkpoint, help=f"quantized checkpoint (default {d.checkpoint})")
-    p.add_argument("--out", default=d.out, help=f"output directory (default {d.out})")
-    p.add_argument("--part", default=os.environ.get("FPGA_PART", d.part),
-                   help=f"FPGA part (default $FPGA_PART or {d.part}; known: {', '.join(DEVICES)})")
-    p.add_argument("--resources", default=None, metavar="dsp=N,lut=N,ff=N,bram18k=N[,lutram=N]",
-                   help="the part's resources, for a part not in the table")
-    p.add_argument("--clock-mhz", type=float, default=d.clock_mhz, help=f"default {d.clock_mhz:g}")
-    p.add_argument("--resource-share", type=float, default=d.resource_share,
-                   help=f"share of each resource the plan may use (default {d.resource_share:g})")
-    p.add_argument("--fit-with-band", action="store_true", help="plan so that the calibration band's upper "
-                   "edge (python -m fpga.calibrate), not the estimate alone, stays within the share")
-    p.add_argument("--target-fps", type=float, default=None,
-                   help="plan the cheapest folding for this many images/s (default: the fastest that fits)")
-    p.add_argument("--budget-bytes", type=int, default=None,
-                   help=f"default: $BUDGET_BYTES or {d.budget_bytes:,} (0.5 MiB)")
-    p.add_argument("--samples", default=str(d.samples),
-                   help=f"test images for the C simulation, or 'all' (default {d.samples})")
-    p.add_argument("--dataset", choices=DATASETS, default=d.dataset,
-                   help="data set of the C simulation (default: the one the checkpoint was trained on)")
-    p.add_argument("--data-dir", default=d.data_dir, help="its directory (default: the checkpoint's, else $DATA_DIR)")
-    p.add_argument("--workers", type=int, default=d.workers, help="C simulation processes (0: one per core)")
-    p.add_argument("--allow-mismatch", action="store_true",
-                   help="report a C simulation that differs from the Brevitas model without failing "
-                        "(for investigation)")
-    p.add_argument("--layer-precision", action="append", default=[], metavar="NODE.VAR=TYPE",
-                   help="expert, for investigation: set one hls4ml precision of one layer (the ONNX node name, "
-                        "as in hls4ml's per-layer config), overriding the build's exactness fixes and hls4ml's "
-                        "inference; repeatable. E.g. GlobalAveragePool_0.accum=fixed<10,4> narrows the average "
-                        "pool's accumulator ('auto': hls4ml's own choice). The C simulation gate then says "
-                        "whether the design still equals the Brevitas model")
-    p.add_argument("--no-csim", action="store_true", help="generate, estimate and check storage only")
-    p.add_argument("--preset", default=None,
-                   help="estimate a model.squeezenet preset (e.g. squeezenet1_1) from its config alone: no "
-                        "checkpoint, no HLS project, no C simulation")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.preset:
-        from .design import estimate_preset
-
-        return estimate_preset(args.preset, args.part, args.resources, args.resource_share, args.target_fps,
-                               args.clock_mhz, Path(args.out), with_band=args.fit_with_band)
-    if args.samples == "all":
-        samples = 0
-    else:
-        try:
-            samples = int(args.samples)
-        except ValueError:
-            raise UserError(f"--samples must be a number or 'all', got {args.samples!r}") from None
-    target = args.target_fps if args.target_fps else None
-    cfg = FpgaConfig(checkpoint=args.checkpoint, out=args.out, part=args.part, resources=args.resources,
-                     clock_mhz=args.clock_mhz, resource_share=args.resource_share, target_fps=target,
-                     fit_with_band=args.fit_with_band,
-                     budget_bytes=contract.budget_bytes(args.budget_bytes), samples=samples, dataset=args.dataset, data_dir=args.data_dir,
-                     workers=args.workers, layer_precision=parse_layer_precision(args.layer_precision))
-    report = build(cfg, skip=("csim",) if args.no_csim else ())
-    csim = report.get("csim")
-    if csim:
-        print(f"C simulation on {csim['samples']:,} images: top-1 agreement {csim['top1_agreement']:.4f}, max "
-              f"|logit diff| {csim['max_abs_diff']:g}, accuracy {csim['top1']:.4f} "
-              f"({csim['images_per_second']:.1f} images/s)")
-    print(f"HLS project: {report['hls_project']}  report: {Path(cfg.out) / 'report.json'}")
-    if csim and not csim["exact"]:
-        line = mismatch_line("the C simulation", csim)
-        if not args.allow_mismatch:
-            raise UserError(line + " (--allow-mismatch reports without failing)")
-        print(f"warning (--allow-mismatch): {line}", file=sys.stderr)
-    if not report["within_budget"]:
-        raise UserError(f"on-chip weight storage {report['weight_storage_bytes']:,} bytes exceeds the budget of "
-                        f"{report['budget_bytes']:,} bytes by {report['weight_storage_bytes'] - report['budget_bytes']:,}")
-    return 0
-
-
-if __name__ == "__main__":
-    run_cli(main)

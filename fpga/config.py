@@ -9,6 +9,8 @@ from contract import BUDGET_BYTES, UserError
 
 from .devices import resolve_device
 
+MULTIPLIERS = ("auto", "dsp")
+
 
 @dataclass
 class FpgaConfig:
@@ -32,6 +34,10 @@ class FpgaConfig:
     # Expert knob, for investigation: hls4ml precisions that replace what the build sets or hls4ml infers,
     # {ONNX node: {variable: type}} (--layer-precision). The C simulation gate judges the result.
     layer_precision: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Where the convs' multipliers go: "auto", the tools' choice (products of weights narrower than 9 bits
+    # in LUTs, hls4ml's rule); "dsp", every one bound to a DSP48 (fpga.project.bind_multipliers_to_dsp), so
+    # the LUTs they took are free for a faster plan
+    multipliers: str = "auto"
 
     def planning_device(self, device):
         """The part the plan is made for: the part itself, or with fit_with_band the part derated by the
@@ -52,6 +58,8 @@ class FpgaConfig:
             raise UserError(f"the resource share must be in (0, 1], got {self.resource_share}")
         if self.target_fps is not None and self.target_fps <= 0:
             raise UserError(f"the target frame rate must be positive, got {self.target_fps}")
+        if self.multipliers not in MULTIPLIERS:
+            raise UserError(f"--multipliers must be one of {', '.join(MULTIPLIERS)}, got {self.multipliers!r}")
         resolve_device(self.part, self.resources)
         if self.layer_precision:
             check_precisions(self.layer_precision)

@@ -22,48 +22,56 @@ SIZING_ROUNDS = 5
 
 
 def fold_and_size(pipeline: Pipeline, device: Device, *, share: float = 0.8, target_fps: float | None = None,
-                  clock_mhz: float = 100.0, simulate: bool = True, fallback_fps: float | None = None):
+                  clock_mhz: float = 100.0, simulate: bool = True, fallback_fps: float | None = None,
+                  bind_dsp: bool = False):
     """Plan the folding, size the FIFOs for it by simulation, and plan again with the sized FIFOs: the
     FIFOs' cost depends on the plan and the plan on their cost. Of the rounds, the fastest plan that fits
-    with its own sized FIFOs wins.
+    with its own sized FIFOs wins. ``bind_dsp``: each plan also binds the multipliers of the convs it
+    chooses to DSP48s (``plan_folding``).
 
-    Returns (reuse factors, FIFO depths, FifoSizing or None, why nothing fits or None). When no plan fits,
-    the plan is the cheapest for ``fallback_fps`` (if given) or the smallest one."""
+    Returns (reuse factors, FIFO depths, FifoSizing or None, why nothing fits or None, the convs bound to
+    DSPs). When no plan fits, the plan is the cheapest for ``fallback_fps`` (if given) or the smallest one,
+    unbound."""
     depths = {s.key: 1 for s in pipeline.fifos()}
     seen, best, last = set(), None, None
+
+    def bound(dsp_layers: frozenset[str]) -> Pipeline:
+        return pipeline.with_multipliers_on_dsp(dsp_layers) if dsp_layers else pipeline
+
     for _ in range(SIZING_ROUNDS if simulate else 1):
         try:
-            reuse = plan_folding(pipeline, device, share=share, target_fps=target_fps, clock_mhz=clock_mhz,
-                                 depths=depths).reuse_factors
-            error = None
+            plan = plan_folding(pipeline, device, share=share, target_fps=target_fps, clock_mhz=clock_mhz,
+                                depths=depths, bind_dsp=bind_dsp)
+            reuse, dsp_layers, error = plan.reuse_factors, plan.dsp_layers, None
         except PlanError as exc:
-            error = str(exc)
+            error, dsp_layers = str(exc), frozenset()
             reuse = (cheapest_plan(pipeline, device, fallback_fps, clock_mhz) if fallback_fps
                      else smallest_plan(pipeline))
         if not simulate:
-            return reuse, depths, None, error
-        key = tuple(sorted(reuse.items()))
+            return reuse, depths, None, error, dsp_layers
+        key = (tuple(sorted(reuse.items())), dsp_layers)
         if key in seen:
             break
         seen.add(key)
         sizing = size_fifos(pipeline, reuse)
-        est = estimate(pipeline, reuse, device, depths=sizing.depths, share=share, clock_mhz=clock_mhz)
+        est = estimate(bound(dsp_layers), reuse, device, depths=sizing.depths, share=share, clock_mhz=clock_mhz)
         interval = max(est.ii_cycles, sizing.check.cycles_per_image or 0)
         if error is None and est.fits and (best is None or interval < best[0]):
-            best = (interval, reuse, sizing)
-        last = (reuse, sizing, error or "no plan fits once its FIFOs are sized by simulation: " + describe_over(est))
+            best = (interval, reuse, sizing, dsp_layers)
+        last = (reuse, sizing, error or "no plan fits once its FIFOs are sized by simulation: " + describe_over(est),
+                dsp_layers)
         depths = sizing.depths
     if best is None and target_fps is None:
         # Sizing made the fastest plan too big for the part (deeper FIFOs cost LUTs and FFs): a slower plan
         # frees resources for them. The user asked for the fastest plan that fits, not for this one.
-        reuse, sizing, _ = last
+        reuse, sizing, _, dsp_layers = last
         best = _step_down(pipeline, device, share, clock_mhz, sizing.depths,
-                          estimate(pipeline, reuse, device, depths=sizing.depths, share=share,
-                                   clock_mhz=clock_mhz).images_per_second)
+                          estimate(bound(dsp_layers), reuse, device, depths=sizing.depths, share=share,
+                                   clock_mhz=clock_mhz).images_per_second, bind_dsp)
     if best:
-        return best[1], best[2].depths, best[2], None
-    reuse, sizing, error = last
-    return reuse, sizing.depths, sizing, error
+        return best[1], best[2].depths, best[2], None, best[3]
+    reuse, sizing, error, dsp_layers = last
+    return reuse, sizing.depths, sizing, error, dsp_layers
 
 
 STEP_DOWN = 0.8  # each slower plan aims at 80% of the previous one's images/s
@@ -72,18 +80,21 @@ REFINE_STEPS = 3  # then bisect (geometrically) between the last plan that fits 
 
 
 def _step_down(pipeline: Pipeline, device: Device, share: float, clock_mhz: float, depths: dict[str, int],
-               fps: float):
+               fps: float, bind_dsp: bool = False):
     """The fastest plan below ``fps`` images/s that still fits once its own FIFOs are sized:
-    (interval, reuse factors, sizing), or None when even the slowest does not fit."""
+    (interval, reuse factors, sizing, convs bound to DSPs), or None when even the slowest does not fit."""
     def sized(target: float):
         try:
-            reuse = plan_folding(pipeline, device, share=share, target_fps=target, clock_mhz=clock_mhz,
-                                 depths=depths).reuse_factors
+            plan = plan_folding(pipeline, device, share=share, target_fps=target, clock_mhz=clock_mhz,
+                                depths=depths, bind_dsp=bind_dsp)
         except PlanError:
             return None
+        reuse = plan.reuse_factors
         sizing = size_fifos(pipeline, reuse)
-        est = estimate(pipeline, reuse, device, depths=sizing.depths, share=share, clock_mhz=clock_mhz)
-        return (max(est.ii_cycles, sizing.check.cycles_per_image or 0), reuse, sizing) if est.fits else None
+        on_dsp = pipeline.with_multipliers_on_dsp(plan.dsp_layers) if plan.dsp_layers else pipeline
+        est = estimate(on_dsp, reuse, device, depths=sizing.depths, share=share, clock_mhz=clock_mhz)
+        return (max(est.ii_cycles, sizing.check.cycles_per_image or 0), reuse, sizing, plan.dsp_layers) \
+            if est.fits else None
 
     failed, target, found = fps, fps * STEP_DOWN, None
     while target >= STEP_DOWN_FLOOR_FPS and found is None:
@@ -108,7 +119,7 @@ def _step_down(pipeline: Pipeline, device: Device, share: float, clock_mhz: floa
 def design_point(network: SqueezeNetConfig | Pipeline, part: str = "xc7z020clg400-1", *,
                  resources: str | None = None, device: Device | None = None, share: float = 0.8,
                  target_fps: float | None = None, clock_mhz: float = 100.0, bits: BitWidths | None = None,
-                 simulate: bool = False, with_band: bool = False) -> dict:
+                 simulate: bool = False, with_band: bool = False, multipliers: str = "auto") -> dict:
     """Fold ``network`` for the part and estimate it. Always returns a dict:
 
     ``fits`` (bool), ``images_per_second`` (float, 0 when nothing fits), ``ii_cycles``, ``latency_cycles``,
@@ -117,13 +128,18 @@ def design_point(network: SqueezeNetConfig | Pipeline, part: str = "xc7z020clg40
     conv at its largest reuse factor), so an optimizer can see how far off a candidate is. Without
     ``simulate`` the FIFOs are assumed one deep (a lower bound: the branches of a Fire module need more).
     ``fits_with_band``: the calibration band's upper edge is within ``share`` too; ``with_band`` plans for
-    that (the part derated by the band) and makes it the ``fits`` verdict.
+    that (the part derated by the band) and makes it the ``fits`` verdict. ``multipliers="dsp"``: the plan
+    also binds the multipliers of the convs it chooses to DSP48s (``dsp_layers``), as ``python -m fpga
+    --multipliers dsp`` builds it.
     """
     pipeline = network if isinstance(network, Pipeline) else pipeline_from_config(network, bits)
     device = device or resolve_device(part, resources)
     planned_for = device.derated(load_bands()) if with_band else device
-    reuse, depths, sizing, error = fold_and_size(pipeline, planned_for, share=share, target_fps=target_fps,
-                                                 clock_mhz=clock_mhz, simulate=simulate)
+    reuse, depths, sizing, error, dsp_layers = fold_and_size(
+        pipeline, planned_for, share=share, target_fps=target_fps, clock_mhz=clock_mhz, simulate=simulate,
+        bind_dsp=multipliers == "dsp")
+    if dsp_layers:
+        pipeline = pipeline.with_multipliers_on_dsp(dsp_layers)
     est = estimate(pipeline, reuse, device, depths=depths, share=share, clock_mhz=clock_mhz)
     fits = error is None and est.fits and (est.fits_with_band or not with_band)
     if error is None and not fits:
@@ -140,6 +156,7 @@ def design_point(network: SqueezeNetConfig | Pipeline, part: str = "xc7z020clg40
         "bottleneck": est.bottleneck, "reuse_factors": reuse, "resources": est.resources(),
         "macs_per_image": pipeline.macs_per_image(), "fifo_bits": est.fifo_bits,
         "onchip_memory_bits": est.onchip_memory_bits, "fifos_sized_by_simulation": bool(sizing), "error": error,
+        "dsp_layers": sorted(dsp_layers),
     }
 
 
@@ -200,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     from model.train import parse_overrides
     from quantize.qat import parse_overrides as parse_weight_overrides
 
+    from .config import MULTIPLIERS
     from .devices import DEVICES
 
     p = argparse.ArgumentParser(prog="python -m fpga.design", description=main.__doc__ + "\n\n" + __doc__,
@@ -224,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--act-override", action="append", default=[], metavar="NAME=BITS",
                    help="bits of the matching activations (fnmatch on module names, as quantize's --act-override; "
                         "repeatable); the others take each --act-bits")
+    p.add_argument("--multipliers", default="auto", metavar="auto|dsp[,...]",
+                   help="where the convs' multipliers go, comma-separated for one row each: 'auto', the tools' "
+                        "choice; 'dsp', bound to DSP48s (python -m fpga's --multipliers; default auto)")
     p.add_argument("--parts", default=",".join(DEVICES), help="comma-separated parts")
     p.add_argument("--resource-share", type=float, default=0.8)
     p.add_argument("--clock-mhz", type=float, default=100.0)
@@ -239,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         raise UserError(f"--widths, --act-bits and --weight-bits must be comma-separated whole numbers, got "
                         f"{args.widths!r}, {args.act_bits!r} and {args.weight_bits!r}") from None
+    mults = [m.strip() for m in args.multipliers.split(",")]
+    if not mults or any(m not in MULTIPLIERS for m in mults):
+        raise UserError(f"--multipliers takes {' or '.join(MULTIPLIERS)}, comma-separated; got {args.multipliers!r}")
     overrides = tuple(parse_weight_overrides(args.override).items())
     overrides += tuple(o for o in BitWidths().overrides if o[0] not in dict(overrides))
     act_overrides = tuple(parse_weight_overrides(args.act_override, "--act-override", "NAME=BITS").items())
@@ -258,17 +282,18 @@ def main(argv: list[str] | None = None) -> int:
                 if not pattern_matches_any(pattern, known):
                     raise UserError(f"--act-override {pattern!r} names no activation of network {name}; they are: "
                                     f"{', '.join(known)}")
-    print(f"{'network':<28}{'w':>3}{'act':>4}  {'part':<22}{'fits':>5}{'images/s':>10}{'LUT':>9}{'FF':>9}{'BRAM18K':>8}"
+    print(f"{'network':<28}{'w':>3}{'act':>4}{'mult':>5}  {'part':<22}{'fits':>5}{'images/s':>10}{'LUT':>9}{'FF':>9}{'BRAM18K':>8}"
           f"{'DSP':>6}{'band':>6}  (estimates; fit {'with' if args.fit_with_band else 'without'} the calibration "
           f"band; LUT/FF/BRAM of the plan, or of the smallest plan when nothing fits; band: its upper edge fits)")
     for name, cfg in networks:
-        for wb, act, part in ((w, a, p) for w in weights for a in acts for p in args.parts.split(",")):
+        for wb, act, mult, part in ((w, a, m, p) for w in weights for a in acts for m in mults
+                                    for p in args.parts.split(",")):
             bits = BitWidths(weight_bits=wb, overrides=overrides, act_bits=act,
                              classifier_act_bits=args.classifier_act_bits, act_overrides=act_overrides)
             d = design_point(cfg, part.strip(), share=args.resource_share, clock_mhz=args.clock_mhz,
-                             simulate=args.simulate, bits=bits, with_band=args.fit_with_band)
+                             simulate=args.simulate, bits=bits, with_band=args.fit_with_band, multipliers=mult)
             r = d["resources"]
-            print(f"{name:<28}{wb:>3}{act:>4}  {d['part']:<22}{'yes' if d['fits'] else 'no':>5}"
+            print(f"{name:<28}{wb:>3}{act:>4}{mult:>5}  {d['part']:<22}{'yes' if d['fits'] else 'no':>5}"
                   f"{d['images_per_second']:>10,.0f}{r['lut']['estimate']:>9,}{r['ff']['estimate']:>9,}"
                   f"{r['bram18k']['estimate']:>8,}{r['dsp']['estimate']:>6,}"
                   f"{'yes' if d['fits_with_band'] else 'no':>6}", flush=True)

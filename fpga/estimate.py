@@ -16,7 +16,8 @@ Kernels (conv and dense: a dense kernel n_in x n_out at reuse factor RF):
   its canonical-signed-digit count when the project ships its weights (``constant_weights``); at RF > 1
   ``ALLOCATION`` shares ``multiplier_limit`` generic multipliers but not the adders.
 - A generic product goes to a DSP when the weight is at least 9 bits wide, and to LUTs otherwise (hls4ml's
-  own DSP rule, ``optimization/dsp_aware_pruning/objectives/vivado_objectives.py``): ceil(max/25) x
+  own DSP rule, ``optimization/dsp_aware_pruning/objectives/vivado_objectives.py``), or to a DSP whatever
+  its width where the project binds it there (``BIND_OP op=mul impl=dsp``, ``--multipliers dsp``): ceil(max/25) x
   ceil(min/18) DSP48E1 (UG479; 27 x 18 DSP48E2, UG579), or FINN-R's LUT multiplier
   ``(2 * ceil((A + W) / 6) - 1) * (A + W)``, an adder one LUT a bit, the datapath sum x 1.1 plus 300 LUTs of
   control per layer (Blott et al., ACM TRETS 2018; FINN's ``MVAU_hls.lut_estimation``).
@@ -135,7 +136,7 @@ def constant_weights(stage: Stage) -> tuple[int, int, int]:
     softmax, and the rule gives 565. Without the values every non-zero weight counts: on a DSP when the type
     is wide enough, else ``constant_multiplier_luts`` (half its bits taken as non-zero)."""
     a, wb = stage.in_bits, stage.weight_bits
-    wide = wb >= DSP_MIN_WEIGHT_BITS
+    wide = wb >= DSP_MIN_WEIGHT_BITS or stage.multipliers_bound_to_dsp
     if stage.weight_digits is not None:
         digits = [d for d in stage.weight_digits if d > 0]
         dsp = sum(1 for d in digits if wide and d >= CSD_DSP_MIN_DIGITS)
@@ -157,7 +158,7 @@ def conv_cost(stage: Stage, rf: int, device: Device) -> tuple[Cost, int, bool]:
         on_dsp = on_dsp_count > 0
         dsp = on_dsp_count * _dsp_per_multiplier(a, wb, device)
     else:
-        on_dsp = wb >= DSP_MIN_WEIGHT_BITS
+        on_dsp = wb >= DSP_MIN_WEIGHT_BITS or stage.multipliers_bound_to_dsp
         dsp = bf * _dsp_per_multiplier(a, wb, device) if on_dsp else 0
         mult_luts = 0 if on_dsp else bf * lut_multiplier(a, wb)
     if stage.strategy == "latency":
@@ -170,8 +171,10 @@ def conv_cost(stage: Stage, rf: int, device: Device) -> tuple[Cost, int, bool]:
         select_luts = 0 if rf <= 1 else bf * (a + wb) * mux_luts(rf)
     else:
         # every product is added into an accumulator. A DSP does one add itself (P = A * B + C, UG479); at
-        # RF <= n_in each accumulator takes n_in / RF products a cycle, so the others need fabric adders
-        if on_dsp:
+        # RF <= n_in each accumulator takes n_in / RF products a cycle, so the others need fabric adders.
+        # Not where the project binds the product (BIND_OP keeps Vitis HLS from matching a multiply-add
+        # into one DSP, UG1399 "BIND_OP"): every add of a bound product is in the fabric.
+        if on_dsp and not stage.multipliers_bound_to_dsp:
             adder_luts = max(0, bf - stage.n_out) * acc if rf <= stage.n_in else 0
         else:
             adder_luts = bf * acc

@@ -178,6 +178,7 @@ def _product(text: str) -> int:
 
 _STRUCT = re.compile(r"struct\s+(\w+)\s*:\s*([\w:]+)\s*\{(.*?)\n\s*\};", re.S)
 _STATIC = re.compile(r"static const\s+([\w:<>\s*]+?)\s+(\w+)\s*=\s*([^;]+);")
+_PRODUCT = re.compile(r"using product = nnet::product::(\w+)\s*<")
 _TYPEDEF = re.compile(r"typedef\s+([\w:<>,\s]+?)\s+(\w+)\s*;")
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv,
         ast.Div: operator.floordiv, ast.Mod: operator.mod}
@@ -227,6 +228,9 @@ def read_structs(text: str) -> dict[str, dict]:
             fields[key] = _evaluate(expr, fields)
         for type_name, alias in _TYPEDEF.findall(body):
             fields["types"][alias] = type_name.strip()
+        product = _PRODUCT.search(body)
+        if product:
+            fields["product"] = product.group(1)
         structs[name] = fields
     return structs
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 from contract import UserError, bits_by_pattern
 
@@ -87,6 +87,9 @@ class Stage:
     # Resource weights: hls4ml >= 1.0 binds the ROM to block RAM (``RESOURCE core=ROM_nP_BRAM`` in
     # nnet_dense_resource.h); earlier releases left the choice to the tools
     weights_bound_to_bram: bool = True
+    # conv / dense: every multiplier bound to a DSP48 (``fpga.project.bind_multipliers_to_dsp`` writes
+    # ``BIND_OP op=mul impl=dsp``); False: the tools' own choice (``estimate.DSP_MIN_WEIGHT_BITS``)
+    multipliers_bound_to_dsp: bool = False
 
     @property
     def in_tokens(self) -> int:
@@ -129,6 +132,18 @@ class Pipeline:
                  s.out_bits, s.accum_bits] for s in self.stages]
         rows += [["fifo", f.width] for f in self.fifos()]
         return sorted(rows, key=repr)
+
+    def with_multipliers_on_dsp(self, names: Iterable[str] | None = None) -> "Pipeline":
+        """The same design with the multipliers of the named convs (None: every conv and dense kernel) bound
+        to DSP48s, as the planner chose them for ``python -m fpga --multipliers dsp``: a copy, so the
+        tools'-choice description stays as it was."""
+        from dataclasses import replace
+
+        chosen = None if names is None else set(names)
+        stages = [replace(s, multipliers_bound_to_dsp=True)
+                  if s.kind in ("conv", "dense") and (chosen is None or s.name in chosen) else s
+                  for s in self.stages]
+        return replace(self, stages=stages, source=f"{self.source}; multipliers bound to DSP48s")
 
     def macs_per_image(self) -> int:
         return sum(s.weights * s.out_tokens for s in self.convs)

@@ -6,6 +6,12 @@ of its slowest stage. For a bottleneck budget of T cycles per image the cheapest
 the largest valid RF that meets T; the planner finds the smallest T whose plan keeps every resource
 estimate within ``share`` of the part (or, given ``target_fps``, the plan for that T alone).
 
+With ``bind_dsp`` the planner also chooses, for each plan it tries, which convs get their multipliers bound
+to DSP48s (issue 26's lever 4): a plan's reuse factors fix each conv's products, and binding a conv trades
+its LUT products (and their operand registers) for one DSP each. Greedily, the convs that free the most
+LUTs per DSP first, as long as the part's DSPs (within the share, less what other stages use) hold them.
+Binding never costs LUTs or FFs, so a plan that fits unbound fits bound: the result is never slower.
+
 Only reuse factors hls4ml accepts are used (``valid_reuse_factors``, the rule of hls4ml 1.3.0's
 ``FPGABackend._validate_reuse_factor``), never RF 1 (no BRAM ROM pragma: the weights would become
 registers) and never more than MAX_MULTIPLIERS parallel multipliers in one layer (hls4ml's maintainers
@@ -14,7 +20,7 @@ put the practical unroll limit of the HLS tools at ~4,096, hls4ml issue #1013).
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from contract import UserError
 
@@ -67,18 +73,21 @@ class Plan:
     estimate: Estimate
     target_cycles: int | None  # the bottleneck budget the plan was made for
     searched: int  # bottleneck budgets tried
+    dsp_layers: frozenset[str] = frozenset()  # convs whose multipliers the plan binds to DSP48s (bind_dsp)
 
     def to_dict(self) -> dict:
         return {"reuse_factors": dict(self.reuse_factors), "target_cycles": self.target_cycles,
-                "budgets_tried": self.searched}
+                "budgets_tried": self.searched, "dsp_layers": sorted(self.dsp_layers)}
 
 
 class _Folding:
-    """Per-conv costs for every candidate RF, computed once, so that a plan's totals are sums."""
+    """Per-conv costs for every candidate RF, computed once, so that a plan's totals are sums; with
+    ``bind_dsp`` also each cost with the conv's multipliers bound to DSP48s."""
 
-    def __init__(self, pipeline: Pipeline, device: Device, max_multipliers: int):
+    def __init__(self, pipeline: Pipeline, device: Device, max_multipliers: int, bind_dsp: bool = False):
         self.convs = pipeline.convs
         self.options: dict[str, list[tuple[int, int, Cost]]] = {}  # name -> [(cycles, rf, cost)] by cycles
+        self.bound: dict[tuple[str, int], Cost] = {}  # (name, rf) -> cost with DSP-bound multipliers
         for stage in self.convs:
             rfs = candidate_reuse_factors(stage, max_multipliers)
             if not rfs:
@@ -86,7 +95,33 @@ class _Folding:
                                 f"with at most {max_multipliers} multipliers")
             opts = sorted((stage_cycles(stage, rf), rf, conv_cost(stage, rf, device)[0]) for rf in rfs)
             self.options[stage.name] = opts
+            if bind_dsp and not stage.multipliers_bound_to_dsp:
+                on_dsp = replace(stage, multipliers_bound_to_dsp=True)
+                for _, rf, cost in opts:
+                    with_dsp = conv_cost(on_dsp, rf, device)[0]
+                    if with_dsp.dsp > cost.dsp and with_dsp.lut < cost.lut:  # products the tools left in LUTs
+                        self.bound[stage.name, rf] = with_dsp
         self.floor = max((stage_cycles(s, s.reuse_factor) for s in pipeline.stages if s.kind != "conv"), default=1)
+
+    def cost(self, name: str, rf: int, dsp_layers: frozenset[str] = frozenset()) -> Cost:
+        if name in dsp_layers:
+            return self.bound[name, rf]
+        return next(cost for _, r, cost in self.options[name] if r == rf)
+
+    def binding(self, plan: dict[str, int], dsp_room: float) -> frozenset[str]:
+        """The convs to bind to DSPs under ``plan``: most LUTs freed per extra DSP first, within
+        ``dsp_room`` extra DSPs."""
+        gains = []
+        for name, rf in plan.items():
+            if (name, rf) in self.bound:
+                unbound, bound = self.cost(name, rf), self.bound[name, rf]
+                gains.append(((unbound.lut - bound.lut) / (bound.dsp - unbound.dsp), bound.dsp - unbound.dsp, name))
+        chosen, used = set(), 0
+        for _, extra, name in sorted(gains, key=lambda g: (-g[0], g[2])):
+            if used + extra <= dsp_room:
+                chosen.add(name)
+                used += extra
+        return frozenset(chosen)
 
     def budgets(self) -> list[int]:
         """Every bottleneck value a plan can have, fastest first."""
@@ -107,22 +142,23 @@ class _Folding:
             plan[name] = max(rf for c, rf, _ in opts[: i + 1] if c <= budget)
         return plan
 
-    def conv_totals(self, plan: dict[str, int]) -> Cost:
+    def conv_totals(self, plan: dict[str, int], dsp_layers: frozenset[str] = frozenset()) -> Cost:
         total = Cost()
         for name, rf in plan.items():
-            total = total + next(cost for _, r, cost in self.options[name] if r == rf)
+            total = total + self.cost(name, rf, dsp_layers)
         return total
 
 
 def plan_folding(pipeline: Pipeline, device: Device, *, share: float = 0.8, target_fps: float | None = None,
                  clock_mhz: float = 100.0, depths: dict[str, int] | None = None,
-                 max_multipliers: int = MAX_MULTIPLIERS) -> Plan:
+                 max_multipliers: int = MAX_MULTIPLIERS, bind_dsp: bool = False) -> Plan:
     """The folding plan: with ``target_fps``, the cheapest plan that reaches it; without, the fastest plan
-    whose every resource estimate stays within ``share`` of ``device``. Raises PlanError naming what does
-    not fit."""
+    whose every resource estimate stays within ``share`` of ``device``. With ``bind_dsp``, also the convs
+    whose multipliers go to DSP48s (``Plan.dsp_layers``; the plan's estimate has them bound). Raises
+    PlanError naming what does not fit."""
     if not 0 < share <= 1:
         raise UserError(f"the resource share must be in (0, 1], got {share}")
-    folding = _Folding(pipeline, device, max_multipliers)
+    folding = _Folding(pipeline, device, max_multipliers, bind_dsp)
     if not folding.options:
         raise PlanError(f"{pipeline.name} has no conv layer to fold")
     # Everything but the convs' own cost is fixed by the pipeline and the FIFO depths.
@@ -134,9 +170,20 @@ def plan_folding(pipeline: Pipeline, device: Device, *, share: float = 0.8, targ
             fixed = _minus(fixed, layer.cost)
     limits = {name: share * value for name, value in device.available().items()}
 
+    def binding(plan: dict[str, int]) -> frozenset[str]:
+        if not bind_dsp:
+            return frozenset()
+        return folding.binding(plan, limits["dsp"] - fixed.dsp - folding.conv_totals(plan).dsp)
+
     def fits(plan: dict[str, int]) -> bool:
-        total = fixed + folding.conv_totals(plan)
+        total = fixed + folding.conv_totals(plan, binding(plan))
         return all(getattr(total, name) <= limits[name] for name in RESOURCES)
+
+    def planned(plan: dict[str, int], budget: int | None, tried: int) -> Plan:
+        dsp_layers = binding(plan)
+        bound = pipeline.with_multipliers_on_dsp(dsp_layers) if dsp_layers else pipeline
+        return Plan(plan, estimate(bound, plan, device, depths=depths, share=share, clock_mhz=clock_mhz),
+                    budget, tried, dsp_layers)
 
     budgets = folding.budgets()
     if target_fps is not None:
@@ -149,11 +196,11 @@ def plan_folding(pipeline: Pipeline, device: Device, *, share: float = 0.8, targ
             raise PlanError(f"{target_fps:,.0f} images/s at {clock_mhz:g} MHz needs {budget:,} cycles per image; "
                             f"the fastest plan hls4ml allows needs {fastest:,} ({clock_mhz * 1e6 / fastest:,.0f} "
                             f"images/s)")
-        result = estimate(pipeline, plan, device, depths=depths, share=share, clock_mhz=clock_mhz)
-        if not result.fits:
+        result = planned(plan, budget, 1)
+        if not result.estimate.fits:
             raise PlanError(f"{target_fps:,.0f} images/s does not fit {device.part} within {share:.0%}: "
-                            + describe_over(result))
-        return Plan(plan, result, budget, 1)
+                            + describe_over(result.estimate))
+        return result
     tried = 0
     for budget in budgets:
         plan = folding.plan_for(budget)
@@ -161,10 +208,8 @@ def plan_folding(pipeline: Pipeline, device: Device, *, share: float = 0.8, targ
             continue
         tried += 1
         if fits(plan):
-            return Plan(plan, estimate(pipeline, plan, device, depths=depths, share=share, clock_mhz=clock_mhz),
-                        budget, tried)
-    slowest = folding.plan_for(budgets[-1])
-    result = estimate(pipeline, slowest, device, depths=depths, share=share, clock_mhz=clock_mhz)
+            return planned(plan, budget, tried)
+    result = planned(folding.plan_for(budgets[-1]), budgets[-1], tried).estimate
     raise PlanError(f"no folding of {pipeline.name} fits {device.part} within {share:.0%}: even the slowest "
                     f"plan ({result.images_per_second:,.0f} images/s) needs " + describe_over(result))
 

@@ -10,6 +10,7 @@ from contract import UserError
 
 from .hls_project import FUNCTION_KINDS, Call, HlsProject, parse_fixed, read_project, read_source, read_weight_digits
 from .pipeline import Pipeline, Stage, Stream
+from .project import DSP_PRODUCT
 
 
 def _type_width(project: HlsProject, name: str | None) -> int:
@@ -103,6 +104,7 @@ def _stage(project: HlsProject, call: Call, stream, streams: dict[str, Stream]) 
         stage.n_out = int(mult.get("n_out", cfg.get("n_out", 0)))
         stage.reuse_factor = int(mult.get("reuse_factor", stage.reuse_factor) or 1)
         stage.strategy = str(mult.get("strategy", stage.strategy)).lower()
+        stage.multipliers_bound_to_dsp = mult.get("product") == DSP_PRODUCT
         stage.zero_weights = int(mult.get("n_zeros", cfg.get("n_zeros", 0)) or 0)
         stage.weight_bits = _type_width(project, types.get("weight_t") or mult.get("types", {}).get("weight_t"))
         stage.bias_bits = _type_width(project, types.get("bias_t") or mult.get("types", {}).get("bias_t"))

@@ -29,17 +29,19 @@ SMALL = dict(base_e=16, incr_e=16, freq=2, num_fire=3, pool_after=(0, 2), stem_c
 # The fastest plan that fits (small reuse factors), and a slow one (reuse factors above n_in: hls4ml's
 # other Resource kernel, DenseResource_rf_gt_nin_rem0).
 # The first also narrows the activations inside the network to 5 bits with 8-bit logits (issue 26's lever 2),
-# and mixes widths: fire1's squeeze output at 8 bits, the bypass sums at 6 (quantize's --act-override).
+# and mixes widths: fire1's squeeze output at 8 bits, the bypass sums at 6 (quantize's --act-override); it
+# binds every multiplier to a DSP48 (lever 4, --multipliers dsp).
 MIXED = {"features.4.squeeze_activation": 8, "features.*.bypass_quant": 6}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("bypass,target_fps,with_band,acts", [("simple", None, True, (5, 8, MIXED)),
-                                                              ("complex", "3000", False, (8, None, {}))])
-def test_fire_network_is_bit_exact_in_csim(bypass, target_fps, with_band, acts, tiny_idx_dir, tmp_path):
+@pytest.mark.parametrize("bypass,target_fps,with_band,acts,multipliers",
+                         [("simple", None, True, (5, 8, MIXED), "dsp"),
+                          ("complex", "3000", False, (8, None, {}), "auto")])
+def test_fire_network_is_bit_exact_in_csim(bypass, target_fps, with_band, acts, multipliers, tiny_idx_dir, tmp_path):
     """The whole route on a small Fire network: QONNX, layout pass, folding plan (Strategy Resource, reuse
     factors > 1; the fastest plan that fits with its calibration band, or the plan for a target rate), FIFO
-    sizing, hls4ml write + g++ compile, C-sim."""
+    sizing, hls4ml write (multipliers bound to DSPs or left to the tools) + g++ compile, C-sim."""
     from quantize import QuantSettings
 
     ckpt = tmp_path / "q.pt"
@@ -48,7 +50,7 @@ def test_fire_network_is_bit_exact_in_csim(bypass, target_fps, with_band, acts, 
     out = tmp_path / "fpga"
     fps = ["--target-fps", target_fps] if target_fps else []
     r = run_module("fpga", "--checkpoint", str(ckpt), "--data-dir", str(tiny_idx_dir), "--samples", "200",
-                   "--out", str(out), *fps, *(["--fit-with-band"] if with_band else []))
+                   "--out", str(out), *fps, *(["--fit-with-band"] if with_band else []), "--multipliers", multipliers)
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert report["csim"]["samples"] == 200 and report["csim"]["exact"]
@@ -74,6 +76,17 @@ def test_fire_network_is_bit_exact_in_csim(bypass, target_fps, with_band, acts, 
         assert (w["reuse_factor"], w["block_factor"], w["strategy"]) == \
             (layer["reuse_factor"], layer["block_factor"], "resource")
         assert w["reuse_factor"] > 1
+        # the convs the plan bound multiply with the DSP-bound product, one DSP a product in the estimate
+        bound = layer["name"] in report["dsp_layers"]
+        assert w["product"] == ("mult_dsp" if bound else "mult")
+        if bound:
+            assert layer["multipliers_on_dsp"] and layer["cost"]["dsp"] == layer["block_factor"]
+    assert report["multiplier_binding"] == multipliers
+    assert report["kernels_bound_to_dsp"] == len(report["dsp_layers"]) and (multipliers == "dsp") == bool(
+        report["dsp_layers"])
+    if multipliers == "dsp":
+        header = (out / "hls_project" / "firmware" / "nnet_utils" / "nnet_mult_dsp.h").read_text()
+        assert "#pragma HLS BIND_OP variable=p op=mul impl=dsp" in header
     if target_fps:
         assert any(w["reuse_factor"] > w["n_in"] for w in written.values())
     # The sized FIFO depths are the ones in the project, bound to the storage the estimate counted.
@@ -98,7 +111,7 @@ def test_fire_network_is_bit_exact_in_csim(bypass, target_fps, with_band, acts, 
 
     # A second build of the same checkpoint reuses the compiled project.
     r = run_module("fpga", "--checkpoint", str(ckpt), "--data-dir", str(tiny_idx_dir), "--samples", "20",
-                   "--out", str(out), *fps)
+                   "--out", str(out), *fps, *(["--fit-with-band"] if with_band else []), "--multipliers", multipliers)
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads((out / "report.json").read_text())["compile_cached"] is True
 
@@ -171,7 +184,8 @@ def test_csim_gate_fails_a_design_that_differs_from_brevitas(tiny_idx_dir, tmp_p
 def test_layer_precision_is_checked_first_and_keys_the_compiled_project(tmp_path):
     """A malformed --layer-precision fails before any step; a set one is part of the compile cache's key (a
     project compiled with other precisions is never reused), and the default build's key is unchanged."""
-    from fpga.build import BuildState, _project_key, main
+    from fpga.build import BuildState, _project_key
+    from fpga.cli import main
     from fpga.config import FpgaConfig
 
     for spec, message in (("GlobalAveragePool_0=fixed<10,4>", "takes NODE.VARIABLE=TYPE"),
@@ -189,7 +203,13 @@ def test_layer_precision_is_checked_first_and_keys_the_compiled_project(tmp_path
 
     narrowed = key(layer_precision={"GlobalAveragePool_0": {"accum": "fixed<10,4>"}})
     assert key() != narrowed != key(layer_precision={"GlobalAveragePool_0": {"accum": "fixed<12,4>"}})
-    assert key() == key(layer_precision={})
+    assert key() == key(layer_precision={}) == key(multipliers="dsp")  # nothing bound: the same project
+    st = BuildState(FpgaConfig(multipliers="dsp"), tmp_path)
+    st.hls_onnx, st.device, st.reuse_factors, st.depths = onnx, resolve_device("xc7z020clg400-1", None), {}, {}
+    st.dsp_layers = frozenset({"Conv2D_Conv_3"})
+    assert _project_key(st) != key()
+    with pytest.raises(UserError, match="--multipliers must be one of auto, dsp"):
+        FpgaConfig(multipliers="lut").validate()
 
 
 def test_csim_crash_becomes_a_clear_error(tmp_path):

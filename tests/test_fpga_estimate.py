@@ -108,3 +108,61 @@ def test_a_keras_project_of_hls4ml_1_3_is_estimated_whole(tmp_path):
     # c2 reads the pool's 31 pixels and writes 29: 31 x 2 + 29 x (RF 3 + 3) cycles
     assert layers["c2"]["cycles"] == 31 * 2 + 29 * (3 + 3)
     assert data["totals"]["dsp"] > 0 and data["totals"]["bram18k"] > 0
+
+
+def test_multipliers_bound_to_dsp_are_written_read_back_and_estimated(tmp_path):
+    """Lever 4 (``--multipliers dsp``): the pass gives every plain product the DSP-bound one and includes its
+    header once; a project read back from its files carries the binding; the estimate moves each bound
+    product from LUTs to one DSP48 (operands within 25 x 18 bits) and keeps the rest of the design."""
+    from contract import UserError
+    from fpga.design import design_point
+    from fpga.devices import resolve_device
+    from fpga.estimate import estimate, lut_multiplier
+    from fpga.pipeline import BitWidths, pipeline_from_config
+    from fpga.project import bind_multipliers_to_dsp
+    from model.checkpoint import load_checkpoint
+    from model.squeezenet import SqueezeNetConfig
+    from quantize.qat import FPGA_QUANT
+
+    from .conftest import ROOT
+
+    project = tmp_path / "p"
+    shutil.copytree(MODEL_01, project)
+    assert bind_multipliers_to_dsp(project) == 3 and bind_multipliers_to_dsp(project) == 0
+    params = (project / "firmware" / "parameters.h").read_text()
+    assert params.count('#include "nnet_utils/nnet_mult_dsp.h"') == 1 and "product::mult<" not in params
+    assert "BIND_OP variable=p op=mul impl=dsp" in (project / "firmware/nnet_utils/nnet_mult_dsp.h").read_text()
+    kernels = lambda p: [s.multipliers_bound_to_dsp for s in p.stages if s.kind in ("conv", "dense")]  # noqa: E731
+    assert kernels(pipeline_from_project(project)[0]) == [True] * 3
+    assert kernels(pipeline_from_project(MODEL_01)[0]) == [False] * 3
+
+    # The committed pynq_z2 design: 4-bit weights multiply in LUTs unless bound.
+    ckpt = load_checkpoint(ROOT / FPGA_QUANT)
+    q = ckpt["quant"]
+    bits = BitWidths(weight_bits=q["weight_bits"], act_bits=q["act_bits"],
+                     classifier_act_bits=q["classifier_act_bits"], act_overrides=tuple(q["act_overrides"].items()))
+    tools = pipeline_from_config(SqueezeNetConfig.from_dict(ckpt["config"]), bits)
+    bound = tools.with_multipliers_on_dsp()
+    assert kernels(tools) == [False] * len(tools.convs) and kernels(bound) == [True] * len(tools.convs)
+    device = resolve_device("xc7z020clg400-1", None)
+    auto = design_point(tools, device=device, with_band=True)
+    plan = auto["reuse_factors"]
+    a, d = estimate(tools, plan, device), estimate(bound, plan, device)
+    products = sum(layer.block_factor for layer in d.layers if layer.kind == "conv")
+    lut_products = sum(layer.block_factor * lut_multiplier(s.in_bits, s.weight_bits)
+                       for layer, s in zip(d.layers, bound.stages) if layer.kind == "conv" and s.weight_bits < 9)
+    assert d.totals.dsp - a.totals.dsp == products > 0  # (the average pool's divider keeps its DSPs)
+    assert a.totals.lut - d.totals.lut >= lut_products and d.totals.ff <= a.totals.ff
+    assert (d.totals.bram18k, d.fifo_bits) == (a.totals.bram18k, a.fifo_bits)
+    # The planner binds the convs it chooses, within the DSPs the band leaves: a faster plan that fits.
+    faster = design_point(tools, device=device, with_band=True, multipliers="dsp")
+    assert faster["fits"] and faster["images_per_second"] > auto["images_per_second"] > 0
+    assert 0 < len(faster["dsp_layers"]) <= len(tools.convs) and faster["resources"]["dsp"]["estimate"] <= 0.8 * 220
+
+    # Only the named layers' kernels are bound in a project; a name it does not call is one error line.
+    project = tmp_path / "q"
+    shutil.copytree(MODEL_01, project)
+    assert bind_multipliers_to_dsp(project, ["conv2d_1"]) == 1
+    assert kernels(pipeline_from_project(project)[0]) == [False, True, False]  # conv2d, conv2d_1, dense
+    with pytest.raises(UserError, match="calls no layer named conv2d_9"):
+        bind_multipliers_to_dsp(project, ["conv2d_9"])

@@ -236,11 +236,11 @@ def test_design_points_of_a_checkpoints_network_at_other_activation_widths(capsy
     assert main(["--base", "model/checkpoints/pynq_z2.pt", "--network", narrow, "--network", wide_stem,
                  "--act-bits", "6,4", "--weight-bits", "4,3", "--parts", "xc7z020clg400-1", "--fit-with-band"]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
-    assert [(r[0], r[1], r[2]) for r in rows] == [(n, w, a) for n in (narrow, wide_stem) for w in "43"
-                                                  for a in "64"]
+    assert [(r[0], r[1], r[2], r[3]) for r in rows] == [(n, w, a, "auto") for n in (narrow, wide_stem)
+                                                        for w in "43" for a in "64"]
     for row in rows:
-        assert row[4] == "yes" and row[-1] == "yes"  # each fits with its band
-    fps = {tuple(r[:3]): int(r[5].replace(",", "")) for r in rows}
+        assert row[5] == "yes" and row[-1] == "yes"  # each fits with its band
+    fps = {tuple(r[:3]): int(r[6].replace(",", "")) for r in rows}
     assert fps[(narrow, "4", "4")] > fps[(narrow, "4", "6")] > 0  # narrower activations, faster plan
     # 3-bit weights: narrower multipliers (LUTs) and accumulators, so at least as fast a plan
     assert fps[(narrow, "3", "6")] >= fps[(narrow, "4", "6")]
@@ -251,8 +251,17 @@ def test_design_points_of_a_checkpoints_network_at_other_activation_widths(capsy
     assert main(["--base", "model/checkpoints/pynq_z2.pt", "--network", narrow, "--act-bits", "6", "--parts",
                  "xc7z020clg400-1"]) == 0
     plain = capsys.readouterr().out.splitlines()[1].split()
-    assert (int(wide[5].replace(",", "")), int(wide[6].replace(",", ""))) != \
-        (int(plain[5].replace(",", "")), int(plain[6].replace(",", "")))
+    assert (int(wide[6].replace(",", "")), int(wide[7].replace(",", ""))) != \
+        (int(plain[6].replace(",", "")), int(plain[7].replace(",", "")))
+    # --multipliers auto,dsp: a row each; bound to DSPs, the 4-bit products leave the LUTs for the DSP48s
+    assert main(["--base", "model/checkpoints/pynq_z2.pt", "--network", narrow, "--act-bits", "4", "--parts",
+                 "xc7z020clg400-1", "--multipliers", "auto,dsp"]) == 0
+    auto, dsp = ([int(v.replace(",", "")) if v[0].isdigit() else v for v in line.split()]
+                 for line in capsys.readouterr().out.splitlines()[1:])
+    assert (auto[3], dsp[3]) == ("auto", "dsp") and dsp[10] > auto[10]  # some convs bound: more DSPs ...
+    assert dsp[6] >= auto[6] and dsp[7] < auto[7]  # ... never slower, and fewer LUTs
+    with pytest.raises(UserError, match="--multipliers takes auto or dsp"):
+        main(["--multipliers", "lut"])
     with pytest.raises(UserError, match="--override expects LAYER=BITS"):
         main(["--override", "features.3"])
     with pytest.raises(UserError, match="unknown model setting"):
