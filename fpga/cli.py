@@ -53,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "whether the design still equals the Brevitas model")
     p.add_argument("--multipliers", choices=MULTIPLIERS, default=d.multipliers,
                    help="where the convs' multipliers go: 'auto', the tools' choice (weights narrower than 9 bits "
-                        "multiply in LUTs); 'dsp', every one bound to a DSP48 (BIND_OP in the project), which "
-                        f"frees LUTs for a faster plan (default {d.multipliers})")
+                        "multiply in LUTs); 'dsp', the planner binds those of the convs that free the most LUTs "
+                        "to DSP48s, as many as the part's DSPs hold (BIND_OP in the project), for a faster plan "
+                        f"(default {d.multipliers})")
     p.add_argument("--no-csim", action="store_true", help="generate, estimate and check storage only")
     p.add_argument("--preset", default=None,
                    help="estimate a model.squeezenet preset (e.g. squeezenet1_1) from its config alone: no "

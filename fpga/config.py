@@ -10,6 +10,10 @@ from contract import BUDGET_BYTES, UserError
 from .devices import resolve_device
 
 MULTIPLIERS = ("auto", "dsp")
+# Bind by default: the planner only binds a conv where that frees LUTs and the DSPs hold it, so a plan is
+# never slower for it, and without it the DSP48s of a narrow-weight design sit idle (hls4ml's rule leaves
+# weights below 9 bits to LUTs). ``auto`` reproduces the designs planned before the binding existed.
+DEFAULT_MULTIPLIERS = "dsp"
 
 
 @dataclass
@@ -35,9 +39,9 @@ class FpgaConfig:
     # {ONNX node: {variable: type}} (--layer-precision). The C simulation gate judges the result.
     layer_precision: dict[str, dict[str, str]] = field(default_factory=dict)
     # Where the convs' multipliers go: "auto", the tools' choice (products of weights narrower than 9 bits
-    # in LUTs, hls4ml's rule); "dsp", every one bound to a DSP48 (fpga.project.bind_multipliers_to_dsp), so
-    # the LUTs they took are free for a faster plan
-    multipliers: str = "auto"
+    # in LUTs, hls4ml's rule); "dsp", those of the convs the planner chooses bound to DSP48s
+    # (fpga.plan, fpga.project.bind_multipliers_to_dsp), so the LUTs they took are free for a faster plan
+    multipliers: str = DEFAULT_MULTIPLIERS
 
     def planning_device(self, device):
         """The part the plan is made for: the part itself, or with fit_with_band the part derated by the

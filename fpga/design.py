@@ -11,6 +11,7 @@ from pathlib import Path
 
 from model.squeezenet import SqueezeNetConfig
 
+from .config import DEFAULT_MULTIPLIERS
 from .costs import load_bands
 from .dataflow import size_fifos
 from .devices import Device, resolve_device
@@ -119,7 +120,7 @@ def _step_down(pipeline: Pipeline, device: Device, share: float, clock_mhz: floa
 def design_point(network: SqueezeNetConfig | Pipeline, part: str = "xc7z020clg400-1", *,
                  resources: str | None = None, device: Device | None = None, share: float = 0.8,
                  target_fps: float | None = None, clock_mhz: float = 100.0, bits: BitWidths | None = None,
-                 simulate: bool = False, with_band: bool = False, multipliers: str = "auto") -> dict:
+                 simulate: bool = False, with_band: bool = False, multipliers: str = DEFAULT_MULTIPLIERS) -> dict:
     """Fold ``network`` for the part and estimate it. Always returns a dict:
 
     ``fits`` (bool), ``images_per_second`` (float, 0 when nothing fits), ``ii_cycles``, ``latency_cycles``,
@@ -242,9 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--act-override", action="append", default=[], metavar="NAME=BITS",
                    help="bits of the matching activations (fnmatch on module names, as quantize's --act-override; "
                         "repeatable); the others take each --act-bits")
-    p.add_argument("--multipliers", default="auto", metavar="auto|dsp[,...]",
+    p.add_argument("--multipliers", default=DEFAULT_MULTIPLIERS, metavar="auto|dsp[,...]",
                    help="where the convs' multipliers go, comma-separated for one row each: 'auto', the tools' "
-                        "choice; 'dsp', bound to DSP48s (python -m fpga's --multipliers; default auto)")
+                        "choice; 'dsp', the planner binds those of the convs it chooses to DSP48s (python -m "
+                        f"fpga's --multipliers; default {DEFAULT_MULTIPLIERS})")
     p.add_argument("--parts", default=",".join(DEVICES), help="comma-separated parts")
     p.add_argument("--resource-share", type=float, default=0.8)
     p.add_argument("--clock-mhz", type=float, default=100.0)

@@ -145,7 +145,7 @@ def test_multipliers_bound_to_dsp_are_written_read_back_and_estimated(tmp_path):
     bound = tools.with_multipliers_on_dsp()
     assert kernels(tools) == [False] * len(tools.convs) and kernels(bound) == [True] * len(tools.convs)
     device = resolve_device("xc7z020clg400-1", None)
-    auto = design_point(tools, device=device, with_band=True)
+    auto = design_point(tools, device=device, with_band=True, multipliers="auto")
     plan = auto["reuse_factors"]
     a, d = estimate(tools, plan, device), estimate(bound, plan, device)
     products = sum(layer.block_factor for layer in d.layers if layer.kind == "conv")
