@@ -12,12 +12,12 @@ from pathlib import Path
 from model.squeezenet import SqueezeNetConfig
 
 from .config import DEFAULT_MULTIPLIERS
-from .costs import load_bands
+from .costs import Cost, load_bands
 from .dataflow import size_fifos
-from .devices import Device, resolve_device
+from .devices import RESOURCES, Device, resolve_device
 from .estimate import estimate
 from .pipeline import BitWidths, Pipeline, pipeline_from_config
-from .plan import MAX_MULTIPLIERS, PlanError, _Folding, describe_over, plan_folding
+from .plan import MAX_MULTIPLIERS, PlanError, _Folding, describe_over, dsp_binding, plan_folding
 
 SIZING_ROUNDS = 5
 
@@ -66,7 +66,7 @@ def fold_and_size(pipeline: Pipeline, device: Device, *, share: float = 0.8, tar
         # Sizing made the fastest plan too big for the part (deeper FIFOs cost LUTs and FFs): a slower plan
         # frees resources for them. The user asked for the fastest plan that fits, not for this one.
         reuse, sizing, _, dsp_layers = last
-        best = _step_down(pipeline, device, share, clock_mhz, sizing.depths,
+        best = _step_down(pipeline, device, share, clock_mhz,
                           estimate(bound(dsp_layers), reuse, device, depths=sizing.depths, share=share,
                                    clock_mhz=clock_mhz).images_per_second, bind_dsp)
     if best:
@@ -80,23 +80,37 @@ STEP_DOWN_FLOOR_FPS = 1.0
 REFINE_STEPS = 3  # then bisect (geometrically) between the last plan that fits and the one before it
 
 
-def _step_down(pipeline: Pipeline, device: Device, share: float, clock_mhz: float, depths: dict[str, int],
-               fps: float, bind_dsp: bool = False):
+def _step_down(pipeline: Pipeline, device: Device, share: float, clock_mhz: float, fps: float,
+               bind_dsp: bool = False):
     """The fastest plan below ``fps`` images/s that still fits once its own FIFOs are sized:
-    (interval, reuse factors, sizing, convs bound to DSPs), or None when even the slowest does not fit."""
+    (interval, reuse factors, sizing, convs bound to DSPs), or None when even the slowest does not fit.
+    Each candidate (the cheapest plan for its rate) is judged with its own sized FIFOs only: the depths of
+    another plan are no bound on its FIFOs' cost (one or two deep they are flip-flops, deeper SRLs)."""
+    limits = {name: share * value for name, value in device.available().items()}
+
+    def fits_without_fifos(on_dsp: Pipeline, reuse: dict[str, int]) -> bool:
+        """A bound no sizing can beat: the plan's cost with its FIFOs left out (they cost >= 0)."""
+        est = estimate(on_dsp, reuse, device, share=share, clock_mhz=clock_mhz)
+        rest = est.totals
+        for fifo in est.fifos:
+            rest = Cost(*(getattr(rest, n) - getattr(fifo.cost, n) for n in RESOURCES))
+        return all(getattr(rest, n) <= limits[n] for n in RESOURCES)
+
     def sized(target: float):
-        try:
-            plan = plan_folding(pipeline, device, share=share, target_fps=target, clock_mhz=clock_mhz,
-                                depths=depths, bind_dsp=bind_dsp)
-        except PlanError:
+        reuse = cheapest_plan(pipeline, device, target, clock_mhz)
+        dsp_layers = dsp_binding(pipeline, reuse, device, share) if bind_dsp else frozenset()
+        on_dsp = pipeline.with_multipliers_on_dsp(dsp_layers) if dsp_layers else pipeline
+        if not fits_without_fifos(on_dsp, reuse):
             return None
-        reuse = plan.reuse_factors
         sizing = size_fifos(pipeline, reuse)
-        on_dsp = pipeline.with_multipliers_on_dsp(plan.dsp_layers) if plan.dsp_layers else pipeline
         est = estimate(on_dsp, reuse, device, depths=sizing.depths, share=share, clock_mhz=clock_mhz)
-        return (max(est.ii_cycles, sizing.check.cycles_per_image or 0), reuse, sizing, plan.dsp_layers) \
+        return (max(est.ii_cycles, sizing.check.cycles_per_image or 0), reuse, sizing, dsp_layers) \
             if est.fits else None
 
+    smallest = smallest_plan(pipeline)
+    if not fits_without_fifos(pipeline.with_multipliers_on_dsp(dsp_binding(pipeline, smallest, device, share))
+                              if bind_dsp else pipeline, smallest):
+        return None  # not even the slowest plan's layers fit
     failed, target, found = fps, fps * STEP_DOWN, None
     while target >= STEP_DOWN_FLOOR_FPS and found is None:
         found = sized(target)

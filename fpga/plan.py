@@ -214,6 +214,14 @@ def plan_folding(pipeline: Pipeline, device: Device, *, share: float = 0.8, targ
                     f"plan ({result.images_per_second:,.0f} images/s) needs " + describe_over(result))
 
 
+def dsp_binding(pipeline: Pipeline, plan: dict[str, int], device: Device, share: float = 0.8) -> frozenset[str]:
+    """The convs ``plan_folding(bind_dsp=True)`` binds to DSP48s under ``plan``, for a plan made elsewhere
+    (the step-down search): the DSPs within ``share`` less those of the other stages and unbound convs."""
+    folding = _Folding(pipeline, device, MAX_MULTIPLIERS, bind_dsp=True)
+    used = estimate(pipeline, plan, device).totals.dsp  # FIFOs use no DSPs: their depths do not matter
+    return folding.binding(plan, share * device.dsp - used)
+
+
 def describe_over(result: Estimate) -> str:
     """'LUT 61,200 of 42,560 allowed (+18,640), ...' for every resource over the estimate's share."""
     parts = []
