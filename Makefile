@@ -50,6 +50,9 @@ CLOCK_MHZ   ?=
 TARGET_FPS  ?=
 RESOURCE_SHARE ?=
 FPGA_RESOURCES ?=
+# MULTIPLIERS=auto leaves the convs' multipliers to the tools (4-bit products in LUTs); the default binds the
+# planner's choice of them to DSP48s (fpga/config.py DEFAULT_MULTIPLIERS).
+MULTIPLIERS ?=
 # FIT_WITH_BAND=1: plan so that the calibration band's upper edge, not only the estimate, stays within the share.
 # `make fpga` plans the committed pynq_z2 model that way (issue 26's fit target); FIT_WITH_BAND=0 plans it on
 # the estimate alone. Other models, your checkpoints and the presets get the estimate unless you set it.
@@ -211,7 +214,7 @@ bench: export ## latency of torch / Brevitas / onnxruntime / TFLite side by side
 # --- fpga -------------------------------------------------------------------------------------------
 FPGA_ARGS = --checkpoint $(or $(CHECKPOINT),$(FPGA_CKPT)) $(DATA_ARGS) $(if $(SAMPLES),--samples $(SAMPLES)) \
             $(FPGA_PART_ARGS) $(if $(CLOCK_MHZ),--clock-mhz $(CLOCK_MHZ)) $(if $(TARGET_FPS),--target-fps $(TARGET_FPS)) \
-            $(if $(filter 1,$(FPGA_FIT_WITH_BAND)),--fit-with-band)
+            $(if $(filter 1,$(FPGA_FIT_WITH_BAND)),--fit-with-band) $(if $(MULTIPLIERS),--multipliers $(MULTIPLIERS))
 FPGA_DEVICE_ARGS = $(if $(FPGA_PART),--part $(FPGA_PART)) $(if $(FPGA_RESOURCES),--resources "$(FPGA_RESOURCES)")
 fpga: setup ## folded HLS project of FPGA_MODEL for FPGA_PART, estimates, bit-exact C simulation (SAMPLES=N|all), budget + fit check
 	@$(PY) -m fpga.devices $(FPGA_DEVICE_ARGS)
