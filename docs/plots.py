@@ -68,31 +68,40 @@ BUDGET_STUDY = [
 
 # docs/RESULTS.md, "The accuracy-against-speed frontier on the xc7z020" (its table). Top-1: `python -m quantize`'s
 # report on the 10,000 test images; images/s: `python -m fpga --checkpoint <the QAT model.pt> --fit-with-band
-# --samples 1000` (100 for the two mixes of the fourth sitting not committed; `all` for the committed one) (the
+# --samples 1000` (100 for the two mixes of the fourth sitting not committed; `all` for the committed ones) (the
 # plan with the calibration band within 80% of every resource, estimate at 100 MHz; its C simulation bit-exact
-# with Brevitas on those images). (label, weight bits, act bits, top-1 %, images/s,
-# committed?)
+# with Brevitas on those images), with the multipliers left to the tools (`--multipliers auto`, the only way
+# before the fifth sitting) or bound to DSP48s where the planner chose (`dsp`; for models trained before it,
+# `python -m fpga.design --base model/checkpoints/pynq_z2.pt --network '' ... --multipliers auto,dsp`, the
+# config-only estimate, which equals the build's). (label, weight bits, act bits, top-1 %, images/s, committed?,
+# multipliers on DSPs?)
 FRONTIER = [
-    ("first pynq_z2 pair", 4, 8, 89.96, 1_762, False),
-    ("first pynq_z2 network, 3 QAT epochs", 4, 6, 89.30, 3_505, False),
-    ("first pynq_z2 network, 3 QAT epochs", 4, 4, 85.03, 7_819, False),
-    ("first pynq_z2 network, 8-bit logits, 3 QAT epochs", 4, 4, 86.58, 6_934, False),
-    ("epoch-37 snapshot", 4, 4, 90.81, 3_119, False),
-    ("16/0.5/32, KD, 8-bit logits (committed before)", 4, 4, 91.08, 3_119, False),
-    ("the same float model, 5-bit activations", 4, 5, 91.60, 1_738, False),
-    ("the same, fire1 squeeze at 8 bits", 4, 4, 90.45, 3_089, False),
-    ("the same, fire1 squeeze 8, bypass sums 6", 4, 4, 91.53, 2_345, False),
-    ("pynq_z2 (committed): the same, fire1 squeeze 8,\nfires 1-4 expand and bypass sums 5", 4, 4, 91.53, 3_089, True),
+    ("first pynq_z2 pair", 4, 8, 89.96, 1_762, False, False),
+    ("first pynq_z2 network, 3 QAT epochs", 4, 6, 89.30, 3_505, False, False),
+    ("first pynq_z2 network, 3 QAT epochs", 4, 4, 85.03, 7_819, False, False),
+    ("first pynq_z2 network, 8-bit logits, 3 QAT epochs", 4, 4, 86.58, 6_934, False, False),
+    ("epoch-37 snapshot", 4, 4, 90.81, 3_119, False, False),
+    ("16/0.5/32, KD, 8-bit logits", 4, 4, 91.08, 3_119, False, False),
+    ("the same float model, 5-bit activations", 4, 5, 91.60, 1_738, False, False),
+    ("the same, fire1 squeeze at 8 bits", 4, 4, 90.45, 3_089, False, False),
+    ("the same, fire1 squeeze 8, bypass sums 6", 4, 4, 91.53, 2_345, False, False),
+    ("fire1 squeeze 8, fires 1-4 expand and bypass sums 5\n(committed before)", 4, 4, 91.53, 3_089, False, False),
+    ("the same model, DSPs", 4, 4, 91.53, 3_947, False, True),
+    ("5-bit activations, DSPs", 4, 5, 91.60, 3_410, False, True),
+    ("pynq_z2 (committed): 5-bit activations,\nfire1 squeeze and bypass sums 8, DSPs", 4, 5, 91.98, 3_119, True, True),
 ]
 # Where a label goes (its text's left end, in data coordinates, with a leader line to the point) where the
 # default (just right of the point, above it) would overlap another: the points near 3,100 images/s crowd.
 FRONTIER_LABELS = {
-    "the same float model, 5-bit activations": (1_050, 92.05),
+    "pynq_z2 (committed): 5-bit activations,\nfire1 squeeze and bypass sums 8, DSPs": (1_050, 93.15),
+    "the same float model, 5-bit activations": (1_050, 92.1),
     "the same, fire1 squeeze 8, bypass sums 6": (1_050, 91.0),
-    "pynq_z2 (committed): the same, fire1 squeeze 8,\nfires 1-4 expand and bypass sums 5": (4_300, 92.1),
-    "16/0.5/32, KD, 8-bit logits (committed before)": (4_300, 91.2),
-    "epoch-37 snapshot": (4_300, 90.7),
-    "the same, fire1 squeeze at 8 bits": (4_300, 90.3),
+    "5-bit activations, DSPs": (5_200, 92.35),
+    "the same model, DSPs": (5_200, 91.85),
+    "fire1 squeeze 8, fires 1-4 expand and bypass sums 5\n(committed before)": (5_200, 91.3),
+    "16/0.5/32, KD, 8-bit logits": (5_200, 90.85),
+    "epoch-37 snapshot": (5_200, 90.6),
+    "the same, fire1 squeeze at 8 bits": (5_200, 90.35),
 }
 FRONTIER_TARGET = (92.5, 2_000)  # issue 26: top-1 %, images/s
 
@@ -194,15 +203,16 @@ def pareto() -> None:
 
 
 def fpga_frontier() -> None:
-    fig, ax = plt.subplots(figsize=SIZE)
+    fig, ax = plt.subplots(figsize=(SIZE[0], SIZE[1] * 1.6))  # taller: the points near 3,000 images/s crowd
     pts = [(p[4], p[3]) for p in FRONTIER]
     front = [i for i, (f, t) in enumerate(pts) if not any(f2 >= f and t2 >= t and (f2, t2) != (f, t) for f2, t2 in pts)]
     front.sort(key=lambda i: pts[i][0])
     ax.step([pts[i][0] for i in front], [pts[i][1] for i in front], where="pre", color="tab:red", lw=1.2,
             label="frontier (no point faster and more accurate)", zorder=2)
-    for label, wb, ab, top1, fps, committed in FRONTIER:
-        ax.scatter([fps], [top1], s=110 if committed else 45, marker="*" if committed else "o",
-                   color="tab:orange" if committed else "tab:blue", edgecolors="k", linewidths=0.5, zorder=3)
+    for label, wb, ab, top1, fps, committed, on_dsp in FRONTIER:
+        ax.scatter([fps], [top1], s=140 if committed else 45, marker="*" if committed else "s" if on_dsp else "o",
+                   color="tab:orange" if committed else "tab:purple" if on_dsp else "tab:blue", edgecolors="k",
+                   linewidths=0.5, zorder=3)
         # a point with a more accurate one at the same speed gets a one-line label
         below = any(f == fps and t > top1 for f, t in pts)
         text = f"{label}: {top1:.2f}%" if below else f"{label}\nW{wb}A{ab}: {top1:.2f}%, {fps:,} img/s"
@@ -211,6 +221,10 @@ def fpga_frontier() -> None:
                         arrowprops=dict(arrowstyle="-", color="0.5", lw=0.6, shrinkA=0, shrinkB=4))
         else:
             ax.annotate(text, (fps, top1), textcoords="offset points", xytext=(6, 4), va="baseline", fontsize=6.5)
+    ax.scatter([], [], marker="o", s=45, color="tab:blue", edgecolors="k", linewidths=0.5,
+               label="multipliers in LUTs (the tools' choice)")
+    ax.scatter([], [], marker="s", s=45, color="tab:purple", edgecolors="k", linewidths=0.5,
+               label="planner's multipliers on DSP48s (--multipliers dsp)")
     top1_target, fps_target = FRONTIER_TARGET
     ax.axhline(top1_target, color="tab:green", ls=":", lw=1, label=f"target top-1 {top1_target}%")
     ax.axvline(fps_target, color="tab:green", ls="--", lw=1, label=f"target {fps_target:,} images/s")

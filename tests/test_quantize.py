@@ -184,13 +184,13 @@ def test_qat_cli_rejects_bad_settings(args, message, tmp_path):
 
 
 @needs_fashion
-# The PYNQ-Z2 model quantizes most activations to 4 bits as well (a few at 5 and 8, logits at 8), and loses
-# 1.22 points to that (92.75% float, 91.53% quantized): above issue 26's 0.3, so its gate is what it reaches,
-# not the target.
+# The PYNQ-Z2 model quantizes most activations to 5 bits as well (fire1's squeeze and the bypass sums at 8,
+# logits at 8), and loses 0.77 points to that (92.75% float, 91.98% quantized): above issue 26's 0.3, so its
+# gate is what it reaches, not the target.
 @pytest.mark.slow
-@pytest.mark.parametrize("checkpoint, floor, max_drop", [(DEFAULT_QUANT, 0.94, 0.003), (FPGA_QUANT, 0.91, 0.0125)])
+@pytest.mark.parametrize("checkpoint, floor, max_drop", [(DEFAULT_QUANT, 0.94, 0.003), (FPGA_QUANT, 0.915, 0.008)])
 def test_committed_quantized_checkpoint_reaches_its_accuracy(checkpoint, floor, max_drop, tmp_path):
-    """Both committed pairs: the Pi's default (94.31% measured) and the PYNQ-Z2's FPGA model (91.53%)."""
+    """Both committed pairs: the Pi's default (94.31% measured) and the PYNQ-Z2's FPGA model (91.98%)."""
     r = run_module("quantize.evaluate", "--checkpoint", str(ROOT / checkpoint), "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "report.json").read_text())
