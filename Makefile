@@ -42,7 +42,7 @@ CHANNELS    ?=
 CHECKPOINT  ?=
 DATA_ARGS    = $(if $(DATASET),--dataset $(DATASET)) $(if $(filter-out file,$(origin DATA_DIR)),--data-dir "$(DATA_DIR)")
 OWN_DATA     = $(or $(CHECKPOINT),$(filter-out fashion-mnist,$(DATASET)))
-# FPGA knobs: empty means the stage's own default (fpga/build.py FpgaConfig: 1000 C-sim images,
+# FPGA knobs: empty means the stage's own default (fpga/config.py FpgaConfig: 1000 C-sim images,
 # xc7z020clg400-1, 100 MHz, 0.8 of each resource); `python -m fpga --help` lists them.
 SAMPLES     ?=
 FPGA_PART   ?=

@@ -146,7 +146,7 @@ def step_probe(st: BuildState) -> None:
 
 def _as_planned(st: BuildState, pipeline):
     """The pipeline as the project is written: the convs the plan chose (--multipliers dsp) multiply on DSP48s."""
-    return pipeline.with_multipliers_on_dsp(st.dsp_layers) if st.dsp_layers else pipeline
+    return pipeline.with_multipliers_on_dsp(st.dsp_layers)
 
 
 def step_plan(st: BuildState) -> None:
@@ -258,7 +258,8 @@ def step_estimate(st: BuildState) -> None:
             if w is None or (w["reuse_factor"], w["block_factor"]) != (layer.reuse_factor, layer.block_factor) \
                     or (w["product"] == DSP_PRODUCT) != on_dsp:
                 raise UserError(f"{layer.name}: parameters.h says {w}, the estimate used RF {layer.reuse_factor}, "
-                                f"block factor {layer.block_factor}, multipliers {'bound to DSPs' if on_dsp else 'unbound'}")
+                                f"block factor {layer.block_factor}, multipliers "
+                                f"{'bound to DSPs' if on_dsp else 'unbound'}")
         st.report["estimate_matches_parameters_h"] = True
     st.estimate = est
     labels = module_labels(final, st.quant.config if st.quant else None)

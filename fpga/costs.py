@@ -32,6 +32,9 @@ class Cost:
     def __add__(self, other: "Cost") -> "Cost":
         return Cost(*(getattr(self, n) + getattr(other, n) for n in RESOURCES))
 
+    def __sub__(self, other: "Cost") -> "Cost":
+        return Cost(*(getattr(self, n) - getattr(other, n) for n in RESOURCES))
+
     def to_dict(self) -> dict[str, int]:
         return {n: int(getattr(self, n)) for n in RESOURCES}
 

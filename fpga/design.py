@@ -12,7 +12,7 @@ from pathlib import Path
 from model.squeezenet import SqueezeNetConfig
 
 from .config import DEFAULT_MULTIPLIERS
-from .costs import Cost, load_bands
+from .costs import load_bands
 from .dataflow import size_fifos
 from .devices import RESOURCES, Device, resolve_device
 from .estimate import estimate
@@ -36,9 +36,6 @@ def fold_and_size(pipeline: Pipeline, device: Device, *, share: float = 0.8, tar
     depths = {s.key: 1 for s in pipeline.fifos()}
     seen, best, last = set(), None, None
 
-    def bound(dsp_layers: frozenset[str]) -> Pipeline:
-        return pipeline.with_multipliers_on_dsp(dsp_layers) if dsp_layers else pipeline
-
     for _ in range(SIZING_ROUNDS if simulate else 1):
         try:
             plan = plan_folding(pipeline, device, share=share, target_fps=target_fps, clock_mhz=clock_mhz,
@@ -55,7 +52,8 @@ def fold_and_size(pipeline: Pipeline, device: Device, *, share: float = 0.8, tar
             break
         seen.add(key)
         sizing = size_fifos(pipeline, reuse)
-        est = estimate(bound(dsp_layers), reuse, device, depths=sizing.depths, share=share, clock_mhz=clock_mhz)
+        est = estimate(pipeline.with_multipliers_on_dsp(dsp_layers), reuse, device, depths=sizing.depths,
+                       share=share, clock_mhz=clock_mhz)
         interval = max(est.ii_cycles, sizing.check.cycles_per_image or 0)
         if error is None and est.fits and (best is None or interval < best[0]):
             best = (interval, reuse, sizing, dsp_layers)
@@ -67,8 +65,9 @@ def fold_and_size(pipeline: Pipeline, device: Device, *, share: float = 0.8, tar
         # frees resources for them. The user asked for the fastest plan that fits, not for this one.
         reuse, sizing, _, dsp_layers = last
         best = _step_down(pipeline, device, share, clock_mhz,
-                          estimate(bound(dsp_layers), reuse, device, depths=sizing.depths, share=share,
-                                   clock_mhz=clock_mhz).images_per_second, bind_dsp)
+                          estimate(pipeline.with_multipliers_on_dsp(dsp_layers), reuse, device,
+                                   depths=sizing.depths, share=share, clock_mhz=clock_mhz).images_per_second,
+                          bind_dsp)
     if best:
         return best[1], best[2].depths, best[2], None, best[3]
     reuse, sizing, error, dsp_layers = last
@@ -93,13 +92,13 @@ def _step_down(pipeline: Pipeline, device: Device, share: float, clock_mhz: floa
         est = estimate(on_dsp, reuse, device, share=share, clock_mhz=clock_mhz)
         rest = est.totals
         for fifo in est.fifos:
-            rest = Cost(*(getattr(rest, n) - getattr(fifo.cost, n) for n in RESOURCES))
+            rest = rest - fifo.cost
         return all(getattr(rest, n) <= limits[n] for n in RESOURCES)
 
     def sized(target: float):
         reuse = cheapest_plan(pipeline, device, target, clock_mhz)
         dsp_layers = dsp_binding(pipeline, reuse, device, share) if bind_dsp else frozenset()
-        on_dsp = pipeline.with_multipliers_on_dsp(dsp_layers) if dsp_layers else pipeline
+        on_dsp = pipeline.with_multipliers_on_dsp(dsp_layers)
         if not fits_without_fifos(on_dsp, reuse):
             return None
         sizing = size_fifos(pipeline, reuse)
@@ -108,8 +107,8 @@ def _step_down(pipeline: Pipeline, device: Device, share: float, clock_mhz: floa
             if est.fits else None
 
     smallest = smallest_plan(pipeline)
-    if not fits_without_fifos(pipeline.with_multipliers_on_dsp(dsp_binding(pipeline, smallest, device, share))
-                              if bind_dsp else pipeline, smallest):
+    smallest_binding = dsp_binding(pipeline, smallest, device, share) if bind_dsp else frozenset()
+    if not fits_without_fifos(pipeline.with_multipliers_on_dsp(smallest_binding), smallest):
         return None  # not even the slowest plan's layers fit
     failed, target, found = fps, fps * STEP_DOWN, None
     while target >= STEP_DOWN_FLOOR_FPS and found is None:
@@ -153,8 +152,7 @@ def design_point(network: SqueezeNetConfig | Pipeline, part: str = "xc7z020clg40
     reuse, depths, sizing, error, dsp_layers = fold_and_size(
         pipeline, planned_for, share=share, target_fps=target_fps, clock_mhz=clock_mhz, simulate=simulate,
         bind_dsp=multipliers == "dsp")
-    if dsp_layers:
-        pipeline = pipeline.with_multipliers_on_dsp(dsp_layers)
+    pipeline = pipeline.with_multipliers_on_dsp(dsp_layers)
     est = estimate(pipeline, reuse, device, depths=depths, share=share, clock_mhz=clock_mhz)
     fits = error is None and est.fits and (est.fits_with_band or not with_band)
     if error is None and not fits:
@@ -298,8 +296,8 @@ def main(argv: list[str] | None = None) -> int:
                 if not pattern_matches_any(pattern, known):
                     raise UserError(f"--act-override {pattern!r} names no activation of network {name}; they are: "
                                     f"{', '.join(known)}")
-    print(f"{'network':<28}{'w':>3}{'act':>4}{'mult':>5}  {'part':<22}{'fits':>5}{'images/s':>10}{'LUT':>9}{'FF':>9}{'BRAM18K':>8}"
-          f"{'DSP':>6}{'band':>6}  (estimates; fit {'with' if args.fit_with_band else 'without'} the calibration "
+    print(f"{'network':<28}{'w':>3}{'act':>4}{'mult':>5}  {'part':<22}{'fits':>5}{'images/s':>10}{'LUT':>9}{'FF':>9}"
+          f"{'BRAM18K':>8}{'DSP':>6}{'band':>6}  (estimates; fit {'with' if args.fit_with_band else 'without'} the calibration "
           f"band; LUT/FF/BRAM of the plan, or of the smallest plan when nothing fits; band: its upper edge fits)")
     for name, cfg in networks:
         for wb, act, mult, part in ((w, a, m, p) for w in weights for a in acts for m in mults

@@ -136,10 +136,12 @@ class Pipeline:
     def with_multipliers_on_dsp(self, names: Iterable[str] | None = None) -> "Pipeline":
         """The same design with the multipliers of the named convs (None: every conv and dense kernel) bound
         to DSP48s, as the planner chose them for ``python -m fpga --multipliers dsp``: a copy, so the
-        tools'-choice description stays as it was."""
+        tools'-choice description stays as it was (no names: this pipeline itself)."""
         from dataclasses import replace
 
         chosen = None if names is None else set(names)
+        if chosen is not None and not chosen:
+            return self
         stages = [replace(s, multipliers_bound_to_dsp=True)
                   if s.kind in ("conv", "dense") and (chosen is None or s.name in chosen) else s
                   for s in self.stages]

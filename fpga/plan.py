@@ -167,7 +167,7 @@ def plan_folding(pipeline: Pipeline, device: Device, *, share: float = 0.8, targ
     fixed = base.totals
     for layer in base.layers:
         if layer.kind == "conv":
-            fixed = _minus(fixed, layer.cost)
+            fixed = fixed - layer.cost
     limits = {name: share * value for name, value in device.available().items()}
 
     def binding(plan: dict[str, int]) -> frozenset[str]:
@@ -181,9 +181,9 @@ def plan_folding(pipeline: Pipeline, device: Device, *, share: float = 0.8, targ
 
     def planned(plan: dict[str, int], budget: int | None, tried: int) -> Plan:
         dsp_layers = binding(plan)
-        bound = pipeline.with_multipliers_on_dsp(dsp_layers) if dsp_layers else pipeline
-        return Plan(plan, estimate(bound, plan, device, depths=depths, share=share, clock_mhz=clock_mhz),
-                    budget, tried, dsp_layers)
+        est = estimate(pipeline.with_multipliers_on_dsp(dsp_layers), plan, device, depths=depths, share=share,
+                       clock_mhz=clock_mhz)
+        return Plan(plan, est, budget, tried, dsp_layers)
 
     budgets = folding.budgets()
     if target_fps is not None:
@@ -228,7 +228,3 @@ def describe_over(result: Estimate) -> str:
     for name, (value, allowed) in result.over().items():
         parts.append(f"{name.upper()} {value:,} of {allowed:,.0f} allowed (+{value - allowed:,.0f})")
     return "; ".join(parts) or "nothing (it fits)"
-
-
-def _minus(a: Cost, b: Cost) -> Cost:
-    return Cost(*(getattr(a, n) - getattr(b, n) for n in RESOURCES))

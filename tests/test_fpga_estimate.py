@@ -144,6 +144,7 @@ def test_multipliers_bound_to_dsp_are_written_read_back_and_estimated(tmp_path):
     tools = pipeline_from_config(SqueezeNetConfig.from_dict(ckpt["config"]), bits)
     bound = tools.with_multipliers_on_dsp()
     assert kernels(tools) == [False] * len(tools.convs) and kernels(bound) == [True] * len(tools.convs)
+    assert tools.with_multipliers_on_dsp(frozenset()) is tools  # nothing chosen: the pipeline as it is
     device = resolve_device("xc7z020clg400-1", None)
     auto = design_point(tools, device=device, with_band=True, multipliers="auto")
     plan = auto["reuse_factors"]
