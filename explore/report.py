@@ -112,13 +112,14 @@ def full_recipe_commands(row: dict, root: Path = Path(".")) -> list[str]:
     name = point.key
     float_flags = recorded_flags(str(root / FLOAT_DEFAULT), NOT_RECIPE)
     qat_flags = recorded_flags(str(root / QUANT_DEFAULT), (*NOT_RECIPE, "--checkpoint", "--weight-bits", "--act-bits",
-                                                                    "--classifier-act-bits"))
+                                                                    "--classifier-act-bits", "--override",
+                                                                    "--act-override"))
     band = " --fit-with-band" if row.get("fpga_fit_criterion") == "band" else ""
     q = shlex.quote
     return [
         f"python -m model.train {' '.join(float_flags)} {' '.join(q(f) for f in point.train_flags())} "
         f"--device auto --out artifacts/model/{q(name)}",
-        f"python -m quantize --checkpoint artifacts/model/{q(name)}/model.pt {' '.join(point.qat_flags())} "
+        f"python -m quantize --checkpoint artifacts/model/{q(name)}/model.pt {' '.join(q(f) for f in point.qat_flags())} "
         f"{' '.join(qat_flags)} --device auto --out artifacts/quantize/{q(name)}",
         f"python -m fpga --checkpoint artifacts/quantize/{q(name)}/model.pt --part {row['fpga_part']}{band} "
         f"--out artifacts/fpga/{q(name)}",

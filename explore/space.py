@@ -1,9 +1,9 @@
 """What the studies search: design points, the proxy training schedules and the three named studies.
 
 A design point is the paper's microarchitecture metaparameters (base_e, incr_e, sr, pct_3x3, bypass), the
-stem's width and the weight and activation bit widths; everything else is ``model.small_image_config()``'s
-default (stem kernel, pools, freq, number of Fire modules, dropout, BatchNorm), and the quantize stage's
-defaults (8-bit input, first conv and classifier, 16-bit biases). Every study trains its points with one proxy schedule: the
+stem's width, the weight and activation bit widths and the per-layer precision mixes; everything else is
+``model.small_image_config()``'s default (stem kernel, pools, freq, number of Fire modules, dropout,
+BatchNorm), and the quantize stage's defaults (8-bit input, first conv and classifier, 16-bit biases). Every study trains its points with one proxy schedule: the
 same epochs, training subset and seed for each point, so their accuracies compare.
 """
 from __future__ import annotations
@@ -11,12 +11,42 @@ from __future__ import annotations
 import hashlib
 from dataclasses import asdict, dataclass, field
 
-from model.squeezenet import SqueezeNetConfig, small_image_config
+from contract import UserError, pattern_matches_any
+from model.squeezenet import SqueezeNetConfig, fire_module_names, small_image_config
 
 DEFAULT_STEM = small_image_config().stem_channels
 # quantize.layers.QuantSettings' default (a test checks they agree); not imported, because that imports
 # Brevitas, and `python -m explore --help` should not wait for it.
 DEFAULT_ACT_BITS = 8
+UNIFORM = "uniform"
+
+# Per-layer precision (issue 26, levers 2 and 3): named mixes of quantize's --act-override / --override
+# (pattern, bits) pairs, by the layers' role; "{fire1}" is the first Fire module's name in the point's own
+# layout. For one point, a pair that names none of its layers (the bypass sums of bypass=none) or gives them
+# the point's own width is left out, so its flags say only what differs and quantize never refuses them.
+ACT_MIXES: dict[str, tuple[tuple[str, int], ...]] = {
+    UNIFORM: (),
+    # fire1's squeeze output: at 8 bits it alone recovered 11 of the 19 points that 4-bit activations lose
+    # before QAT (RESULTS, "Issue 26, fourth sitting")
+    "fire1-8": (("{fire1}.squeeze_activation", 8),),
+    # ... and the bypass sums at 8: the committed pynq_z2 model's mix (RESULTS, "Issue 26, fifth sitting")
+    "entry8": (("{fire1}.squeeze_activation", 8), ("features.*.bypass_quant", 8)),
+}
+# Weights at 3 bits where most of them are (the 3x3 expands) or where the fewest are (the squeezes); the
+# first conv and the classifier keep their 8 (quantize's default overrides, written out with the mix because
+# --override replaces them).
+WEIGHT_MIXES: dict[str, tuple[tuple[str, int], ...]] = {
+    UNIFORM: (),
+    "expand3x3-3": (("features.*.expand3x3", 3),),
+    "squeeze-3": (("features.*.squeeze", 3),),
+}
+
+
+def _resolve(mix: tuple[tuple[str, int], ...], config: SqueezeNetConfig, names: list[str],
+             own_bits: int) -> tuple[tuple[str, int], ...]:
+    fire1 = fire_module_names(config)[0]
+    pairs = ((pattern.format(fire1=fire1), bits) for pattern, bits in mix)
+    return tuple((p, b) for p, b in pairs if b != own_bits and pattern_matches_any(p, names))
 
 
 @dataclass(frozen=True)
@@ -31,6 +61,14 @@ class DesignPoint:
     # they were, so the studies recorded before them keep their trials.
     stem_channels: int = DEFAULT_STEM
     act_bits: int = DEFAULT_ACT_BITS
+    # Added with lever 5: the per-layer precision (ACT_MIXES, WEIGHT_MIXES); "uniform" leaves keys as they were.
+    act_mix: str = UNIFORM
+    weight_mix: str = UNIFORM
+
+    def __post_init__(self):
+        for what, name, known in (("activation", self.act_mix, ACT_MIXES), ("weight", self.weight_mix, WEIGHT_MIXES)):
+            if name not in known:
+                raise UserError(f"unknown {what} mix {name!r} (known: {', '.join(known)})")
 
     def config(self) -> SqueezeNetConfig:
         """The float network (28x28x1, 10 classes: Fashion-MNIST's shape). Raises ConfigError when the
@@ -43,14 +81,18 @@ class DesignPoint:
         """A file-name-safe identity: the same point has the same key in every study and on every machine."""
         return (f"e{self.base_e}+{self.incr_e}-sr{self.sr:g}-p{self.pct_3x3:g}-{self.bypass}-w{self.weight_bits}"
                 + (f"-s{self.stem_channels}" if self.stem_channels != DEFAULT_STEM else "")
-                + (f"-a{self.act_bits}" if self.act_bits != DEFAULT_ACT_BITS else ""))
+                + (f"-a{self.act_bits}" if self.act_bits != DEFAULT_ACT_BITS else "")
+                + (f"-act-{self.act_mix}" if self.act_mix != UNIFORM else "")
+                + (f"-wq-{self.weight_mix}" if self.weight_mix != UNIFORM else ""))
 
     @property
     def label(self) -> str:
         return (f"base_e={self.base_e} incr_e={self.incr_e} sr={self.sr:g} pct_3x3={self.pct_3x3:g} "
                 f"bypass={self.bypass} {self.weight_bits}-bit"
                 + (f" stem={self.stem_channels}" if self.stem_channels != DEFAULT_STEM else "")
-                + (f" act {self.act_bits}-bit" if self.act_bits != DEFAULT_ACT_BITS else ""))
+                + (f" act {self.act_bits}-bit" if self.act_bits != DEFAULT_ACT_BITS else "")
+                + (f" act mix {self.act_mix}" if self.act_mix != UNIFORM else "")
+                + (f" weight mix {self.weight_mix}" if self.weight_mix != UNIFORM else ""))
 
     def train_flags(self) -> list[str]:
         """``python -m model.train`` flags that build this network (the other fields keep their defaults)."""
@@ -65,14 +107,41 @@ class DesignPoint:
         images tied on their top logit, RESULTS "Issue 26, second sitting")."""
         act = (["--act-bits", str(self.act_bits), "--classifier-act-bits", str(DEFAULT_ACT_BITS)]
                if self.act_bits != DEFAULT_ACT_BITS else [])
-        return ["--weight-bits", str(self.weight_bits), *act]
+        weights = self.weight_overrides()
+        if weights:
+            from fpga.pipeline import BitWidths
+
+            weights = (*BitWidths().overrides, *weights)  # --override replaces quantize's default ones
+        return ["--weight-bits", str(self.weight_bits), *act,
+                *(flag for p, b in weights for flag in ("--override", f"{p}={b}")),
+                *(flag for p, b in self.act_overrides() for flag in ("--act-override", f"{p}={b}"))]
+
+    def act_overrides(self) -> tuple[tuple[str, int], ...]:
+        """This point's activation mix, resolved on its own layers (quantize's --act-override pairs)."""
+        if self.act_mix == UNIFORM:
+            return ()
+        from quantize.layers import CLASSIFIER_RELU, activation_names
+
+        names = [n for n in activation_names(self.config()) if n != CLASSIFIER_RELU]
+        return _resolve(ACT_MIXES[self.act_mix], self.config(), names, self.act_bits)
+
+    def weight_overrides(self) -> tuple[tuple[str, int], ...]:
+        """This point's weight mix, resolved on its own convs (quantize's --override pairs, less its defaults)."""
+        if self.weight_mix == UNIFORM:
+            return ()
+        from quantize.layers import conv_layer_names
+
+        return _resolve(WEIGHT_MIXES[self.weight_mix], self.config(), conv_layer_names(self.config()),
+                        self.weight_bits)
 
     def bits(self):
         """The FPGA estimator's bit widths of this point (``fpga.pipeline.BitWidths``: the quantize stage's
-        defaults, with this point's weight and activation bits)."""
+        defaults, with this point's weight and activation bits and mixes)."""
         from fpga.pipeline import BitWidths
 
-        return BitWidths(weight_bits=self.weight_bits, act_bits=self.act_bits, classifier_act_bits=DEFAULT_ACT_BITS)
+        return BitWidths(weight_bits=self.weight_bits, overrides=(*BitWidths().overrides, *self.weight_overrides()),
+                         act_bits=self.act_bits, classifier_act_bits=DEFAULT_ACT_BITS,
+                         act_overrides=self.act_overrides())
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,7 +150,8 @@ class DesignPoint:
     def from_dict(cls, data: dict) -> "DesignPoint":
         return cls(int(data["base_e"]), int(data["incr_e"]), float(data["sr"]), float(data["pct_3x3"]),
                    str(data["bypass"]), int(data["weight_bits"]),
-                   int(data.get("stem_channels", DEFAULT_STEM)), int(data.get("act_bits", DEFAULT_ACT_BITS)))
+                   int(data.get("stem_channels", DEFAULT_STEM)), int(data.get("act_bits", DEFAULT_ACT_BITS)),
+                   str(data.get("act_mix", UNIFORM)), str(data.get("weight_mix", UNIFORM)))
 
 
 @dataclass(frozen=True)
@@ -172,10 +242,11 @@ BUDGET_SEEDS: tuple[DesignPoint, ...] = (
     DesignPoint(64, 64, 0.125, 0.5, "simple", 4),  # the committed default, for reference
 )
 
-# The FPGA search (issue 26, lever 5): the stem's width and the activation bits join the metaparameters, and
-# a point must fit the part (default xc7z020) with the calibration band included at >= 2,000 images/s before
-# it is trained. Narrow widths only: at 8-bit activations base_e 24 already misses the xc7z020 (RESULTS,
-# "Toward issue 26"). Weights at 3 or 4 bits (the first conv and the classifier keep 8).
+# The FPGA search (issue 26, lever 5): the stem's width, the activation bits and the per-layer precision
+# mixes join the metaparameters, and a point must fit the part (default xc7z020) with the calibration band
+# included at >= 2,000 images/s before it is trained (planned as `python -m fpga` builds it: multipliers on
+# DSP48s). Narrow widths only: at 8-bit activations base_e 24 already misses the xc7z020 (RESULTS, "Toward
+# issue 26"). Weights at 3 or 4 bits (the first conv and the classifier keep 8).
 FPGA_SPACE: dict[str, tuple] = {
     "base_e": (8, 12, 16, 20, 24, 32),
     "incr_e": (0, 8, 12, 16, 24, 32),
@@ -185,11 +256,15 @@ FPGA_SPACE: dict[str, tuple] = {
     "weight_bits": (3, 4),
     "stem_channels": (8, 16, 24, 32, 48),
     "act_bits": (4, 5, 6, 8),
+    "act_mix": tuple(ACT_MIXES),
+    "weight_mix": tuple(WEIGHT_MIXES),
 }
 FPGA_MIN_FPS = 2000.0
-# Queued first: the first pynq_z2 network (committed until 2026-12-07) at 8/6/4-bit activations (at 8 it is
-# skipped: 1,762 images/s with the band), the wider variants whose band-included estimates RESULTS lists (a
-# wider stem, SR 0.5 with a 32-channel stem: the pynq_z2 network since then, base_e 24), and 3-bit weights.
+# Queued first: the first pynq_z2 network (committed until 2026-12-07) at 8/6/4-bit activations (at 8:
+# 1,762 images/s with the band and its multipliers in LUTs, 6,494 with them on DSP48s), the wider variants
+# whose band-included estimates RESULTS lists (a wider stem, SR 0.5 with a 32-channel stem: the pynq_z2
+# network since then, base_e 24), 3-bit weights, and the committed pynq_z2 model's mix, with and without
+# 3-bit 3x3 expands.
 FPGA_SEEDS: tuple[DesignPoint, ...] = (
     DesignPoint(16, 16, 0.25, 0.5, "simple", 4, 16, 8),  # the first pynq_z2 network
     DesignPoint(16, 16, 0.25, 0.5, "simple", 4, 16, 6),
@@ -199,6 +274,8 @@ FPGA_SEEDS: tuple[DesignPoint, ...] = (
     DesignPoint(24, 24, 0.25, 0.5, "simple", 4, 16, 4),
     DesignPoint(16, 16, 0.25, 0.5, "simple", 3, 16, 6),
     DesignPoint(12, 12, 0.5, 0.5, "simple", 4, 24, 5),
+    DesignPoint(16, 16, 0.5, 0.5, "simple", 4, 32, 5, "entry8"),  # the committed pynq_z2 model
+    DesignPoint(16, 16, 0.5, 0.5, "simple", 4, 32, 5, "entry8", "expand3x3-3"),
 )
 
 # Two tiny points for `make explore STUDY=smoke` and the tests: real stages, seconds each.
@@ -245,7 +322,8 @@ STUDIES: dict[str, StudySpec] = {
         "fpga", "search", PROXY, space=FPGA_SPACE, seeds=FPGA_SEEDS, skip_over_budget=True,
         fpga_min_fps=FPGA_MIN_FPS,
         description=(f"FPGA search: most accurate that fits the part, calibration band included, at >= "
-                     f"{FPGA_MIN_FPS:,.0f} images/s (stem width and activation bits searched too; NSGA-II)")),
+                     f"{FPGA_MIN_FPS:,.0f} images/s (stem width, activation bits and per-layer precision searched "
+                     f"too; NSGA-II)")),
     "smoke": StudySpec(
         "smoke", "grid", SMOKE, SMOKE_POINTS,
         description="two tiny points through every stage (what the tests run)"),

@@ -12,6 +12,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from contract import UserError
 from explore.report import (
     evaluated,
     fpga_pick,
@@ -349,6 +350,51 @@ def test_stem_and_activation_bits_extend_a_point_without_renaming_the_old_ones()
     assert (new.bits().act_bits, new.bits().weight("features.3.squeeze"), new.bits().weight("features.0")) == (5, 4, 8)
     measured = bit_widths(QuantSettings(weight_bits=3, act_bits=5))  # what explore.measure reads from a checkpoint
     assert (measured.act_bits, measured.weight("features.3.squeeze"), measured.weight("classifier.1")) == (5, 3, 8)
+
+
+def test_per_layer_precision_mixes_reach_quantize_and_the_estimator():
+    """Lever 5's mixes, resolved on each point's own layers: the flags a trial gives quantize build a twin
+    whose widths (what explore.measure reads back after training) are the estimator's bit widths (what the
+    precheck planned). The committed pynq_z2 model is one point of the FPGA space."""
+    import shlex
+
+    from explore.measure import bit_widths
+    from explore.report import full_recipe_commands
+    from explore.space import ACT_MIXES, FPGA_SEEDS, FPGA_SPACE, WEIGHT_MIXES
+    from model.checkpoint import load_checkpoint
+    from model.squeezenet import SqueezeNetConfig
+    from quantize.layers import QuantSettings, build_quant_model
+    from quantize.qat import build_parser, quant_settings_from_args
+
+    assert FPGA_SPACE["act_mix"] == tuple(ACT_MIXES) and FPGA_SPACE["weight_mix"] == tuple(WEIGHT_MIXES)
+    committed = FPGA_SEEDS[-2]
+    ckpt = load_checkpoint(str(ROOT / "quantize/checkpoints/pynq_z2.pt"))
+    assert committed.config() == SqueezeNetConfig.from_dict(ckpt["config"])
+    assert committed.bits() == bit_widths(QuantSettings.from_dict(ckpt["quant"]))
+    assert committed.key.endswith("-s32-a5-act-entry8") and committed.label.endswith("act mix entry8")
+
+    def settings(point):
+        qs = quant_settings_from_args(build_parser().parse_args(["--checkpoint", "x", *point.qat_flags()]))
+        build_quant_model(point.config(), qs)  # quantize refuses a pattern that names no layer
+        return qs
+
+    assert settings(committed).to_dict() == ckpt["quant"]
+    mixed = DesignPoint(16, 16, 0.5, 0.5, "none", 4, 32, 5, "entry8", "expand3x3-3")
+    qs, bits = settings(mixed), mixed.bits()
+    assert bit_widths(qs) == bits
+    # bypass=none has no bypass sums: that half of the mix is left out; the 3x3 expands alone take 3 bits
+    assert qs.act_overrides == {"features.4.squeeze_activation": 8}
+    assert [bits.weight(n) for n in ("features.0", "features.4.squeeze", "features.12.expand3x3", "classifier.1")] \
+        == [8, 4, 3, 8]
+    assert (bits.act("features.4.squeeze_activation"), bits.act("features.4.expand_activation")) == (8, 5)
+    # A mix that gives the point's own widths adds no flag; the records keep their mixes.
+    assert DesignPoint(16, 16, 0.5, 0.5, "simple", 3, 32, 8, "entry8", "expand3x3-3").qat_flags() == ["--weight-bits", "3"]
+    assert DesignPoint.from_dict(mixed.to_dict()) == mixed and mixed.key.endswith("-act-entry8-wq-expand3x3-3")
+    with pytest.raises(UserError, match="unknown activation mix 'wide'"):
+        DesignPoint(act_mix="wide")
+    # The full recipe quotes the patterns for the shell.
+    command = full_recipe_commands({**mixed.to_dict(), "fpga_part": "xc7z020clg400-1"}, ROOT)[1]
+    assert "features.*.expand3x3=3" in shlex.split(command) and command.count("--override") == 3
 
 
 @pytest.mark.slow
