@@ -94,7 +94,12 @@ def measure(checkpoint: str, data_dir: str | None, dataset: str, part: str, shar
     result = {"params": count_parameters(folded), "macs": count_macs(folded, shape),
               "onchip_bytes": table.total_bytes, "budget_bytes": budget_bytes}
     result["fpga"] = fpga_figures(qm.config, bit_widths(qm.settings), part, share, clock_mhz, with_band)
-    if keep_tflite is not None:
+    from export.tflite_build import tflite_refusal
+
+    why_not = tflite_refusal(qm.model)
+    if why_not:  # e.g. activations under 8 bits: an FPGA point, which the Pi's int8 TFLite cannot hold
+        result["tflite"] = {"skipped": why_not}
+    elif keep_tflite is not None:
         result["tflite"] = tflite_figures(qm, data_dir, dataset, images, keep_tflite)
     else:
         with tempfile.TemporaryDirectory() as tmp:

@@ -76,7 +76,8 @@ def fpga_pick(rows: list[dict], budget_bytes: int, min_fps: float = MIN_FPS,
 
 
 def pi_pick(rows: list[dict], budget_bytes: int, tie_pp: float = SEED_SPREAD_PP) -> dict | None:
-    return best(rows, lambda r: r["onchip_bytes"] <= budget_bytes and r["tflite_bytes"] <= budget_bytes,
+    return best(rows, lambda r: r["onchip_bytes"] <= budget_bytes and r["tflite_bytes"] is not None
+                and r["tflite_bytes"] <= budget_bytes,
                 tie_pp, lambda r: -r["onchip_bytes"])
 
 
@@ -293,10 +294,15 @@ def _fps_cell(r: dict) -> str:
 def _row_line(r: dict) -> str:
     res = r["fpga_resources"]
     return (f"| {r['label']} | {100 * r['top1']:.2f} | {100 * r['float_top1']:.2f} | {r['params']:,} | "
-            f"{r['macs'] / 1e6:.2f} | {r['onchip_bytes']:,} | {r['tflite_bytes']:,} | "
+            f"{r['macs'] / 1e6:.2f} | {r['onchip_bytes']:,} | {_or_dash(r['tflite_bytes'], ',')} | "
             f"{'yes' if r['fpga_fits'] else 'no'} | {_fps_cell(r)} | "
             f"{res['lut']['share']:.0%} / {res['ff']['share']:.0%} / {res['bram18k']['share']:.0%} / "
-            f"{res['dsp']['share']:.0%} | {r['tflite_median_ms']:.3f} |")
+            f"{res['dsp']['share']:.0%} | {_or_dash(r['tflite_median_ms'], '.3f')} |")
+
+
+def _or_dash(value, spec: str) -> str:
+    """A TFLite figure, or "-" for a point the int8 TFLite cannot hold (activations under 8 bits)."""
+    return "-" if value is None else format(value, spec)
 
 
 TABLE_HEAD = ("| point | top-1 % (4-bit QAT) | float top-1 % | params | M MACs | on-chip bytes | TFLite bytes | "
@@ -313,13 +319,17 @@ def describe_pick(title: str, row: dict | None, why: str) -> list[str]:
              f"- config: base_e={row['base_e']}, incr_e={row['incr_e']}, sr={row['sr']:g}, pct_3x3={row['pct_3x3']:g}, "
              f"bypass={row['bypass']}, stem_channels={point.stem_channels}; the rest of `small_image_config()`'s defaults",
              f"- weights: {row['weight_bits']}-bit (first conv and classifier 8-bit), {point.act_bits}-bit activations "
-             f"(8-bit input), 16-bit biases",
+             f"(8-bit input), 16-bit biases" + "".join(
+                 f"; {what} mix {mix}: " + ", ".join(f"{p}={b}" for p, b in pairs)
+                 for what, mix, pairs in (("activation", point.act_mix, point.act_overrides()),
+                                          ("weight", point.weight_mix, point.weight_overrides())) if pairs),
              f"- proxy top-1 ({row['weight_bits']}-bit QAT): {100 * row['top1']:.2f}% (float parent {100 * row['float_top1']:.2f}%) on "
              f"{row['test_images']:,} test images",
              f"- {row['params']:,} parameters, {row['macs'] / 1e6:.2f} M MACs per image",
              f"- on-chip weights + biases: {row['onchip_bytes']:,} bytes "
-             f"({row['onchip_bytes'] / row['budget_bytes']:.1%} of {row['budget_bytes']:,}); int8 TFLite file "
-             f"{row['tflite_bytes']:,} bytes",
+             f"({row['onchip_bytes'] / row['budget_bytes']:.1%} of {row['budget_bytes']:,}); " + (
+                 f"int8 TFLite file {row['tflite_bytes']:,} bytes" if row.get("tflite_bytes") is not None else
+                 f"no int8 TFLite ({row.get('tflite_skipped')})"),
              f"- FPGA ({row['fpga_part']}, estimate): " + (
                  f"fits at {row['fpga_share_allowed']:.0%} of each resource"
                  f"{' with the calibration band' if row.get('fpga_fit_criterion') == 'band' else ''}, "
@@ -328,8 +338,9 @@ def describe_pick(title: str, row: dict | None, why: str) -> list[str]:
                  f"does not fit at {row['fpga_share_allowed']:.0%} of each resource") + f"; DSP {res['dsp']['estimate']:,}, LUT {res['lut']['estimate']:,}, FF {res['ff']['estimate']:,}, "
              f"BRAM18K {res['bram18k']['estimate']:,}, LUTRAM {res['lutram']['estimate']:,} "
              f"({res['lut']['share']:.0%} LUT, {res['ff']['share']:.0%} FF, {res['bram18k']['share']:.0%} BRAM18K)",
-             f"- int8 TFLite on this machine (ai-edge-litert, 1 thread, batch 1): median {row['tflite_median_ms']:.3f} "
-             f"ms, p90 {row['tflite_p90_ms']:.3f} ms; top-1 agreement with Brevitas {row['tflite_agreement']:.4f}",
+             *([f"- int8 TFLite on this machine (ai-edge-litert, 1 thread, batch 1): median "
+                f"{row['tflite_median_ms']:.3f} ms, p90 {row['tflite_p90_ms']:.3f} ms; top-1 agreement with Brevitas "
+                f"{row['tflite_agreement']:.4f}"] if row.get("tflite_bytes") is not None else []),
              "", "Train it with the full recipe (the commands that made the committed default, with this point's "
              "settings), then build its FPGA project:", "", "```sh"]
     try:

@@ -108,9 +108,14 @@ def export_all(cfg: ExportConfig, log=print) -> dict:
     write report.json) only when every step and every exactness gate passed (or --allow-mismatch)."""
     from model.exactness import check_tflite_exactness
 
+    from .tflite_build import tflite_refusal
+
     out = Path(cfg.out)
     qm, floats, float_path = load_pair(cfg)
-    check_tflite_exactness(qm.config)  # refuse before any work
+    why = tflite_refusal(qm.model)  # refuse before any work
+    if why:
+        raise UserError(why)
+    check_tflite_exactness(qm.config)
     # Data first: a data set that does not fit the model, or a damaged file, fails before the slow steps.
     test, dataset, data_dir = load_checkpoint_data(qm.payload, cfg.checkpoint, "test", cfg.dataset, cfg.data_dir)
     if cfg.samples:

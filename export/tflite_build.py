@@ -47,13 +47,40 @@ class Grid:
         return 0.0, (2 ** self.bits - 1) * self.scale
 
 
+TFLITE_ACT_BITS = 8  # int8 tensors: the only activation width the Pi's model can hold
+
+
+def narrow_activations(model: nn.Module) -> dict[str, int]:
+    """The activation quantizers of a Brevitas model that are not 8 bits wide: name -> bits."""
+    from brevitas.proxy.runtime_quant import ActQuantProxyFromInjector
+
+    return {name.removesuffix(".act_quant"): int(m.bit_width()) for name, m in model.named_modules()
+            if isinstance(m, ActQuantProxyFromInjector) and m.is_quant_enabled
+            and int(m.bit_width()) != TFLITE_ACT_BITS}
+
+
+def tflite_refusal(model: nn.Module) -> str | None:
+    """Why the int8 TFLite export cannot hold ``model`` (one line), or None: checked before any work."""
+    if any(isinstance(m, Fire) and m.bypass_kind not in (None, "simple") for m in model.modules()):
+        # Brevitas adds the bypass conv's unquantized accumulator; an int8 TFLite tensor cannot hold it.
+        return ("the int8 TFLite export supports bypass 'none' and 'simple'; the complex bypass's 1x1 conv output "
+                "has no 8-bit quantizer, so TFLite cannot reproduce it (the ONNX and fpga exports handle it)")
+    narrow = narrow_activations(model)
+    if narrow:
+        widths = "/".join(str(b) for b in sorted(set(narrow.values())))
+        return (f"TFLite int8 holds 8-bit activations only; this model has {len(narrow)} {widths}-bit ones "
+                f"(the first: {next(iter(narrow))}): a model for the FPGA (python -m fpga --checkpoint ...), "
+                f"not the Pi")
+    return None
+
+
 def act_grid(module: nn.Module) -> Grid:
     """The grid of a Brevitas QuantReLU / QuantIdentity."""
     proxy = module.act_quant
     scale = float(proxy.scale())
     bits = int(proxy.bit_width())
     signed = bool(proxy.is_signed)
-    if bits != 8:
+    if bits != TFLITE_ACT_BITS:
         raise UserError(f"TFLite int8 holds 8-bit activations only; this model has a {bits}-bit one")
     log2 = math.log2(scale)
     if abs(log2 - round(log2)) > 1e-9:
@@ -181,11 +208,9 @@ def convert_to_tflite(model: SqueezeNet, input_shape_chw: tuple[int, int, int], 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tensorflow as tf
 
-    if any(isinstance(m, Fire) and m.bypass_kind not in (None, "simple") for m in model.modules()):
-        # Brevitas adds the bypass conv's unquantized accumulator; an int8 TFLite tensor cannot hold it.
-        raise UserError("the int8 TFLite export supports bypass 'none' and 'simple'; the complex bypass's 1x1 "
-                        "conv output has no 8-bit quantizer, so TFLite cannot reproduce it (the ONNX and fpga "
-                        "exports handle it)")
+    why = tflite_refusal(model)
+    if why:
+        raise UserError(why)
     check_tflite_exactness(model.config)
     c, h, w = input_shape_chw
     graph = TFGraph(model)

@@ -397,6 +397,33 @@ def test_per_layer_precision_mixes_reach_quantize_and_the_estimator():
     assert "features.*.expand3x3=3" in shlex.split(command) and command.count("--override") == 3
 
 
+def test_a_point_with_narrow_activations_is_measured_for_the_fpga_and_has_no_pi_pick():
+    """TFLite int8 holds 8-bit activations only. A trained FPGA-study point at 5 bits (here the committed
+    pynq_z2 model, the FPGA space's seed) gets its FPGA figures and no TFLite ones, with the reason; the
+    report prints "-" for them and never makes it the Pi pick. Before, its measure step failed after the
+    training, so no such point could finish."""
+    from explore.measure import measure
+    from explore.report import _row_line, describe_pick
+    from explore.space import FPGA_SEEDS
+    from explore.trial import record_fields
+
+    point = FPGA_SEEDS[-2]
+    measured = measure(str(ROOT / "quantize/checkpoints/pynq_z2.pt"), None, "fashion-mnist", "xc7z020clg400-1",
+                       0.8, 100.0, 20, BUDGET, None, with_band=True)
+    assert measured["tflite"]["skipped"].startswith("TFLite int8 holds 8-bit activations only")
+    assert measured["fpga"]["fits"] and measured["fpga"]["images_per_second"] >= 2000
+    quant = {"top1": 0.9198, "float_top1": 0.9275, "samples": 10_000, "weight_storage_bytes": 24_500}
+    fields = record_fields(point, quant, measured, {}, {})
+    assert fields["tflite_bytes"] is None and not fields["tflite_within_budget"] and fields["tflite_skipped"]
+    r = {**fields, "trial": 0, "label": point.label, "status": "complete"}
+    assert _row_line(r).endswith("| - |") and "| - | yes |" in _row_line(r)
+    assert pi_pick([r], BUDGET) is None and fpga_pick([r], BUDGET)["key"] == point.key
+    text = "\n".join(describe_pick("FPGA pick", r, "the most accurate"))
+    assert "no int8 TFLite (TFLite int8 holds" in text and "ai-edge-litert" not in text
+    assert "activation mix entry8: features.4.squeeze_activation=8, features.*.bypass_quant=8" in text
+    assert "--act-override 'features.*.bypass_quant=8'" in text  # the full recipe, quoted for the shell
+
+
 @pytest.mark.slow
 def test_fpga_search_skips_what_misses_the_part_or_the_speed_floor_before_training(tmp_path):
     """The FPGA study's hard constraint: a point is trained only if it fits the part with the calibration

@@ -265,6 +265,16 @@ def test_complex_bypass_is_refused_by_the_tflite_export_with_a_reason(tmp_path):
     assert not (tmp_path / "m.tflite").exists()
 
 
+def test_narrow_activations_are_refused_before_any_work_in_one_line(tmp_path):
+    """The committed pynq_z2 model has 5-bit activations: a model for the FPGA. The export says so in one
+    line before the ONNX steps (it used to fail 90 s in, inside TensorFlow's tracing, in a multi-line error)."""
+    r = run_module("export", "--checkpoint", str(ROOT / "quantize/checkpoints/pynq_z2.pt"), "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.startswith("error: TFLite int8 holds 8-bit activations only; this model has 16 5-bit ones "
+                               "(the first: features.2)")
+    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
+
+
 def test_step_runner_times_skips_and_resumes():
     """export/ and fpga/ run their named steps through export.steps.run_steps."""
     from export.steps import Step, run_steps
