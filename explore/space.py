@@ -3,8 +3,9 @@
 A design point is the paper's microarchitecture metaparameters (base_e, incr_e, sr, pct_3x3, bypass), the
 stem's width, the weight and activation bit widths and the per-layer precision mixes; everything else is
 ``model.small_image_config()``'s default (stem kernel, pools, freq, number of Fire modules, dropout,
-BatchNorm), and the quantize stage's defaults (8-bit input, first conv and classifier, 16-bit biases). Every study trains its points with one proxy schedule: the
-same epochs, training subset and seed for each point, so their accuracies compare.
+BatchNorm), and the quantize stage's defaults (8-bit input, first conv and classifier, 16-bit biases).
+Every study trains its points with one proxy schedule: the same epochs, training subset and seed for each
+point, so their accuracies compare.
 """
 from __future__ import annotations
 
@@ -109,9 +110,9 @@ class DesignPoint:
                if self.act_bits != DEFAULT_ACT_BITS else [])
         weights = self.weight_overrides()
         if weights:
-            from fpga.pipeline import BitWidths
+            from quantize.layers import DEFAULT_OVERRIDES
 
-            weights = (*BitWidths().overrides, *weights)  # --override replaces quantize's default ones
+            weights = (*DEFAULT_OVERRIDES.items(), *weights)  # --override replaces quantize's default ones
         return ["--weight-bits", str(self.weight_bits), *act,
                 *(flag for p, b in weights for flag in ("--override", f"{p}={b}")),
                 *(flag for p, b in self.act_overrides() for flag in ("--act-override", f"{p}={b}"))]
