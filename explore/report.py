@@ -114,7 +114,7 @@ def full_recipe_commands(row: dict, root: Path = Path(".")) -> list[str]:
     float_flags = recorded_flags(str(root / FLOAT_DEFAULT), NOT_RECIPE)
     qat_flags = recorded_flags(str(root / QUANT_DEFAULT), (*NOT_RECIPE, "--checkpoint", "--weight-bits", "--act-bits",
                                                                     "--classifier-act-bits", "--override",
-                                                                    "--act-override"))
+                                                                    "--act-override", "--weight-scale"))
     band = " --fit-with-band" if row.get("fpga_fit_criterion") == "band" else ""
     q = shlex.quote
     return [
@@ -322,7 +322,8 @@ def describe_pick(title: str, row: dict | None, why: str) -> list[str]:
              f"(8-bit input), 16-bit biases" + "".join(
                  f"; {what} mix {mix}: " + ", ".join(f"{p}={b}" for p, b in pairs)
                  for what, mix, pairs in (("activation", point.act_mix, point.act_overrides()),
-                                          ("weight", point.weight_mix, point.weight_overrides())) if pairs),
+                                          ("weight", point.weight_mix, point.weight_overrides())) if pairs)
+             + (f"; {point.weight_scale} weight scales" if "--weight-scale" in point.qat_flags() else ""),
              f"- proxy top-1 ({row['weight_bits']}-bit QAT): {100 * row['top1']:.2f}% (float parent {100 * row['float_top1']:.2f}%) on "
              f"{row['test_images']:,} test images",
              f"- {row['params']:,} parameters, {row['macs'] / 1e6:.2f} M MACs per image",

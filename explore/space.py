@@ -20,6 +20,8 @@ DEFAULT_STEM = small_image_config().stem_channels
 # Brevitas, and `python -m explore --help` should not wait for it.
 DEFAULT_ACT_BITS = 8
 UNIFORM = "uniform"
+# quantize.layers.WEIGHT_SCALES, the first its default (a test checks they agree; not imported, as above)
+WEIGHT_SCALES = ("max", "mse")
 
 # Per-layer precision (issue 26, levers 2 and 3): named mixes of quantize's --act-override / --override
 # (pattern, bits) pairs, by the layers' role; "{fire1}" is the first Fire module's name in the point's own
@@ -65,11 +67,15 @@ class DesignPoint:
     # Added with lever 5: the per-layer precision (ACT_MIXES, WEIGHT_MIXES); "uniform" leaves keys as they were.
     act_mix: str = UNIFORM
     weight_mix: str = UNIFORM
+    # How the weight scales are chosen (quantize --weight-scale); "max" leaves keys as they were.
+    weight_scale: str = WEIGHT_SCALES[0]
 
     def __post_init__(self):
-        for what, name, known in (("activation", self.act_mix, ACT_MIXES), ("weight", self.weight_mix, WEIGHT_MIXES)):
+        for what, name, known in (("activation mix", self.act_mix, ACT_MIXES),
+                                  ("weight mix", self.weight_mix, WEIGHT_MIXES),
+                                  ("weight scale", self.weight_scale, WEIGHT_SCALES)):
             if name not in known:
-                raise UserError(f"unknown {what} mix {name!r} (known: {', '.join(known)})")
+                raise UserError(f"unknown {what} {name!r} (known: {', '.join(known)})")
 
     def config(self) -> SqueezeNetConfig:
         """The float network (28x28x1, 10 classes: Fashion-MNIST's shape). Raises ConfigError when the
@@ -84,7 +90,8 @@ class DesignPoint:
                 + (f"-s{self.stem_channels}" if self.stem_channels != DEFAULT_STEM else "")
                 + (f"-a{self.act_bits}" if self.act_bits != DEFAULT_ACT_BITS else "")
                 + (f"-act-{self.act_mix}" if self.act_mix != UNIFORM else "")
-                + (f"-wq-{self.weight_mix}" if self.weight_mix != UNIFORM else ""))
+                + (f"-wq-{self.weight_mix}" if self.weight_mix != UNIFORM else "")
+                + (f"-ws-{self.weight_scale}" if self.weight_scale != WEIGHT_SCALES[0] else ""))
 
     @property
     def label(self) -> str:
@@ -93,7 +100,8 @@ class DesignPoint:
                 + (f" stem={self.stem_channels}" if self.stem_channels != DEFAULT_STEM else "")
                 + (f" act {self.act_bits}-bit" if self.act_bits != DEFAULT_ACT_BITS else "")
                 + (f" act mix {self.act_mix}" if self.act_mix != UNIFORM else "")
-                + (f" weight mix {self.weight_mix}" if self.weight_mix != UNIFORM else ""))
+                + (f" weight mix {self.weight_mix}" if self.weight_mix != UNIFORM else "")
+                + (f" {self.weight_scale} weight scales" if self.weight_scale != WEIGHT_SCALES[0] else ""))
 
     def train_flags(self) -> list[str]:
         """``python -m model.train`` flags that build this network (the other fields keep their defaults)."""
@@ -113,7 +121,8 @@ class DesignPoint:
             from quantize.layers import DEFAULT_OVERRIDES
 
             weights = (*DEFAULT_OVERRIDES.items(), *weights)  # --override replaces quantize's default ones
-        return ["--weight-bits", str(self.weight_bits), *act,
+        scale = ["--weight-scale", self.weight_scale] if self.weight_scale != WEIGHT_SCALES[0] else []
+        return ["--weight-bits", str(self.weight_bits), *act, *scale,
                 *(flag for p, b in weights for flag in ("--override", f"{p}={b}")),
                 *(flag for p, b in self.act_overrides() for flag in ("--act-override", f"{p}={b}"))]
 
@@ -152,7 +161,8 @@ class DesignPoint:
         return cls(int(data["base_e"]), int(data["incr_e"]), float(data["sr"]), float(data["pct_3x3"]),
                    str(data["bypass"]), int(data["weight_bits"]),
                    int(data.get("stem_channels", DEFAULT_STEM)), int(data.get("act_bits", DEFAULT_ACT_BITS)),
-                   str(data.get("act_mix", UNIFORM)), str(data.get("weight_mix", UNIFORM)))
+                   str(data.get("act_mix", UNIFORM)), str(data.get("weight_mix", UNIFORM)),
+                   str(data.get("weight_scale", WEIGHT_SCALES[0])))
 
 
 @dataclass(frozen=True)
@@ -259,6 +269,7 @@ FPGA_SPACE: dict[str, tuple] = {
     "act_bits": (4, 5, 6, 8),
     "act_mix": tuple(ACT_MIXES),
     "weight_mix": tuple(WEIGHT_MIXES),
+    "weight_scale": WEIGHT_SCALES,
 }
 FPGA_MIN_FPS = 2000.0
 # Queued first: the first pynq_z2 network (committed until 2026-12-07) at 8/6/4-bit activations (at 8:

@@ -16,6 +16,12 @@ from model import Layers, SqueezeNet, SqueezeNetConfig, without_norm_layers
 from model.squeezenet import plain
 
 DEFAULT_OVERRIDES = {"features.0": 8, "classifier.1": 8}
+# How a conv's power-of-two weight scale is chosen. "max": the smallest power of two that covers the largest
+# weight, recomputed from the weights at every step (Brevitas' Int8WeightPerTensorFixedPoint). Rounding up
+# wastes up to a bit: at 4 bits many layers use codes -4..4 of -7..7. "mse": the power of two with the least
+# squared error over the layer's weights, clipping the few largest, then learned with the weights
+# (Int8WeightPerTensorFixedPointMSE). Either stays one power of two per tensor, so every target is unchanged.
+WEIGHT_SCALES = ("max", "mse")
 CLASSIFIER_RELU = "classifier.2"  # the builder's name for the classifier's ReLU (model.squeezenet.SqueezeNet)
 
 
@@ -39,6 +45,7 @@ class QuantSettings:
     # ``features.N.bypass_quant``), first match wins; every other one keeps ``act_bits``. The logits keep
     # ``classifier_act_bits``. hls4ml reads each quantizer's own width, so the FPGA stage needs nothing more.
     act_overrides: dict[str, int] = field(default_factory=dict)
+    weight_scale: str = "max"  # one of WEIGHT_SCALES
 
     @property
     def logit_bits(self) -> int:
@@ -61,6 +68,8 @@ class QuantSettings:
                            *[(f"activation override {k}", v) for k, v in self.act_overrides.items()]]:
             if not isinstance(bits, int) or not 2 <= bits <= 16:
                 raise UserError(f"{what} must be an integer from 2 to 16, got {bits!r}")
+        if self.weight_scale not in WEIGHT_SCALES:
+            raise UserError(f"weight scale must be one of {', '.join(WEIGHT_SCALES)}, got {self.weight_scale!r}")
         if conv_names is not None:
             for pattern in self.overrides:
                 if not pattern_matches_any(pattern, conv_names):
@@ -90,14 +99,16 @@ class QuantSettings:
     def to_dict(self) -> dict:
         return {"weight_bits": self.weight_bits, "act_bits": self.act_bits, "input_bits": self.input_bits,
                 "bias_bits": self.bias_bits, "overrides": dict(self.overrides),
-                "classifier_act_bits": self.classifier_act_bits, "act_overrides": dict(self.act_overrides)}
+                "classifier_act_bits": self.classifier_act_bits, "act_overrides": dict(self.act_overrides),
+                "weight_scale": self.weight_scale}
 
     @classmethod
     def from_dict(cls, data: dict) -> "QuantSettings":
         return cls(int(data["weight_bits"]), int(data["act_bits"]), int(data["input_bits"]),
                    int(data["bias_bits"]), {str(k): int(v) for k, v in data.get("overrides", {}).items()},
                    None if data.get("classifier_act_bits") is None else int(data["classifier_act_bits"]),
-                   {str(k): int(v) for k, v in data.get("act_overrides", {}).items()})
+                   {str(k): int(v) for k, v in data.get("act_overrides", {}).items()},
+                   str(data.get("weight_scale", "max")))  # checkpoints before the field: "max"
 
 
 def brevitas_layers(qs: QuantSettings, signed_add: bool = False) -> Layers:
@@ -107,15 +118,18 @@ def brevitas_layers(qs: QuantSettings, signed_add: bool = False) -> Layers:
     from brevitas.quant import (
         Int8ActPerTensorFixedPoint,
         Int8WeightPerTensorFixedPoint,
+        Int8WeightPerTensorFixedPointMSE,
         IntBias,
         Uint8ActPerTensorFixedPoint,
     )
+
+    weight_quant = Int8WeightPerTensorFixedPointMSE if qs.weight_scale == "mse" else Int8WeightPerTensorFixedPoint
 
     def conv(name, cin, cout, k, stride=1, padding=0):
         # Biases live on the accumulator's grid (scale = input scale x weight scale, bias_bits wide), as
         # an int8 TFLite conv (int32 bias) and an HLS accumulator hold them: no target needs to round them.
         return qnn.QuantConv2d(cin, cout, k, stride=stride, padding=padding, bias=True,
-                               weight_quant=Int8WeightPerTensorFixedPoint, weight_bit_width=qs.bits_for(name),
+                               weight_quant=weight_quant, weight_bit_width=qs.bits_for(name),
                                bias_quant=IntBias, bias_bit_width=qs.bias_bits, return_quant_tensor=False)
 
     # Activations hand QuantTensors on, so the next conv knows its input scale (for its bias grid).
@@ -178,6 +192,18 @@ def activation_names(cfg: SqueezeNetConfig) -> list[str]:
     record = lambda name, *_: names.append(name) or nn.Identity()  # noqa: E731
     SqueezeNet(cfg, Layers(relu=record, add_quant=record))
     return names
+
+
+@torch.no_grad()
+def init_weight_scales(model: nn.Module) -> None:
+    """Choose every learned weight scale ("mse") from the weights the convs hold now. Brevitas would do it at
+    the first quantized forward pass, and leaves an uninitialised scale out of the state dict: a twin saved
+    before one (e.g. after calibration alone) would not load. "max" scales have nothing to choose."""
+    import brevitas.nn as qnn
+
+    for module in model.modules():
+        if isinstance(module, qnn.QuantConv2d):
+            module.quant_weight()
 
 
 def build_quant_model(cfg: SqueezeNetConfig, qs: QuantSettings) -> SqueezeNet:

@@ -49,7 +49,14 @@ from model.runtime import Runtime, runtime
 from model.train_settings import STOPPED_EXIT_CODE, TrainSettings, add_training_arguments, settings_from_args
 from model.training import fit
 
-from .layers import DEFAULT_OVERRIDES, QuantSettings, build_quant_model, conv_layer_names  # noqa: F401 (DEFAULT_OVERRIDES: re-export)
+from .layers import (  # noqa: F401 (DEFAULT_OVERRIDES: re-export)
+    DEFAULT_OVERRIDES,
+    WEIGHT_SCALES,
+    QuantSettings,
+    build_quant_model,
+    conv_layer_names,
+    init_weight_scales,
+)
 from .storage import storage_table
 
 DEFAULT_FLOAT, DEFAULT_QUANT = FLOAT_CHECKPOINT, QUANT_CHECKPOINT  # the names the other modules import
@@ -83,9 +90,11 @@ def twin_from_float(float_checkpoint: str | Path, qs: QuantSettings) -> tuple[Sq
 def calibrate(model: SqueezeNet, data: ImageSet, norm: Normalization, batches: int = 20,
               batch_size: int = 256, progress: bool = True) -> None:
     """Set every activation scale from the statistics of real training images before QAT starts (on the
-    model's device; every torchrun process sees the same images, so all get the same scales)."""
+    model's device; every torchrun process sees the same images, so all get the same scales), and every
+    learned weight scale from the weights."""
     from brevitas.graph.calibrate import calibration_mode
 
+    init_weight_scales(model)
     model.eval()
     device = model_device(model)
     images = torch.from_numpy(data.images)
@@ -203,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight bits for one conv (fnmatch patterns allowed, e.g. 'features.*.squeeze=3'); "
                         f"default: {' '.join(f'{k}={v}' for k, v in q.overrides.items())}; "
                         "'--override none' for none")
+    p.add_argument("--weight-scale", choices=WEIGHT_SCALES, default=q.weight_scale,
+                   help="how each conv's power-of-two weight scale is chosen: 'max' covers the largest weight "
+                        "(recomputed every step); 'mse' takes the power of two with the least squared error, "
+                        "clipping the largest few, and learns it during QAT (finer steps at 4 bits)")
     p.add_argument("--act-override", action="append", default=[], metavar="NAME=BITS",
                    help="bits of the matching activation quantizers (fnmatch on module names, e.g. "
                         "'features.4.squeeze_activation=8', 'features.*.bypass_quant=6'; repeatable); the others "
@@ -224,7 +237,8 @@ def quant_settings_from_args(args: argparse.Namespace) -> QuantSettings:
     overrides = QuantSettings().overrides if args.override is None else (
         {} if args.override == ["none"] else parse_overrides(args.override))
     return QuantSettings(args.weight_bits, args.act_bits, args.input_bits, args.bias_bits, overrides,
-                         args.classifier_act_bits, parse_overrides(args.act_override, "--act-override", "NAME=BITS"))
+                         args.classifier_act_bits, parse_overrides(args.act_override, "--act-override", "NAME=BITS"),
+                         args.weight_scale)
 
 
 def main(argv: list[str] | None = None) -> int:

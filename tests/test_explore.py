@@ -358,9 +358,10 @@ def test_per_layer_precision_mixes_reach_quantize_and_the_estimator():
     precheck planned). The committed pynq_z2 model is one point of the FPGA space."""
     import shlex
 
+    import quantize.layers
     from explore.measure import bit_widths
     from explore.report import full_recipe_commands
-    from explore.space import ACT_MIXES, FPGA_SEEDS, FPGA_SPACE, WEIGHT_MIXES
+    from explore.space import ACT_MIXES, FPGA_SEEDS, FPGA_SPACE, WEIGHT_MIXES, WEIGHT_SCALES
     from model.checkpoint import load_checkpoint
     from model.squeezenet import SqueezeNetConfig
     from quantize.layers import QuantSettings, build_quant_model
@@ -378,7 +379,7 @@ def test_per_layer_precision_mixes_reach_quantize_and_the_estimator():
         build_quant_model(point.config(), qs)  # quantize refuses a pattern that names no layer
         return qs
 
-    assert settings(committed).to_dict() == ckpt["quant"]
+    assert settings(committed) == QuantSettings.from_dict(ckpt["quant"])
     mixed = DesignPoint(16, 16, 0.5, 0.5, "none", 4, 32, 5, "entry8", "expand3x3-3")
     qs, bits = settings(mixed), mixed.bits()
     assert bit_widths(qs) == bits
@@ -392,6 +393,12 @@ def test_per_layer_precision_mixes_reach_quantize_and_the_estimator():
     assert DesignPoint.from_dict(mixed.to_dict()) == mixed and mixed.key.endswith("-act-entry8-wq-expand3x3-3")
     with pytest.raises(UserError, match="unknown activation mix 'wide'"):
         DesignPoint(act_mix="wide")
+    # The weight scales (quantize --weight-scale): "max" is quantize's default and adds nothing.
+    mse = DesignPoint(16, 16, 0.5, 0.5, "simple", 4, 32, 5, weight_scale="mse")
+    assert settings(mse).weight_scale == "mse" and mse.key.endswith("-a5-ws-mse") and DesignPoint.from_dict(
+        mse.to_dict()) == mse and "--weight-scale" not in DesignPoint().qat_flags()
+    assert FPGA_SPACE["weight_scale"] == WEIGHT_SCALES == quantize.layers.WEIGHT_SCALES
+    assert QuantSettings().weight_scale == WEIGHT_SCALES[0]
     # The full recipe quotes the patterns for the shell.
     command = full_recipe_commands({**mixed.to_dict(), "fpga_part": "xc7z020clg400-1"}, ROOT)[1]
     assert "features.*.expand3x3=3" in shlex.split(command) and command.count("--override") == 3

@@ -288,3 +288,28 @@ def test_step_runner_times_skips_and_resumes():
     assert list(run_steps(steps, None, log=lines.append, start="c")) == ["c", "d"] and ran == ["c", "d"]
     with pytest.raises(ValueError, match="no step named e; the steps are a, b, c, d"):
         run_steps(steps, None, log=lines.append, skip=("e",))
+
+
+@pytest.mark.slow
+def test_learned_mse_weight_scales_export_exactly(tmp_path):
+    """quantize --weight-scale mse: learned power-of-two weight scales that clip the largest weights. The
+    QCDQ ONNX, the QONNX and the int8 TFLite model still compute the Brevitas model's logits exactly."""
+    from model import small_image_config
+    from quantize.layers import QuantSettings
+
+    from .conftest import write_tiny_idx
+    from .helpers import SMALL, tiny_float_checkpoint, tiny_quant_checkpoint
+
+    data_dir = write_tiny_idx(tmp_path / "data")
+    cfg = small_image_config(**SMALL)
+    tiny_float_checkpoint(tmp_path / "float.pt", data_dir, cfg)
+    model, _ = tiny_quant_checkpoint(tmp_path / "quant.pt", data_dir, cfg, QuantSettings(weight_scale="mse"))
+    assert any(k.endswith("weight_quant.tensor_quant.scaling_impl.value") for k in model.state_dict())
+    out = tmp_path / "export"
+    r = run_module("export", "--checkpoint", str(tmp_path / "quant.pt"), "--float-checkpoint",
+                   str(tmp_path / "float.pt"), "--data-dir", str(data_dir), "--out", str(out),
+                   "--tflite-runtime-python", "none")
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = read_report(out)
+    for key in ("qcdq_onnx", "qonnx", "tflite"):
+        assert report[key]["top1_agreement"] == 1.0 and report[key]["max_abs_diff"] == 0.0, key

@@ -30,22 +30,25 @@ SMALL = dict(base_e=16, incr_e=16, freq=2, num_fire=3, pool_after=(0, 2), stem_c
 # other Resource kernel, DenseResource_rf_gt_nin_rem0).
 # The first also narrows the activations inside the network to 5 bits with 8-bit logits (issue 26's lever 2),
 # and mixes widths: fire1's squeeze output at 8 bits, the bypass sums at 6 (quantize's --act-override); it
-# binds every multiplier to a DSP48 (lever 4, --multipliers dsp).
+# binds every multiplier to a DSP48 (lever 4, --multipliers dsp), and its weight scales are the MSE-chosen,
+# learned powers of two (quantize --weight-scale mse).
 MIXED = {"features.4.squeeze_activation": 8, "features.*.bypass_quant": 6}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("bypass,target_fps,with_band,acts,multipliers",
-                         [("simple", None, True, (5, 8, MIXED), "dsp"),
-                          ("complex", "3000", False, (8, None, {}), "auto")])
-def test_fire_network_is_bit_exact_in_csim(bypass, target_fps, with_band, acts, multipliers, tiny_idx_dir, tmp_path):
+@pytest.mark.parametrize("bypass,target_fps,with_band,acts,multipliers,weight_scale",
+                         [("simple", None, True, (5, 8, MIXED), "dsp", "mse"),
+                          ("complex", "3000", False, (8, None, {}), "auto", "max")])
+def test_fire_network_is_bit_exact_in_csim(bypass, target_fps, with_band, acts, multipliers, weight_scale,
+                                           tiny_idx_dir, tmp_path):
     """The whole route on a small Fire network: QONNX, layout pass, folding plan (Strategy Resource, reuse
     factors > 1; the fastest plan that fits with its calibration band, or the plan for a target rate), FIFO
     sizing, hls4ml write (multipliers bound to DSPs or left to the tools) + g++ compile, C-sim."""
     from quantize import QuantSettings
 
     ckpt = tmp_path / "q.pt"
-    qs = QuantSettings(act_bits=acts[0], classifier_act_bits=acts[1], act_overrides=acts[2])
+    qs = QuantSettings(act_bits=acts[0], classifier_act_bits=acts[1], act_overrides=acts[2],
+                       weight_scale=weight_scale)
     tiny_quant_checkpoint(ckpt, tiny_idx_dir, small_image_config(bypass=bypass, **SMALL), qs)
     out = tmp_path / "fpga"
     fps = ["--target-fps", target_fps] if target_fps else []

@@ -24,9 +24,11 @@ def test_twin_has_the_float_models_parameters(bypass):
     assert twin_names == float_names
 
 
+@pytest.mark.parametrize("weight_scale", ["max", "mse"])
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])
-def test_integer_weights_and_power_of_two_scales(bits):
-    twin = build_quant_model(small_image_config(**TINY), QuantSettings(weight_bits=bits, overrides={}))
+def test_integer_weights_and_power_of_two_scales(bits, weight_scale):
+    twin = build_quant_model(small_image_config(**TINY),
+                             QuantSettings(weight_bits=bits, overrides={}, weight_scale=weight_scale))
     from brevitas.nn import QuantConv2d
 
     convs = [m for m in twin.modules() if isinstance(m, QuantConv2d)]
@@ -72,10 +74,42 @@ def test_wide_8bit_model_is_over_budget():
     (QuantSettings(act_overrides={"features.99.squeeze_activation": 8}), "names no activation"),
     (QuantSettings(act_overrides={"classifier.2": 8}), "names no activation"),  # the logits: --classifier-act-bits
     (QuantSettings(act_overrides={"features.2": 1}), "from 2 to 16"),
+    (QuantSettings(weight_scale="percentile"), "weight scale must be one of max, mse"),
 ])
 def test_bad_quant_settings(qs, message):
     with pytest.raises(UserError, match=message):
         build_quant_model(small_image_config(**TINY), qs)
+
+
+def test_mse_weight_scales_use_the_4_bit_range_of_the_committed_float_model():
+    """--weight-scale mse: on the committed PYNQ-Z2 float model each 4-bit conv gets the power-of-two scale
+    with the least squared error, never more error than the max-covering scale, and a finer one where that
+    wastes codes (the committed QAT uses codes -4..4 of -7..7 in several layers). The learned scale is saved
+    and reloaded with the weights, and an older checkpoint's settings read as "max"."""
+    from brevitas.nn import QuantConv2d
+
+    from quantize.qat import FPGA_FLOAT, twin_from_float
+
+    qs = QuantSettings(weight_bits=4, act_bits=5, classifier_act_bits=8)
+    twins = {scale: twin_from_float(ROOT / FPGA_FLOAT, QuantSettings(**{**vars(qs), "weight_scale": scale}))[0]
+             for scale in ("max", "mse")}
+    convs = {scale: {n: m for n, m in twin.named_modules() if isinstance(m, QuantConv2d)}
+             for scale, twin in twins.items()}
+    finer = 0
+    with torch.no_grad():
+        for name, conv in convs["max"].items():
+            if int(conv.quant_weight().bit_width) != 4:
+                continue
+            error = {s: float(((c[name].quant_weight().value - c[name].weight) ** 2).sum()) for s, c in convs.items()}
+            scale = {s: float(c[name].quant_weight().scale) for s, c in convs.items()}
+            assert error["mse"] <= error["max"] * (1 + 1e-6), name
+            assert math.log2(scale["mse"]) == round(math.log2(scale["mse"])) and scale["mse"] <= scale["max"], name
+            finer += scale["mse"] < scale["max"]
+    assert finer >= 5, finer
+    assert any(k.endswith("weight_quant.tensor_quant.scaling_impl.value") for k in twins["mse"].state_dict())
+    assert QuantSettings.from_dict(QuantSettings(weight_scale="mse").to_dict()).weight_scale == "mse"
+    old = {k: v for k, v in qs.to_dict().items() if k != "weight_scale"}
+    assert QuantSettings.from_dict(old).weight_scale == "max"
 
 
 def test_mixed_precision_patterns():
