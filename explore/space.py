@@ -286,8 +286,8 @@ FPGA_SEEDS: tuple[DesignPoint, ...] = (
     DesignPoint(24, 24, 0.25, 0.5, "simple", 4, 16, 4),
     DesignPoint(16, 16, 0.25, 0.5, "simple", 3, 16, 6),
     DesignPoint(12, 12, 0.5, 0.5, "simple", 4, 24, 5),
-    DesignPoint(16, 16, 0.5, 0.5, "simple", 4, 32, 5, "entry8"),  # the committed pynq_z2 model
-    DesignPoint(16, 16, 0.5, 0.5, "simple", 4, 32, 5, "entry8", "expand3x3-3"),
+    DesignPoint(16, 16, 0.5, 0.5, "simple", 4, 32, 5, "entry8", weight_scale="mse"),  # the committed pynq_z2 model
+    DesignPoint(16, 16, 0.5, 0.5, "simple", 4, 32, 5, "entry8", "expand3x3-3", "mse"),
 )
 
 # Two tiny points for `make explore STUDY=smoke` and the tests: real stages, seconds each.

@@ -219,12 +219,12 @@ def test_qat_cli_rejects_bad_settings(args, message, tmp_path):
 
 @needs_fashion
 # The PYNQ-Z2 model quantizes most activations to 5 bits as well (fire1's squeeze and the bypass sums at 8,
-# logits at 8), and loses 0.77 points to that (92.75% float, 91.98% quantized): above issue 26's 0.3, so its
+# logits at 8), and loses 0.65 points to that (92.75% float, 92.10% quantized): above issue 26's 0.3, so its
 # gate is what it reaches, not the target.
 @pytest.mark.slow
-@pytest.mark.parametrize("checkpoint, floor, max_drop", [(DEFAULT_QUANT, 0.94, 0.003), (FPGA_QUANT, 0.915, 0.008)])
+@pytest.mark.parametrize("checkpoint, floor, max_drop", [(DEFAULT_QUANT, 0.94, 0.003), (FPGA_QUANT, 0.918, 0.007)])
 def test_committed_quantized_checkpoint_reaches_its_accuracy(checkpoint, floor, max_drop, tmp_path):
-    """Both committed pairs: the Pi's default (94.31% measured) and the PYNQ-Z2's FPGA model (91.98%)."""
+    """Both committed pairs: the Pi's default (94.31% measured) and the PYNQ-Z2's FPGA model (92.10%)."""
     r = run_module("quantize.evaluate", "--checkpoint", str(ROOT / checkpoint), "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "report.json").read_text())
@@ -232,7 +232,7 @@ def test_committed_quantized_checkpoint_reaches_its_accuracy(checkpoint, floor, 
     assert report["top1"] >= floor, report["top1"]
     assert report["top1"] >= report["float_top1"] - max_drop
     assert report["weight_storage_bytes"] <= BUDGET_BYTES
-    assert 0.0 < report["tied_top1"] < 0.02  # 8-bit logits: a few images tie on their top logit (0.26% for pynq_z2)
+    assert 0.0 < report["tied_top1"] < 0.02  # 8-bit logits: a few images tie on their top logit (0.29% for pynq_z2)
 
 
 def test_quant_settings_defaults_are_the_cli_defaults():
