@@ -45,7 +45,7 @@ class QuantSettings:
     # ``features.N.bypass_quant``), first match wins; every other one keeps ``act_bits``. The logits keep
     # ``classifier_act_bits``. hls4ml reads each quantizer's own width, so the FPGA stage needs nothing more.
     act_overrides: dict[str, int] = field(default_factory=dict)
-    weight_scale: str = "max"  # one of WEIGHT_SCALES
+    weight_scale: str = WEIGHT_SCALES[0]  # "max"
 
     @property
     def logit_bits(self) -> int:
