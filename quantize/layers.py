@@ -108,7 +108,7 @@ class QuantSettings:
                    int(data["bias_bits"]), {str(k): int(v) for k, v in data.get("overrides", {}).items()},
                    None if data.get("classifier_act_bits") is None else int(data["classifier_act_bits"]),
                    {str(k): int(v) for k, v in data.get("act_overrides", {}).items()},
-                   str(data.get("weight_scale", "max")))  # checkpoints before the field: "max"
+                   str(data.get("weight_scale", WEIGHT_SCALES[0])))  # checkpoints before the field: "max"
 
 
 def brevitas_layers(qs: QuantSettings, signed_add: bool = False) -> Layers:

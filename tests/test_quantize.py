@@ -88,6 +88,7 @@ def test_mse_weight_scales_use_the_4_bit_range_of_the_committed_float_model():
     and reloaded with the weights, and an older checkpoint's settings read as "max"."""
     from brevitas.nn import QuantConv2d
 
+    from quantize.layers import init_weight_scales
     from quantize.qat import FPGA_FLOAT, twin_from_float
 
     qs = QuantSettings(weight_bits=4, act_bits=5, classifier_act_bits=8)
@@ -107,6 +108,13 @@ def test_mse_weight_scales_use_the_4_bit_range_of_the_committed_float_model():
             finer += scale["mse"] < scale["max"]
     assert finer >= 5, finer
     assert any(k.endswith("weight_quant.tensor_quant.scaling_impl.value") for k in twins["mse"].state_dict())
+    init_weight_scales(twins["mse"])  # what calibrate does first (the 8-bit convs were not touched above)
+    reloaded = build_quant_model(twins["mse"].config, QuantSettings(**{**vars(qs), "weight_scale": "mse"}))
+    missing = reloaded.load_state_dict(twins["mse"].state_dict(), strict=False).missing_keys
+    assert missing and not [k for k in missing if "weight_quant" in k]  # only the uncalibrated activations
+    again = {n: m for n, m in reloaded.named_modules() if isinstance(m, QuantConv2d)}
+    with torch.no_grad():
+        assert all(torch.equal(again[n].quant_weight().value, c.quant_weight().value) for n, c in convs["mse"].items())
     assert QuantSettings.from_dict(QuantSettings(weight_scale="mse").to_dict()).weight_scale == "mse"
     old = {k: v for k, v in qs.to_dict().items() if k != "weight_scale"}
     assert QuantSettings.from_dict(old).weight_scale == "max"
