@@ -15,6 +15,7 @@ HELP = {
                  ["--weight-bits", "--override", "--budget-bytes", "--checkpoint"]),
     "quantize.evaluate": (["options:"], ["--checkpoint", "--float-checkpoint"]),
     "quantize.sweep": (["positional arguments:", "options:"], ["--bits", "--out"]),
+    "quantize.sensitivity": (["options:"], ["--per-layer", "--samples"]),
     "fpga": (["options:"], ["--part", "--clock-mhz", "--samples", "--resource-share", "--target-fps", "--no-csim"]),
     "budget": (["options:"], ["--tflite", "--fpga", "--no-device", "--budget-bytes", "--part"]),
     "fpga.synth": (["options:"], ["--project", "--cosim"]),

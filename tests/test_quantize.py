@@ -252,3 +252,41 @@ def test_quant_settings_defaults_are_the_cli_defaults():
     assert QuantSettings().overrides == {"features.0": 8, "classifier.1": 8} and QuantSettings().weight_bits == 4
     none = quant_settings_from_args(build_parser().parse_args(["--override", "none"]))
     assert none == QuantSettings(overrides={})
+
+
+def test_sensitivity_computes_in_float_inside_and_restores_after():
+    """quantize.sensitivity's switch: with activations and weights in float, the twin is the plain float network
+    with its weights; after the context it computes exactly what it did before."""
+    from model.squeezenet import without_norm_layers
+    from quantize.sensitivity import in_float
+
+    qm = load_quant_model(ROOT / FPGA_QUANT)
+    plain_float = SqueezeNet(qm.config, without_norm_layers()).eval()
+    missing, _ = plain_float.load_state_dict(qm.model.state_dict(), strict=False)
+    assert not missing
+    size = qm.config.input_size
+    x = torch.randn(16, qm.config.in_channels, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = qm.model(x).clone()
+        with in_float(qm.model, activations=True, weights=True):
+            floated = qm.model(x).clone()
+        after = qm.model(x)
+        expected = plain_float(x)
+    assert torch.equal(before, after)
+    torch.testing.assert_close(floated, expected, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(before, floated, atol=1e-3)  # the quantized logits are on an 8-bit grid
+
+
+@needs_fashion
+def test_sensitivity_cli_reports_each_group_and_each_conv(tmp_path):
+    r = run_module("quantize.sensitivity", "--checkpoint", str(ROOT / FPGA_QUANT), "--samples", "200", "--per-layer",
+                   "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "sensitivity.json").read_text())
+    assert report["samples"] == 200
+    assert [row["float"] for row in report["rows"]] == ["nothing", "activations", "weights", "activations and weights"]
+    bits = {row["layer"]: row["weight_bits"] for row in report["per_layer"]}
+    assert len(bits) == 26 and bits["features.0"] == bits["classifier.1"] == 8 and bits["features.4.squeeze"] == 4
+    assert "activations" in r.stdout and "features.4.squeeze" in r.stdout
+    r = run_module("quantize.sensitivity", "--samples", "-1", "--out", str(tmp_path))
+    assert r.returncode == 2 and r.stderr.strip().startswith("error:") and len(r.stderr.strip().splitlines()) == 1
