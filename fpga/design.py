@@ -25,14 +25,21 @@ SIZING_ROUNDS = 5
 def fold_and_size(pipeline: Pipeline, device: Device, *, share: float = 0.8, target_fps: float | None = None,
                   clock_mhz: float = 100.0, simulate: bool = True, fallback_fps: float | None = None,
                   bind_dsp: bool = False):
-    """Plan the folding, size the FIFOs for it by simulation, and plan again with the sized FIFOs: the
-    FIFOs' cost depends on the plan and the plan on their cost. Of the rounds, the fastest plan that fits
-    with its own sized FIFOs wins. ``bind_dsp``: each plan also binds the multipliers of the convs it
-    chooses to DSP48s (``plan_folding``).
+    """Plan the folding and size the FIFOs for it by simulation. The FIFOs' cost depends on the plan and the
+    plan on their cost, and not monotonically (a slower plan can need deeper FIFOs than a faster one), so
+    the fastest plan (no ``target_fps``) comes from ``fastest_sized_plan``: every plan of the planner's
+    family, fastest first, each judged with its own sized FIFOs. With ``target_fps``: plan for it, size,
+    and plan again with the sized FIFOs for a few rounds. ``bind_dsp``: each plan also binds the
+    multipliers of the convs it chooses to DSP48s (``plan_folding``).
 
     Returns (reuse factors, FIFO depths, FifoSizing or None, why nothing fits or None, the convs bound to
     DSPs). When no plan fits, the plan is the cheapest for ``fallback_fps`` (if given) or the smallest one,
     unbound."""
+    if simulate and target_fps is None:
+        found = fastest_sized_plan(pipeline, device, share, clock_mhz, bind_dsp)
+        if found is not None:
+            _, reuse, sizing, dsp_layers = found
+            return reuse, sizing.depths, sizing, None, dsp_layers
     depths = {s.key: 1 for s in pipeline.fifos()}
     seen, best, last = set(), None, None
 
@@ -60,74 +67,49 @@ def fold_and_size(pipeline: Pipeline, device: Device, *, share: float = 0.8, tar
         last = (reuse, sizing, error or "no plan fits once its FIFOs are sized by simulation: " + describe_over(est),
                 dsp_layers)
         depths = sizing.depths
-    if best is None and target_fps is None:
-        # Sizing made the fastest plan too big for the part (deeper FIFOs cost LUTs and FFs): a slower plan
-        # frees resources for them. The user asked for the fastest plan that fits, not for this one.
-        reuse, sizing, _, dsp_layers = last
-        best = _step_down(pipeline, device, share, clock_mhz,
-                          estimate(pipeline.with_multipliers_on_dsp(dsp_layers), reuse, device,
-                                   depths=sizing.depths, share=share, clock_mhz=clock_mhz).images_per_second,
-                          bind_dsp)
     if best:
         return best[1], best[2].depths, best[2], None, best[3]
     reuse, sizing, error, dsp_layers = last
     return reuse, sizing.depths, sizing, error, dsp_layers
 
 
-STEP_DOWN = 0.8  # each slower plan aims at 80% of the previous one's images/s
-STEP_DOWN_FLOOR_FPS = 1.0
-REFINE_STEPS = 3  # then bisect (geometrically) between the last plan that fits and the one before it
-
-
-def _step_down(pipeline: Pipeline, device: Device, share: float, clock_mhz: float, fps: float,
-               bind_dsp: bool = False):
-    """The fastest plan below ``fps`` images/s that still fits once its own FIFOs are sized:
-    (interval, reuse factors, sizing, convs bound to DSPs), or None when even the slowest does not fit.
-    Each candidate (the cheapest plan for its rate) is judged with its own sized FIFOs only: the depths of
-    another plan are no bound on its FIFOs' cost (one or two deep they are flip-flops, deeper SRLs)."""
+def fastest_sized_plan(pipeline: Pipeline, device: Device, share: float, clock_mhz: float, bind_dsp: bool = False):
+    """The fastest plan that fits once its own FIFOs are sized by simulation: (interval, reuse factors,
+    sizing, convs bound to DSPs), or None when none does. The candidates are the planner's plans, one per
+    bottleneck budget (the largest reuse factor of each conv within it, as ``plan_folding`` makes them),
+    fastest first; a plan whose layers alone, FIFOs left out, are over the share is skipped unsimulated.
+    Iterating plan -> size -> plan can cycle between plans and miss a faster one that fits between them."""
+    try:
+        folding = _Folding(pipeline, device, MAX_MULTIPLIERS)
+    except PlanError:
+        return None  # a conv hls4ml cannot fold: fold_and_size's rounds say so
     limits = {name: share * value for name, value in device.available().items()}
-
-    def fits_without_fifos(on_dsp: Pipeline, reuse: dict[str, int]) -> bool:
-        """A bound no sizing can beat: the plan's cost with its FIFOs left out (they cost >= 0)."""
-        est = estimate(on_dsp, reuse, device, share=share, clock_mhz=clock_mhz)
-        rest = est.totals
-        for fifo in est.fifos:
-            rest = rest - fifo.cost
-        return all(getattr(rest, n) <= limits[n] for n in RESOURCES)
-
-    def sized(target: float):
-        reuse = cheapest_plan(pipeline, device, target, clock_mhz)
+    seen = set()
+    for budget in folding.budgets():
+        reuse = folding.plan_for(budget)
+        key = reuse and tuple(sorted(reuse.items()))
+        if reuse is None or key in seen:
+            continue
+        seen.add(key)
         dsp_layers = dsp_binding(pipeline, reuse, device, share) if bind_dsp else frozenset()
         on_dsp = pipeline.with_multipliers_on_dsp(dsp_layers)
-        if not fits_without_fifos(on_dsp, reuse):
-            return None
+        if not _fits_without_fifos(on_dsp, reuse, device, share, clock_mhz, limits):
+            continue
         sizing = size_fifos(pipeline, reuse)
         est = estimate(on_dsp, reuse, device, depths=sizing.depths, share=share, clock_mhz=clock_mhz)
-        return (max(est.ii_cycles, sizing.check.cycles_per_image or 0), reuse, sizing, dsp_layers) \
-            if est.fits else None
+        if est.fits:
+            return max(est.ii_cycles, sizing.check.cycles_per_image or 0), reuse, sizing, dsp_layers
+    return None
 
-    smallest = smallest_plan(pipeline)
-    smallest_binding = dsp_binding(pipeline, smallest, device, share) if bind_dsp else frozenset()
-    if not fits_without_fifos(pipeline.with_multipliers_on_dsp(smallest_binding), smallest):
-        return None  # not even the slowest plan's layers fit
-    failed, target, found = fps, fps * STEP_DOWN, None
-    while target >= STEP_DOWN_FLOOR_FPS and found is None:
-        found = sized(target)
-        if found is None:
-            failed, target = target, target * STEP_DOWN
-    if found is None:
-        return None
-    fitting = target
-    for _ in range(REFINE_STEPS):
-        middle = (fitting * failed) ** 0.5
-        better = sized(middle)
-        if better is not None and better[0] < found[0]:
-            found, fitting = better, middle
-        elif better is not None:
-            fitting = middle
-        else:
-            failed = middle
-    return found
+
+def _fits_without_fifos(on_dsp: Pipeline, reuse: dict[str, int], device: Device, share: float, clock_mhz: float,
+                        limits: dict[str, float]) -> bool:
+    """A bound no sizing can beat: the plan's cost with its FIFOs left out (they cost >= 0)."""
+    est = estimate(on_dsp, reuse, device, share=share, clock_mhz=clock_mhz)
+    rest = est.totals
+    for fifo in est.fifos:
+        rest = rest - fifo.cost
+    return all(getattr(rest, n) <= limits[n] for n in RESOURCES)
 
 
 def design_point(network: SqueezeNetConfig | Pipeline, part: str = "xc7z020clg400-1", *,
