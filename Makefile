@@ -415,12 +415,15 @@ report-test-tools: ## install Debian's chromium and tcl when missing (the report
 
 # --- tests ------------------------------------------------------------------------------------------
 PYTEST_ARGS ?=
+# pytest-xdist workers (0: one process). Two on CI's two cores: about half the suite's time is spent in
+# one-threaded subprocesses. tests/conftest.py groups the tests that must share a worker.
+TEST_WORKERS ?= 2
 
 # ruff first (pyflakes, pycodestyle's errors and import order; config in pyproject.toml): seconds, and a
 # stray name fails here rather than in the middle of a half-hour run.
 test: setup rpi-test-tools rpi-arm64-tools report-test-tools ## lint, then the whole test suite (what CI runs; fails when no test ran)
 	$(PY) -m ruff check --quiet .
-	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS); rc=$$?; \
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15 $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 test-fast: setup ## lint and the suite without the slow end-to-end tests (minutes, while editing)

@@ -22,6 +22,23 @@ needs_fashion = pytest.mark.skipif(not HAVE_FASHION, reason=f"Fashion-MNIST not 
                                    "(make setup installs Debian's dataset-fashion-mnist)")
 
 
+# `make test` spreads the suite over two pytest-xdist workers (--dist loadgroup): the tests spend half
+# their time in one-threaded subprocesses (g++, TFLite conversion, sshd, qemu, Ansible), so two cores run
+# two of them at once. One group runs on one worker. A file is a group, so its module fixtures are built once.
+# The tests that share the committed FPGA design (a session fixture that takes minutes: on two workers
+# it would be built twice), and the files that run make on the repository's own artifacts/ (two makes
+# writing one file would race), form one group.
+SHARED_FIXTURES = {"committed_fpga", "board", "no_tlast_library"}
+REPO_MAKE_FILES = {"test_fpga_deploy", "test_rpi_arm64", "test_rpi_deploy", "test_rpi_view", "test_own_data_refusals"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.path.stem
+        shared = module in REPO_MAKE_FILES or SHARED_FIXTURES & set(getattr(item, "fixturenames", ()))
+        item.add_marker(pytest.mark.xdist_group("committed-fpga-and-repo-make" if shared else module))
+
+
 def make_variable(name: str, *assignments: str) -> str:
     """A Makefile variable as make expands it (``assignments`` such as ``MODEL=pynq_z2``)."""
     r = subprocess.run(["make", "-s", "--no-print-directory", "--eval", "print-%: ; @echo $($*)", f"print-{name}",

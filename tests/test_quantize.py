@@ -279,11 +279,11 @@ def test_sensitivity_computes_in_float_inside_and_restores_after():
 
 @needs_fashion
 def test_sensitivity_cli_reports_each_group_and_each_conv(tmp_path):
-    r = run_module("quantize.sensitivity", "--checkpoint", str(ROOT / FPGA_QUANT), "--samples", "200", "--per-layer",
+    r = run_module("quantize.sensitivity", "--checkpoint", str(ROOT / FPGA_QUANT), "--samples", "40", "--per-layer",
                    "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "sensitivity.json").read_text())
-    assert report["samples"] == 200
+    assert report["samples"] == 40
     assert [row["float"] for row in report["rows"]] == ["nothing", "activations", "weights", "activations and weights"]
     bits = {row["layer"]: row["weight_bits"] for row in report["per_layer"]}
     assert len(bits) == 26 and bits["features.0"] == bits["classifier.1"] == 8 and bits["features.4.squeeze"] == 4
