@@ -32,11 +32,11 @@ SHARED_FIXTURES = {"committed_fpga", "board", "no_tlast_library"}
 REPO_MAKE_FILES = {"test_fpga_deploy", "test_rpi_arm64", "test_rpi_deploy", "test_rpi_view", "test_own_data_refusals"}
 
 
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        module = item.path.stem
-        shared = module in REPO_MAKE_FILES or SHARED_FIXTURES & set(getattr(item, "fixturenames", ()))
-        item.add_marker(pytest.mark.xdist_group("committed-fpga-and-repo-make" if shared else module))
+def pytest_itemcollected(item):
+    # (at collection, before xdist's own pytest_collection_modifyitems reads the groups into the node ids)
+    module = item.path.stem
+    shared = module in REPO_MAKE_FILES or SHARED_FIXTURES & set(getattr(item, "fixturenames", ()))
+    item.add_marker(pytest.mark.xdist_group("committed-fpga-and-repo-make" if shared else module))
 
 
 def make_variable(name: str, *assignments: str) -> str:
